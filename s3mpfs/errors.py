@@ -1,0 +1,133 @@
+"""The exception tree of s3mpfs and the one place that knows errno numbers.
+
+Every failure that can reach a FUSE caller is an `S3mpfsError` carrying the errno
+the caller will see. `errno_for` turns anything else (botocore errors included)
+into an errno, so `operations.py` can map any exception without knowing S3.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+
+class S3mpfsError(Exception):
+    """Base class: an error with the errno a FUSE caller should see."""
+
+    errno: int = errno.EIO
+
+
+class ConfigError(S3mpfsError):
+    """A bad mount option or command-line argument (message is shown to the user)."""
+
+    errno = errno.EINVAL
+
+
+class NotFound(S3mpfsError):
+    errno = errno.ENOENT
+
+
+class Exists(S3mpfsError):
+    errno = errno.EEXIST
+
+
+class NotEmpty(S3mpfsError):
+    errno = errno.ENOTEMPTY
+
+
+class NotADirectory(S3mpfsError):
+    errno = errno.ENOTDIR
+
+
+class IsADirectory(S3mpfsError):
+    errno = errno.EISDIR
+
+
+class NameTooLong(S3mpfsError):
+    errno = errno.ENAMETOOLONG
+
+
+class FileTooLarge(S3mpfsError):
+    errno = errno.EFBIG
+
+
+class Unsupported(S3mpfsError):
+    """An operation s3mpfs does not support (hard links, random writes, ...)."""
+
+    errno = errno.EOPNOTSUPP
+
+
+class InvalidWrite(S3mpfsError):
+    """A write that would need rewriting bytes already handed to S3."""
+
+    errno = errno.EINVAL
+
+
+class UploadFailed(S3mpfsError):
+    """An upload failed and was aborted; the file's previous version is intact."""
+
+    errno = errno.EIO
+
+
+class ObjectArchived(S3mpfsError):
+    """The object is in an archive storage class and must be restored before reading."""
+
+    errno = errno.EIO
+
+
+class ReadOnly(S3mpfsError):
+    errno = errno.EROFS
+
+
+# S3 error codes that mean something more specific than EIO to a caller.
+_CODE_ERRNO = {
+    "NoSuchKey": errno.ENOENT,
+    "NotFound": errno.ENOENT,
+    "404": errno.ENOENT,
+    "NoSuchBucket": errno.ENOENT,
+    "AccessDenied": errno.EACCES,
+    "403": errno.EACCES,
+    "InvalidObjectState": errno.EIO,
+    "EntityTooLarge": errno.EFBIG,
+    "KeyTooLongError": errno.ENAMETOOLONG,
+}
+
+
+def s3_error_code(exc: BaseException) -> str | None:
+    """The S3 error code of a botocore ClientError, else None."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) or None
+    return None
+
+
+def errno_for(exc: BaseException) -> int:
+    """The errno a FUSE caller should see for any exception."""
+    if isinstance(exc, S3mpfsError):
+        return exc.errno
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    code = s3_error_code(exc)
+    if code is not None:
+        return _CODE_ERRNO.get(code, errno.EIO)
+    return errno.EIO
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, secret-free description of an exception for logs and the CLI."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return f"{err.get('Code', 'Error')} (HTTP {status}): {err.get('Message', '')}".strip()
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials found"
+    if isinstance(exc, BotoConnectionError | BotoCoreError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

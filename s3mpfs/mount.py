@@ -1,0 +1,109 @@
+"""Mount lifecycle: the S3 client, the mount's nursery, pyfuse3 init/main/close, signals.
+
+Order matters: the bucket is checked before anything is mounted, so that every bad
+input fails before the mount point changes; on the way out, uploads of files that were
+never closed are aborted (their writer did not finish, so committing them would
+publish a truncated file) and only then is the filesystem unmounted.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+
+import pyfuse3
+import trio
+
+from .config import MountConfig
+from .errors import S3mpfsError, describe, s3_error_code
+from .namespace import Namespace
+from .operations import S3Operations
+from .store import S3Store
+from .upload import MemoryBudget, UploadShared
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 60.0  # seconds to abort pending uploads at exit
+
+
+class MountError(S3mpfsError):
+    """A problem that stops the mount; its message is the one line the user sees."""
+
+
+def bucket_problem(config: MountConfig, exc: BaseException) -> str:
+    """One line saying why the bucket cannot be used and what to do about it."""
+    code = s3_error_code(exc)
+    name = config.bucket
+    if code in ("404", "NoSuchBucket", "NotFound"):
+        return f"bucket {name!r} does not exist; check its name (and region=)"
+    if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return (f"access to bucket {name!r} denied; check your AWS credentials "
+                "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and permissions")
+    if code in ("301", "PermanentRedirect", "AuthorizationHeaderMalformed"):
+        return f"bucket {name!r} is in another region; pass -o region=THE_REGION"
+    text = describe(exc)
+    if "credentials" in text.lower():
+        return ("no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "AWS_PROFILE, or use an instance role")
+    if "connect" in text.lower() or "endpoint" in text.lower():
+        where = config.endpoint_url or "the S3 endpoint"
+        return f"cannot reach {where}; check endpoint_url= and the network ({text})"
+    return f"cannot use bucket {name!r}: {text}"
+
+
+async def check_bucket(config: MountConfig) -> None:
+    """Fail within seconds, with one clear line, if the bucket cannot be used."""
+    store = S3Store(config, check_mode=True)
+    try:
+        await store.check_bucket()
+    except Exception as exc:
+        raise MountError(bucket_problem(config, exc)) from None
+
+
+async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
+    """Check the bucket, mount, serve FUSE requests until unmounted or signalled."""
+    await check_bucket(config)
+    store = S3Store(config)
+    async with trio.open_nursery() as nursery:
+        shared = UploadShared(store, nursery, MemoryBudget(config.memory_limit),
+                              trio.CapacityLimiter(config.upload_concurrency), config.part_size)
+        namespace = Namespace(config, store, shared)
+        options = set(pyfuse3.default_options)
+        options |= {f"fsname=s3mpfs:{config.prefix_display}", "subtype=s3mpfs"}
+        options |= set(config.fuse_options)
+        try:
+            pyfuse3.init(S3Operations(namespace), config.mountpoint, options)
+        except RuntimeError as exc:
+            raise MountError(f"cannot mount on {config.mountpoint}: {exc}; is it already a "
+                             "mount point, and is /dev/fuse usable?") from None
+        nursery.start_soon(_stop_on_signal)
+        log.info("mounted %s on %s", config.prefix_display, config.mountpoint)
+        ready()
+        unmounted = False
+        try:
+            await pyfuse3.main()
+            unmounted = True
+        finally:
+            await _abort_unfinished(shared)
+            pyfuse3.close(unmount=not unmounted)
+            nursery.cancel_scope.cancel()
+    log.info("unmounted %s", config.mountpoint)
+
+
+async def _stop_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.warning("received %s: stopping", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+async def _abort_unfinished(shared: UploadShared) -> None:
+    """Abort the upload of every file still open for writing, logging each one."""
+    with trio.move_on_after(SHUTDOWN_TIMEOUT, shield=True):
+        async with trio.open_nursery() as nursery:
+            for upload in list(shared.uploads):
+                log.warning("%s was still open for writing at exit: aborting its upload "
+                            "(the previous version, if any, is intact)", upload.key)
+                nursery.start_soon(upload.cancel, "filesystem stopped before close()")

@@ -1,0 +1,122 @@
+"""Pure part planning: the write buffer, cutting parts, and the part-size schedule.
+
+No I/O, no trio, no awaits: everything here is unit-tested directly.
+
+The schedule: part N has size `base * 2 ** ((N - 1) // TIER_PARTS)`, capped at 5 GiB.
+With the default 8 MiB base, files up to 512 MiB use 8 MiB parts, parts double every
+64 parts, and the 10,000 parts S3 allows hold about 46.2 TiB, above S3's 50 TB object
+limit. A fixed 8 MiB part would stop at 78 GiB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .config import MAX_PART_SIZE
+from .errors import FileTooLarge, InvalidWrite
+
+MAX_PARTS = 10_000
+TIER_PARTS = 64  # the part size doubles every TIER_PARTS parts
+S3_MAX_OBJECT_SIZE = 50 * 10**12  # 50 TB, S3's documented object size limit
+
+
+def part_size_for(number: int, base: int) -> int:
+    """Size of part `number` (1-based) in the schedule starting at `base`."""
+    if not 1 <= number <= MAX_PARTS:
+        raise ValueError(f"part number {number} outside 1..{MAX_PARTS}")
+    return min(base << ((number - 1) // TIER_PARTS), MAX_PART_SIZE)
+
+
+def max_file_size(base: int) -> int:
+    """The largest file the schedule can hold in MAX_PARTS parts."""
+    return sum(part_size_for(n, base) for n in range(1, MAX_PARTS + 1))
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    offset: int  # of the part's first byte in the file
+    data: bytes = b""
+    copy_length: int = 0  # > 0: copy this many bytes of the base object, data is empty
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def copy_parts(size: int) -> list[Part]:
+    """Parts that copy an existing object of `size` bytes (>= 5 MiB) server-side:
+    as few as possible, of near-equal sizes, each within S3's 5 MiB..5 GiB."""
+    count = -(-size // MAX_PART_SIZE)
+    bounds = [size * i // count for i in range(count + 1)]
+    return [Part(i + 1, bounds[i], copy_length=bounds[i + 1] - bounds[i])
+            for i in range(count)]
+
+
+class PartPlanner:
+    """Turns sequential writes into numbered parts of the scheduled sizes.
+
+    A part is cut only when the buffer holds *more* than the part size, so the last
+    part is never empty and a file of exactly one part size stays a single PutObject.
+    """
+
+    def __init__(self, base_part_size: int) -> None:
+        self.base_part_size = base_part_size
+        self.max_size = max_file_size(base_part_size)
+        self.size = 0  # bytes accepted so far (the file's current length)
+        self.next_number = 1
+        self.parts_cut = 0
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def current_part_size(self) -> int:
+        return part_size_for(self.next_number, self.base_part_size)
+
+    def write(self, offset: int, data: bytes) -> Iterator[Part]:
+        """Accept a write at `offset`; yield every part that became full.
+
+        A write past the end fills the gap with zeros; a write before the end would
+        rewrite bytes that may already be in S3, so it is refused.
+        """
+        if offset < self.size:
+            raise InvalidWrite(f"write at {offset} before the end of the file ({self.size})")
+        if offset + len(data) > self.max_size:
+            raise FileTooLarge(f"file would exceed {self.max_size} bytes")
+        while self.size < offset:  # hole: zeros, one part's worth at a time
+            yield from self._append(bytes(min(offset - self.size, self.current_part_size())))
+        yield from self._append(data)
+
+    def _append(self, data: bytes) -> Iterator[Part]:
+        self._buffer += data
+        self.size += len(data)
+        while len(self._buffer) > self.current_part_size():
+            yield self._cut(self.current_part_size())
+
+    def _cut(self, length: int) -> Part:
+        data = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        part = Part(self.next_number, self.size - len(self._buffer) - length, data)
+        self.next_number += 1
+        self.parts_cut += 1
+        return part
+
+    def finish(self) -> Part:
+        """The last part: whatever is buffered (empty only for an empty file)."""
+        return self._cut(len(self._buffer))
+
+    def continue_after(self, parts: list[Part]) -> None:
+        """Start after parts already planned elsewhere (server-side copies of a base)."""
+        assert self.size == 0 and not self.parts_cut
+        self.size = sum(p.copy_length for p in parts)
+        self.next_number = len(parts) + 1
+        self.parts_cut = len(parts)
+
+    def truncate_to_zero(self) -> None:
+        """Forget everything written; only possible before any part was cut."""
+        if self.parts_cut:
+            raise InvalidWrite("cannot truncate a file whose parts are already uploading")
+        self._buffer.clear()
+        self.size = 0

@@ -1,0 +1,92 @@
+"""Reads: ranged GetObject in fixed blocks with sequential read-ahead.
+
+The object is read in blocks of `block_size`. A read fetches the blocks it needs;
+when reads are sequential, the next block is fetched in the background so that
+`cat`/`cmp`/`sha256sum` stream without waiting on every block. At most a few blocks
+are kept per open file.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from .errors import ObjectArchived, S3mpfsError, describe, s3_error_code
+from .store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+KEEP_BLOCKS = 4
+
+
+class _Block:
+    def __init__(self) -> None:
+        self.ready = trio.Event()
+        self.data = b""
+        self.error: BaseException | None = None
+
+
+class ObjectReader:
+    def __init__(self, store: ObjectStore, nursery: trio.Nursery, key: str, size: int,
+                 block_size: int) -> None:
+        self.store = store
+        self.nursery = nursery
+        self.key = key
+        self.size = size
+        self.block_size = block_size
+        self._blocks: dict[int, _Block] = {}
+        self._last_block = -1
+
+    async def read(self, offset: int, length: int) -> bytes:
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        first, last = offset // self.block_size, (end - 1) // self.block_size
+        sequential = first in (self._last_block, self._last_block + 1)
+        self._last_block = last
+        if sequential and (last + 1) * self.block_size < self.size:
+            self._start(last + 1)  # read-ahead
+        chunks = []
+        for index in range(first, last + 1):
+            block = self._start(index)
+            await block.ready.wait()
+            if block.error is not None:
+                self._blocks.pop(index, None)
+                raise self._read_error(block.error)
+            start = index * self.block_size
+            chunks.append(block.data[max(offset - start, 0):end - start])
+        self._evict(first)
+        return b"".join(chunks)
+
+    def _start(self, index: int) -> _Block:
+        block = self._blocks.get(index)
+        if block is None:
+            block = self._blocks[index] = _Block()
+            self.nursery.start_soon(self._fetch, index, block)
+        return block
+
+    async def _fetch(self, index: int, block: _Block) -> None:
+        start = index * self.block_size
+        try:
+            block.data = await self.store.get_range(
+                self.key, start, min(start + self.block_size, self.size))
+        except Exception as exc:
+            block.error = exc
+        finally:
+            block.ready.set()
+
+    def _evict(self, current: int) -> None:
+        for index in [i for i in self._blocks if i < current - 1 or i > current + KEEP_BLOCKS]:
+            del self._blocks[index]
+
+    def _read_error(self, exc: BaseException) -> S3mpfsError | BaseException:
+        if s3_error_code(exc) == "InvalidObjectState":
+            log.error("cannot read %s: it is archived (GLACIER/DEEP_ARCHIVE); restore it first "
+                      "(aws s3api restore-object)", self.key)
+            return ObjectArchived(self.key)
+        log.error("read of %s failed: %s", self.key, describe(exc))
+        return exc
+
+    def close(self) -> None:
+        self._blocks.clear()

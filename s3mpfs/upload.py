@@ -1,0 +1,276 @@
+"""One file's upload, from its first write to CompleteMultipartUpload (or abort).
+
+The writer (FUSE WRITE requests) feeds the planner; every full part is handed over an
+unbuffered channel to the upload's driver task, which lives in the mount's nursery.
+The driver charges the part against the mount-wide `MemoryBudget` (this is where
+`write()` waits when too much is in flight), creates the multipart upload on the first
+part, and starts a worker per part in its own nursery. Worker concurrency is bounded by
+one mount-wide CapacityLimiter. Any failure cancels the sibling workers, aborts the
+upload under a shield, and sticks: later writes and the final close() raise EIO.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from .config import MIN_PART_SIZE
+from .errors import S3mpfsError, UploadFailed, describe, s3_error_code
+from .parts import Part, PartPlanner, copy_parts
+from .store import CompletedPart, ObjectInfo, ObjectStore
+
+log = logging.getLogger(__name__)
+
+ABORT_TIMEOUT = 60.0  # seconds an abort may take before we give up and log it
+
+
+class MemoryBudget:
+    """Bytes of part data handed to the driver but not yet uploaded, across the mount.
+
+    A part larger than the whole budget is charged as the whole budget, so it proceeds
+    alone instead of waiting forever.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lot = trio.lowlevel.ParkingLot()
+
+    async def acquire(self, size: int) -> int:
+        charge = min(size, self.limit)
+        while self.used + charge > self.limit:
+            await self._lot.park()
+        self.used += charge
+        return charge
+
+    def release(self, charge: int) -> None:
+        self.used -= charge
+        self._lot.unpark_all()
+
+
+@dataclass
+class UploadShared:
+    """What every upload of a mount shares."""
+
+    store: ObjectStore
+    nursery: trio.Nursery
+    budget: MemoryBudget
+    part_limiter: trio.CapacityLimiter  # parts in flight across the mount
+    part_size: int
+    uploads: set[Upload] = field(default_factory=set)  # live ones, for shutdown
+
+
+def multipart_etag(parts: list[CompletedPart]) -> str:
+    """The ETag S3 gives a completed multipart upload of these parts."""
+    digest = hashlib.md5(b"".join(bytes.fromhex(p.etag.strip('"')) for p in parts))  # noqa: S324
+    return f'"{digest.hexdigest()}-{len(parts)}"'
+
+
+class Upload:
+    """Streams one file to one key. States: writing -> closing -> done | failed."""
+
+    def __init__(self, shared: UploadShared, key: str,
+                 metadata: Callable[[], dict[str, str]], base: ObjectInfo | None = None) -> None:
+        """`base`: an existing object this upload extends (appends go after its bytes)."""
+        self.shared = shared
+        self.key = key
+        self.base = base
+        self.copy_source = base  # the object copy parts read from (with its ETag)
+        self.bytes_written = 0
+        self._metadata = metadata  # called when the object is created, so it is current
+        self.planner = PartPlanner(shared.part_size)
+        self.upload_id: str | None = None
+        self.error: S3mpfsError | None = None
+        self.result: dict | None = None
+        self.parts: dict[int, CompletedPart] = {}
+        self._send, self._receive = trio.open_memory_channel[tuple[Part, bool]](0)
+        self._lock = trio.Lock()  # one write or close at a time, in arrival order
+        self._done = trio.Event()
+        self._closed = False
+        self._closed_cleanly = False  # the last part was handed over: complete the upload
+        self._cancel_scope = trio.CancelScope()
+        shared.uploads.add(self)
+        shared.nursery.start_soon(self._drive, name=f"upload {key}")
+
+    @property
+    def size(self) -> int:
+        return self.planner.size
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    # -- the writer's side ---------------------------------------------------------------
+
+    async def write(self, offset: int, data: bytes) -> int:
+        async with self._lock:
+            self._raise_if_failed()
+            if self._closed:
+                raise UploadFailed(f"{self.key}: write after the upload was completed")
+            if self.base is not None:
+                await self._start_from_base(self.base)
+                self.base = None
+            self.bytes_written += len(data)
+            for part in self.planner.write(offset, data):
+                await self._hand_over(part, last=False)
+            return len(data)
+
+    async def close(self) -> dict:
+        """Send the last part, wait for the upload to finish, return S3's answer."""
+        async with self._lock:
+            if not self._closed:
+                self._closed = True
+                if self.error is None:
+                    await self._hand_over(self.planner.finish(), last=True)
+                    self._closed_cleanly = True
+                await self._send.aclose()
+            await self._done.wait()
+            self._raise_if_failed()
+            assert self.result is not None
+            return self.result
+
+    async def _start_from_base(self, base: ObjectInfo) -> None:
+        """Begin with the base object's bytes: small ones are read back, larger ones are
+        copied server-side (UploadPartCopy), so appending never downloads a big file."""
+        if base.size >= MIN_PART_SIZE:
+            parts = copy_parts(base.size)
+            self.planner.continue_after(parts)
+            for part in parts:
+                await self._hand_over(part, last=False)
+        elif base.size > 0:
+            data = await self.shared.store.get_range(base.key, 0, base.size)
+            for part in self.planner.write(0, data):
+                await self._hand_over(part, last=False)
+
+    async def discard(self) -> None:
+        """End an upload that received nothing worth committing: no request is made."""
+        async with self._lock:
+            if not self._closed:
+                self._closed = True
+                await self._send.aclose()
+        await self._done.wait()
+
+    async def cancel(self, reason: str) -> None:
+        """Abort the upload (used at shutdown for files that cannot be finished)."""
+        if self._done.is_set():
+            return
+        self._fail(UploadFailed(f"{self.key}: {reason}"))
+        self._cancel_scope.cancel()
+        await self._done.wait()
+
+    async def _hand_over(self, part: Part, last: bool) -> None:
+        try:
+            await self._send.send((part, last))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._raise_if_failed()
+            raise
+
+    def _raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc if isinstance(exc, UploadFailed) else UploadFailed(
+                f"{self.key}: {describe(exc)}")
+
+    # -- the driver, a task in the mount's nursery ------------------------------------
+
+    async def _drive(self) -> None:
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as workers:
+                    async for part, last in self._receive:
+                        charge = await self.shared.budget.acquire(len(part))
+                        if last and self.upload_id is None:
+                            workers.start_soon(self._put_whole, part, charge)
+                            break
+                        if self.upload_id is None:
+                            self.upload_id = await self.shared.store.create_multipart(
+                                self.key, self._metadata())
+                        workers.start_soon(self._upload_part, part, charge)
+                if self.upload_id is not None and self.error is None and self._closed_cleanly:
+                    await self._complete()
+        except Exception as exc:  # any failure of this one file; the mount goes on
+            self._fail(exc)
+        finally:
+            self._receive.close()
+            if self.upload_id is not None and self.error is None:  # cancelled from outside
+                self._fail(UploadFailed(f"{self.key}: interrupted before completion"))
+            if self.error is not None:
+                await self._abort()
+            self.shared.uploads.discard(self)
+            self._done.set()
+
+    async def _put_whole(self, part: Part, charge: int) -> None:
+        try:
+            self.result = await self.shared.store.put_object(self.key, part.data,
+                                                             self._metadata())
+        finally:
+            self.shared.budget.release(charge)
+
+    async def _upload_part(self, part: Part, charge: int) -> None:
+        try:
+            async with self.shared.part_limiter:
+                assert self.upload_id is not None
+                if part.copy_length:
+                    assert self.copy_source is not None
+                    done = await self.shared.store.upload_part_copy(
+                        self.key, self.upload_id, part.number, self.copy_source,
+                        part.offset, part.offset + part.copy_length)
+                else:
+                    done = await self.shared.store.upload_part(
+                        self.key, self.upload_id, part.number, part.data)
+            if not done.etag:
+                raise UploadFailed(f"{self.key}: part {part.number} came back without an ETag")
+            self.parts[part.number] = done
+        finally:
+            self.shared.budget.release(charge)
+
+    async def _complete(self) -> None:
+        assert self.upload_id is not None
+        parts = [self.parts[n] for n in sorted(self.parts)]
+        if [p.number for p in parts] != list(range(1, len(parts) + 1)):
+            raise UploadFailed(f"{self.key}: parts missing before completion")
+        try:
+            self.result = await self.shared.store.complete_multipart(
+                self.key, self.upload_id, parts)
+        except Exception as exc:
+            # A retried Complete whose first attempt committed answers NoSuchUpload:
+            # the object tells whether that commit was ours.
+            if s3_error_code(exc) != "NoSuchUpload" or not await self._is_committed(parts):
+                raise
+            self.result = {"ETag": multipart_etag(parts)}
+        self.upload_id = None  # completed: nothing left to abort
+
+    async def _is_committed(self, parts: list[CompletedPart]) -> bool:
+        try:
+            info = await self.shared.store.head(self.key)
+        except Exception:
+            return False
+        return info.etag == multipart_etag(parts)
+
+    async def _abort(self) -> None:
+        """Abort the multipart upload, if any, shielded from cancellation and bounded."""
+        if self.upload_id is None:
+            log.error("upload of %s failed: %s", self.key, self.error)
+            return
+        upload_id, self.upload_id = self.upload_id, None
+        with trio.move_on_after(ABORT_TIMEOUT, shield=True) as scope:
+            try:
+                await self.shared.store.abort_multipart(self.key, upload_id)
+                log.error("upload of %s failed: %s; multipart upload aborted",
+                          self.key, self.error)
+                return
+            except Exception as exc:
+                log.error("upload of %s failed: %s; abort failed too (%s): the next mount's "
+                          "sweep or `s3mpfs cleanup` will remove it", self.key, self.error,
+                          describe(exc))
+                return
+        if scope.cancelled_caught:
+            log.error("upload of %s failed: %s; abort timed out", self.key, self.error)
+
