@@ -29,6 +29,7 @@ class Node:
     etag: str = ""
     storage_class: str = "STANDARD"
     meta_known: bool = False  # attributes came from the object's headers, not defaults
+    meta_dirty: bool = False  # attributes changed here and not yet stored in S3
     lookups: int = 0
     upload: Upload | None = None  # the write in progress, if any
     symlink_target: str | None = None

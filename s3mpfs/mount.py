@@ -86,6 +86,8 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
             unmounted = True
         finally:
             await _abort_unfinished(shared)
+            with trio.move_on_after(SHUTDOWN_TIMEOUT, shield=True):
+                await namespace.write_pending_metadata()
             pyfuse3.close(unmount=not unmounted)
             nursery.cancel_scope.cancel()
     log.info("unmounted %s", config.mountpoint)

@@ -41,12 +41,17 @@ log = logging.getLogger(__name__)
 MAX_NAME = 255  # bytes, what POSIX tools expect of one path component
 MAX_KEY = 1024  # bytes, S3's key length limit
 LISTING_TTL = 2.0  # seconds a directory listing answers lookups without a request
+SMALL_DIRECTORY = 1000  # a lookup lists a directory this small instead of HEADing a name
+METADATA_CONCURRENCY = 16  # HEADs in flight when a listing fetches missing metadata
+METADATA_DELAY = 0.5  # seconds a closed file's attribute change waits to be coalesced
+RENAME_NOREPLACE = 1
 
 
 @dataclass
 class _Listing:
     taken: float
     names: set[str] = field(default_factory=set)
+    complete: bool = True
 
 
 @dataclass
@@ -58,6 +63,7 @@ class WriteHandle:
     node: Node
     upload: Upload | None = None
     must_commit: bool = False  # the file must become an object even with no new bytes
+    mtime_set: bool = False  # utimens() while open: keep that mtime, not the close time
 
 
 @dataclass
@@ -79,6 +85,7 @@ class Namespace:
         self.table = InodeTable(Attributes(stat.S_IFDIR | config.dir_mode, config.uid,
                                            config.gid, now))
         self._listings: dict[str, _Listing] = {}
+        self._mounted_at = now  # the mtime of directories that have no marker object
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
 
@@ -107,29 +114,59 @@ class Namespace:
     # -- attributes --------------------------------------------------------------------
 
     def _file_node(self, path: str, info: ObjectInfo) -> Node:
-        """Record a file seen in S3 (by HEAD when metadata is set, else by a listing)."""
+        """Record a file seen in S3 (by HEAD, with its metadata, or by a listing)."""
         node = self.table.at(path)
         if node is not None and node.upload is not None:
             return node  # being written: what we hold is newer than S3
         keep = (node is not None and node.meta_known and info.metadata is None
-                and node.etag == info.etag)
+                and node.etag == info.etag)  # same object: cached metadata still true
         attrs = node.attrs if keep and node is not None else decode(
             info.metadata, directory=False, last_modified=info.mtime, defaults=self.defaults)
         node = self.table.put(path, attrs)
+        if node.etag != info.etag:
+            node.symlink_target = None
         node.size, node.etag, node.storage_class = info.size, info.etag, info.storage_class
         node.meta_known = keep or info.metadata is not None
         return node
 
-    def _dir_node(self, path: str, info: ObjectInfo | None = None) -> Node:
+    def _dir_node(self, path: str, marker: ObjectInfo | None = None) -> Node:
+        """Record a directory; `marker` is its `dir/` object, HEADed, if it has one."""
         node = self.table.at(path)
-        if node is not None and node.is_dir and (node.meta_known or info is None):
+        if node is not None and node.is_dir and marker is None:
             return node
-        attrs = decode(info.metadata if info else None, directory=True,
-                       last_modified=info.mtime if info else time.time(),
+        attrs = decode(marker.metadata if marker else None, directory=True,
+                       last_modified=marker.mtime if marker else self._mounted_at,
                        defaults=self.defaults)
         node = self.table.put(path, attrs)
-        node.size, node.meta_known = 0, bool(info and info.metadata is not None)
+        node.size, node.meta_known = 0, marker is not None
         return node
+
+    async def _fetch_metadata(self, nodes: list[Node]) -> None:
+        """HEAD the objects of nodes whose metadata is unknown, in parallel, bounded."""
+        missing = [n for n in nodes if not n.meta_known and n.upload is None and n.path]
+        if not missing:
+            return
+        limiter = trio.CapacityLimiter(METADATA_CONCURRENCY)
+
+        async def fetch(node: Node) -> None:
+            async with limiter:
+                key = self.dir_key(node.path) if node.is_dir else self.file_key(node.path)
+                try:
+                    info = await self.store.head(key)
+                except Exception as exc:
+                    if errno_for(exc) != errno.ENOENT:
+                        raise
+                    if node.is_dir:  # a prefix without a marker: defaults are the truth
+                        node.meta_known = True
+                    return
+            if node.is_dir:
+                self._dir_node(node.path, info)
+            else:
+                self._file_node(node.path, info)
+
+        async with trio.open_nursery() as nursery:
+            for node in missing:
+                nursery.start_soon(fetch, node)
 
     # -- lookups and listings ----------------------------------------------------------
 
@@ -139,14 +176,22 @@ class Namespace:
         node = self.table.at(path)
         if node is not None and node.upload is not None:
             return node
-        listing = self._listings.get(parent.path)
-        if (listing is not None and time.monotonic() - listing.taken < LISTING_TTL
-                and node is not None and node.refreshed >= listing.taken):
-            return node  # listed a moment ago
-        if listing is not None and time.monotonic() - listing.taken < LISTING_TTL \
-                and name not in listing.names:
+        listing = await self._recent_listing(parent)
+        if listing is None:  # a large directory: ask about this one name
+            return await self._fetch(path)
+        node = self.table.at(path)
+        if name not in listing.names or node is None:
             raise NotFound(path)
-        return await self._fetch(path)
+        return node
+
+    async def _recent_listing(self, directory: Node) -> _Listing | None:
+        """The directory's listing if taken a moment ago, else a new one when the
+        directory is small; None for large directories."""
+        listing = self._listings.get(directory.path)
+        if listing is None or time.monotonic() - listing.taken >= LISTING_TTL:
+            await self._list(directory, limit=SMALL_DIRECTORY)
+            listing = self._listings.get(directory.path)
+        return listing if listing is not None and listing.complete else None
 
     async def _fetch(self, path: str) -> Node:
         """Find what `path` is in S3: an object (HEAD), else a prefix (LIST, one key)."""
@@ -156,31 +201,32 @@ class Namespace:
             if errno_for(exc) != errno.ENOENT:
                 raise
         else:
-            if not info.key.endswith("/"):
-                return self._file_node(path, info)
+            return self._file_node(path, info)
         listing = await self.store.list(self.dir_key(path), max_keys=1)
         if listing.objects or listing.prefixes:
-            marker = next((o for o in listing.objects if o.key == self.dir_key(path)), None)
-            if marker is not None:
-                try:
-                    marker = await self.store.head(marker.key)
-                except Exception as exc:
-                    log.debug("HEAD of directory marker %s failed: %s", marker.key, exc)
-            return self._dir_node(path, marker)
+            node = self._dir_node(path)
+            await self._fetch_metadata([node])
+            return node
         self.table.detach(path)
         raise NotFound(path)
 
     async def getattr(self, inode: int) -> Node:
-        return self.table.get(inode)
+        node = self.table.get(inode)
+        await self._fetch_metadata([node])
+        return node
 
     async def list_dir(self, inode: int) -> list[Node]:
-        """Every entry of a directory, from one paginated ListObjectsV2."""
+        """Every entry of a directory: one paginated ListObjectsV2, then the metadata of
+        entries not seen before (or changed since), fetched in parallel."""
         directory = self.table.get(inode)
         if not directory.is_dir:
             raise NotADirectory(directory.path)
+        return await self._list(directory, limit=None)
+
+    async def _list(self, directory: Node, limit: int | None) -> list[Node]:
         prefix = self.dir_key(directory.path)
         taken = time.monotonic()
-        listing = await self.store.list(prefix)
+        listing = await self.store.list(prefix, max_keys=limit)
         entries: dict[str, Node] = {}
         for sub in listing.prefixes:
             name = sub[len(prefix):].rstrip("/")
@@ -193,7 +239,8 @@ class Namespace:
             entries[name] = self._file_node(join(directory.path, name), info)
         for upload_node in self._uploading_in(directory.path):
             entries.setdefault(upload_node.name, upload_node)
-        self._listings[directory.path] = _Listing(taken, set(entries))
+        await self._fetch_metadata(list(entries.values()))
+        self._listings[directory.path] = _Listing(taken, set(entries), not listing.truncated)
         return [entries[name] for name in sorted(entries)]
 
     def _uploading_in(self, dir_path: str) -> list[Node]:
@@ -201,9 +248,11 @@ class Namespace:
                 if isinstance(h, WriteHandle) and h.node.upload is not None
                 and h.node.parent_path == dir_path]
 
-    def _changed(self, dir_path: str) -> None:
-        """A directory's content changed through us: its cached listing is stale."""
-        self._listings.pop(dir_path, None)
+    def _listed(self, dir_path: str, name: str, present: bool) -> None:
+        """Keep a cached listing true after a change made through this mount."""
+        listing = self._listings.get(dir_path)
+        if listing is not None:
+            (listing.names.add if present else listing.names.discard)(name)
 
     # -- directories -------------------------------------------------------------------
 
@@ -215,26 +264,28 @@ class Namespace:
             raise Exists(path)
         attrs = Attributes(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, time.time())
         await self.store.put_object(self.dir_key(path), b"", encode(attrs))
-        self._changed(parent.path)
         node = self.table.put(path, attrs)
         node.meta_known = True
+        self._listed(parent.path, name, True)
+        self._listings[path] = _Listing(time.monotonic())  # new and empty
         return node
 
     async def rmdir(self, parent_inode: int, name: str) -> None:
         self._writable()
-        parent = self.table.get(parent_inode)
-        path = self._child_path(parent, name)
         node = await self.lookup(parent_inode, name)
         if not node.is_dir:
-            raise NotADirectory(path)
+            raise NotADirectory(node.path)
+        await self._check_empty(node.path)
+        await self.store.delete(self.dir_key(node.path))
+        self._listed(node.parent_path, name, False)
+        self._listings.pop(node.path, None)
+        self.table.detach(node.path)
+
+    async def _check_empty(self, path: str) -> None:
         listing = await self.store.list(self.dir_key(path), max_keys=2)
         others = [o for o in listing.objects if o.key != self.dir_key(path)]
         if others or listing.prefixes or self._uploading_in(path):
             raise NotEmpty(path)
-        await self.store.delete(self.dir_key(path))
-        self._changed(parent.path)
-        self._changed(path)
-        self.table.detach(path)
 
     async def _exists(self, parent: Node, name: str) -> bool:
         try:
@@ -253,8 +304,9 @@ class Namespace:
         if node.upload is not None:
             await node.upload.cancel("file was deleted while being written")
             node.upload = None
+        node.meta_dirty = False
         await self.store.delete(self.file_key(node.path))
-        self._changed(node.parent_path)
+        self._listed(node.parent_path, name, False)
         self.table.detach(node.path)
 
     async def create(self, parent_inode: int, name: str, mode: int, uid: int,
@@ -267,23 +319,24 @@ class Namespace:
             raise IsADirectory(path)
         attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, gid, time.time())
         node = self.table.put(path, attrs)
-        node.meta_known, node.size, node.etag = True, 0, ""
-        self._changed(parent.path)
+        node.meta_known, node.meta_dirty, node.size, node.etag = True, False, 0, ""
+        self._listed(parent.path, name, True)
         return self._open_for_write(node, truncate=True, must_commit=True), node
 
-    async def open(self, inode: int, flags: int) -> int:
+    async def open(self, inode: int, flags: int) -> tuple[int, bool]:
+        """Open a file; returns the handle and whether reads must bypass the page cache
+        (a reader of a file being rewritten reads the previous version from S3, whose
+        size the kernel does not know)."""
         node = self.table.get(inode)
         if node.is_dir:
             raise IsADirectory(node.path)
         if flags & os.O_ACCMODE == os.O_RDONLY:
-            if node.upload is not None:
-                raise Unsupported(f"{node.path} is being written; read it after close()")
             reader = ObjectReader(self.store, self.uploads.nursery, self.file_key(node.path),
                                   node.size, self.config.read_ahead)
-            return self._add_handle(ReadHandle(node, reader))
+            return self._add_handle(ReadHandle(node, reader)), node.upload is not None
         self._writable()
         truncate = bool(flags & os.O_TRUNC) and node.size > 0
-        return self._open_for_write(node, truncate=truncate, must_commit=truncate)
+        return self._open_for_write(node, truncate=truncate, must_commit=truncate), False
 
     def _open_for_write(self, node: Node, *, truncate: bool, must_commit: bool) -> int:
         if node.upload is not None:
@@ -299,13 +352,16 @@ class Namespace:
         if not truncate and node.size > 0:
             base = ObjectInfo(self.file_key(node.path), node.size, 0, etag=node.etag)
         handle.upload = node.upload = Upload(
-            self.uploads, self.file_key(node.path), lambda: self._upload_metadata(node), base)
-        if truncate:
-            node.size = 0
+            self.uploads, self.file_key(node.path), lambda: self._upload_metadata(handle),
+            base)
         return handle.upload
 
-    def _upload_metadata(self, node: Node) -> dict[str, str]:
-        return encode(node.attrs)
+    def _upload_metadata(self, handle: WriteHandle) -> dict[str, str]:
+        """Metadata for the object being created: the mtime is now, unless set meanwhile."""
+        if not handle.mtime_set:
+            handle.node.attrs.mtime = time.time()
+        handle.node.meta_dirty = False  # what is pending goes into this upload
+        return encode(handle.node.attrs)
 
     def _add_handle(self, handle: Handle) -> int:
         fh = self._next_fh
@@ -322,7 +378,7 @@ class Namespace:
     async def read(self, fh: int, offset: int, length: int) -> bytes:
         handle = self.handle(fh)
         if not isinstance(handle, ReadHandle):
-            raise Unsupported("reading a file that is being written")
+            raise Unsupported("reading a file opened write-only or being written")
         return await handle.reader.read(offset, length)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -330,9 +386,7 @@ class Namespace:
         if not isinstance(handle, WriteHandle):
             raise S3mpfsError("file not open for writing")
         upload = handle.upload or self._start_upload(handle, truncate=False)
-        written = await upload.write(offset, data)
-        handle.node.attrs.mtime = time.time()
-        return written
+        return await upload.write(offset, data)
 
     async def flush(self, fh: int) -> None:
         """close() of a descriptor: commit what was written and report the outcome."""
@@ -372,25 +426,28 @@ class Namespace:
             result = await upload.close()
         except Exception:
             self.table.detach(node.path)  # S3 still holds the previous version
-            self._changed(node.parent_path)
+            self._listings.pop(node.parent_path, None)
             raise
         handle.must_commit = False
         node.size = upload.size
         node.etag = result.get("ETag", "")
         node.refreshed = time.monotonic()
+        if node.meta_dirty:  # attributes changed after the object was created
+            self._write_metadata_soon(node)
 
     async def fsync(self, fh: int) -> None:
         """Report a failed upload early; the object itself appears at close()."""
         handle = self.handle(fh)
-        if isinstance(handle, WriteHandle) and handle.upload.error is not None:
+        if isinstance(handle, WriteHandle) and handle.upload and handle.upload.error:
             raise handle.upload.error
 
-    # -- attributes, links, renames ----------------------------------------------------
+    # -- attributes ----------------------------------------------------------------------
 
     async def setattr(self, inode: int, fh: int | None, *, size: int | None = None,
                       mode: int | None = None, uid: int | None = None, gid: int | None = None,
                       mtime_ns: int | None = None) -> Node:
         node = self.table.get(inode)
+        await self._fetch_metadata([node])
         attrs = Attributes(node.attrs.mode, node.attrs.uid, node.attrs.gid, node.attrs.mtime)
         if mode is not None:
             attrs.mode = stat.S_IFMT(node.attrs.mode) | stat.S_IMODE(mode)
@@ -400,46 +457,98 @@ class Namespace:
             attrs.gid = gid
         if mtime_ns is not None:
             attrs.mtime = mtime_ns / 1e9
-        changed = attrs != node.attrs
         if size is not None and size != node.current_size:
             self._writable()
             await self._truncate(node, size)
-        if changed:
-            self._writable()
-            if node.upload is None and not node.is_dir:
-                await self.store.copy_object(self.file_key(node.path), self.file_key(node.path),
-                                             encode(attrs), node.storage_class)
-            elif node.is_dir and node.path:
+        if attrs == node.attrs:
+            return node
+        self._writable()
+        node.attrs, node.meta_known = attrs, True
+        if mtime_ns is not None:
+            for handle in self._write_handles(node):
+                handle.mtime_set = True
+        if node.is_dir:
+            if node.path:
                 await self.store.put_object(self.dir_key(node.path), b"", encode(attrs))
-            node.attrs = attrs  # a file being written carries them into its upload
-            node.meta_known = True
+        elif node.upload is None:
+            self._write_metadata_soon(node)
+        else:  # carried by the pending upload, or written right after it completes
+            node.meta_dirty = True
         return node
+
+    def _write_handles(self, node: Node) -> list[WriteHandle]:
+        return [h for h in self._handles.values()
+                if isinstance(h, WriteHandle) and h.node is node]
+
+    def _write_metadata_soon(self, node: Node) -> None:
+        """Store a closed file's new attributes shortly, in one server-side copy: tools
+        set mtime, owner and mode one call at a time (and rsync renames right after),
+        so waiting a moment turns several copies into one, or into none."""
+        node.meta_dirty = True
+        self.uploads.nursery.start_soon(self._write_metadata_later, node)
+
+    async def _write_metadata_later(self, node: Node) -> None:
+        await trio.sleep(METADATA_DELAY)
+        await self._write_metadata(node)
+
+    async def _write_metadata(self, node: Node) -> None:
+        if not node.meta_dirty or node.upload is not None or self.table.at(node.path) is not node:
+            return  # already written, going into an upload, or renamed/deleted meanwhile
+        node.meta_dirty = False
+        try:
+            await self.store.copy_object(self.file_key(node.path), self.file_key(node.path),
+                                         encode(node.attrs), node.storage_class)
+            node.etag = "?"  # the copy has a new ETag: the next listing refreshes it
+        except Exception as exc:
+            log.error("could not store the attributes of %s: %s", node.path, describe(exc))
+
+    async def write_pending_metadata(self) -> None:
+        """Store every deferred attribute change now (at unmount)."""
+        async with trio.open_nursery() as nursery:
+            for node in self.table.nodes():
+                if node.meta_dirty:
+                    nursery.start_soon(self._write_metadata, node)
 
     async def _truncate(self, node: Node, size: int) -> None:
         if node.is_dir:
             raise IsADirectory(node.path)
-        if node.upload is not None:
-            if size == 0 and node.upload.bytes_written == 0:
-                node.upload.base = None  # O_TRUNC by a separate truncate(): start empty
-                node.size = 0
-                for handle in self._handles.values():
-                    if isinstance(handle, WriteHandle) and handle.upload is node.upload:
-                        handle.must_commit = True
-            elif size == 0:
-                node.upload.planner.truncate_to_zero()
-            elif size > node.upload.size:
-                await node.upload.write(size, b"")
-            else:
-                raise Unsupported(f"{node.path}: shrinking a file being written")
+        upload = node.upload
+        if upload is None or upload.bytes_written == 0:
+            await self._truncate_object(node, size)
+            if upload is not None:  # later writes through this descriptor append to it
+                upload.base = ObjectInfo(upload.key, node.size, 0, etag=node.etag) \
+                    if node.size else None
             return
         if size == 0:
-            await self.store.put_object(self.file_key(node.path), b"", encode(node.attrs))
-            node.size = 0
-            return
-        raise Unsupported(f"{node.path}: changing the size of a closed file")
+            upload.planner.truncate_to_zero()
+        elif size > upload.size:
+            await upload.write(size, b"")
+        else:
+            raise Unsupported(f"{node.path}: shrinking a file while writing it")
+
+    async def _truncate_object(self, node: Node, size: int) -> None:
+        """Replace the object by its first `size` bytes, zero-filled beyond its end.
+        Kept bytes are copied server-side (or re-sent, for small objects)."""
+        if size == 0:
+            result = await self.store.put_object(self.file_key(node.path), b"",
+                                                 self._encode_now(node))
+        else:
+            base = ObjectInfo(self.file_key(node.path), min(size, node.size), 0,
+                              etag=node.etag)
+            upload = Upload(self.uploads, base.key, lambda: self._encode_now(node), base)
+            await upload.write(size, b"")
+            result = await upload.close()
+        node.size, node.etag = size, result.get("ETag", "")
+
+    def _encode_now(self, node: Node) -> dict[str, str]:
+        node.meta_dirty = False
+        return encode(node.attrs)
+
+    # -- links -----------------------------------------------------------------------------
 
     async def symlink(self, parent_inode: int, name: str, target: str, uid: int,
                       gid: int) -> Node:
+        """A symbolic link as s3fs stores it: the body is the target, the mode S_IFLNK."""
         self._writable()
         parent = self.table.get(parent_inode)
         path = self._child_path(parent, name)
@@ -451,20 +560,22 @@ class Namespace:
         node = self.table.put(path, attrs)
         node.meta_known, node.symlink_target = True, target
         node.size, node.etag = len(os.fsencode(target)), result.get("ETag", "")
-        self._changed(parent.path)
+        self._listed(parent.path, name, True)
         return node
 
     async def readlink(self, inode: int) -> str:
         node = self.table.get(inode)
         if not stat.S_ISLNK(node.attrs.mode):
-            raise S3mpfsError(f"{node.path} is not a symbolic link", )
+            raise S3mpfsError(f"{node.path} is not a symbolic link")
         if node.symlink_target is None:
             data = await self.store.get_range(self.file_key(node.path), 0, max(node.size, 1))
             node.symlink_target = os.fsdecode(data)
         return node.symlink_target
 
     async def link(self) -> None:
-        raise Unsupported("hard links are not supported on S3")
+        raise Unsupported("hard links cannot be stored in S3")
+
+    # -- renames ---------------------------------------------------------------------------
 
     async def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str,
                      flags: int) -> None:
@@ -474,53 +585,58 @@ class Namespace:
         new_path = self._child_path(target_dir, new_name)
         if node.upload is not None:
             raise Unsupported(f"{node.path} is being written; rename it after close()")
+        if flags & ~RENAME_NOREPLACE:
+            raise Unsupported("rename flags other than RENAME_NOREPLACE")
         try:
             existing = await self.lookup(new_parent, new_name)
         except NotFound:
             existing = None
         if existing is not None:
-            if flags & 1:  # RENAME_NOREPLACE
+            if flags & RENAME_NOREPLACE:
                 raise Exists(new_path)
-            if flags:
-                raise Unsupported("rename flags other than RENAME_NOREPLACE")
             if existing.is_dir != node.is_dir:
                 raise IsADirectory(new_path) if existing.is_dir else NotADirectory(new_path)
             if existing.is_dir:
-                listing = await self.store.list(self.dir_key(new_path), max_keys=2)
-                if [o for o in listing.objects if o.key != self.dir_key(new_path)] \
-                        or listing.prefixes:
-                    raise NotEmpty(new_path)
-        old_path = node.path
+                await self._check_empty(new_path)
+            if existing.upload is not None:
+                raise Unsupported(f"{new_path} is being written")
+        old_path, old_dir = node.path, node.parent_path
         if node.is_dir:
-            await self._rename_dir(old_path, new_path)
+            await self._rename_dir(node, new_path)
         else:
+            metadata = encode(node.attrs) if node.meta_dirty else None
+            node.meta_dirty = False  # the copy carries the pending attributes
             await self._move_object(self.file_key(old_path), self.file_key(new_path),
-                                    node.storage_class)
+                                    metadata, node.storage_class)
         self.table.move(old_path, new_path)
-        self._changed(node.parent_path)
-        self._changed(target_dir.path)
+        self._listed(old_dir, old_name, False)
+        self._listed(target_dir.path, new_name, True)
+        for path in [p for p in self._listings if p == old_path or p.startswith(old_path + "/")]:
+            del self._listings[path]
 
-    async def _move_object(self, src: str, dst: str, storage_class: str | None) -> None:
-        await self.store.copy_object(src, dst, None, storage_class)
+    async def _move_object(self, src: str, dst: str, metadata: dict[str, str] | None,
+                           storage_class: str | None) -> None:
+        """Server-side copy, then delete: the bytes never leave S3."""
+        await self.store.copy_object(src, dst, metadata, storage_class)
         await self.store.delete(src)
 
-    async def _rename_dir(self, old_path: str, new_path: str) -> None:
-        """Copy every object under the old prefix, then delete it. Not atomic."""
-        old_prefix, new_prefix = self.dir_key(old_path), self.dir_key(new_path)
+    async def _rename_dir(self, node: Node, new_path: str) -> None:
+        """Move every object under the directory's prefix, in parallel. Not atomic: an
+        interruption leaves some objects under each name, none lost."""
+        old_prefix, new_prefix = self.dir_key(node.path), self.dir_key(new_path)
         listing = await self.store.list(old_prefix, delimiter=None)
+        limiter = trio.CapacityLimiter(self.config.upload_concurrency)
+
+        async def move(info: ObjectInfo) -> None:
+            async with limiter:
+                await self._move_object(info.key, new_prefix + info.key[len(old_prefix):],
+                                        None, info.storage_class)
+
         async with trio.open_nursery() as nursery:
-            limiter = trio.CapacityLimiter(self.config.upload_concurrency)
-
-            async def move(info: ObjectInfo) -> None:
-                async with limiter:
-                    await self._move_object(info.key, new_prefix + info.key[len(old_prefix):],
-                                            info.storage_class)
-
             for info in listing.objects:
                 nursery.start_soon(move, info)
-        if not any(o.key == old_prefix for o in listing.objects):
-            await self.store.put_object(new_prefix, b"", encode(self.table.get(
-                self.table.at(old_path).inode).attrs) if self.table.at(old_path) else {})
+        if not any(info.key == old_prefix for info in listing.objects):
+            await self.store.put_object(new_prefix, b"", encode(node.attrs))  # keep the dir
 
     def forget(self, inode: int, count: int) -> None:
         self.table.forget(inode, count)

@@ -175,7 +175,8 @@ class S3Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> Any:
-        return pyfuse3.FileInfo(fh=await self.ns.open(inode, flags))
+        fh, direct_io = await self.ns.open(inode, flags)
+        return pyfuse3.FileInfo(fh=fh, direct_io=direct_io)
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:

@@ -51,6 +51,7 @@ class ObjectInfo:
 class Listing:
     objects: list[ObjectInfo] = field(default_factory=list)
     prefixes: list[str] = field(default_factory=list)
+    truncated: bool = False  # more entries than the max_keys asked for
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ class S3Store:
             listing.prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
             token = page.get("NextContinuationToken")
             if not token or max_keys:
+                listing.truncated = bool(token)
                 return listing
             kwargs["ContinuationToken"] = token
 

@@ -79,7 +79,7 @@ class Upload:
         self.shared = shared
         self.key = key
         self.base = base
-        self.copy_source = base  # the object copy parts read from (with its ETag)
+        self.copy_source: ObjectInfo | None = None  # what copy parts read (with its ETag)
         self.bytes_written = 0
         self._metadata = metadata  # called when the object is created, so it is current
         self.planner = PartPlanner(shared.part_size)
@@ -98,7 +98,8 @@ class Upload:
 
     @property
     def size(self) -> int:
-        return self.planner.size
+        """The file's length: the base object's until the first write extends it."""
+        return self.base.size if self.base is not None else self.planner.size
 
     @property
     def done(self) -> bool:
@@ -125,8 +126,9 @@ class Upload:
             if not self._closed:
                 self._closed = True
                 if self.error is None:
-                    await self._hand_over(self.planner.finish(), last=True)
-                    self._closed_cleanly = True
+                    if self.planner.buffered or not self.planner.parts_cut:
+                        await self._hand_over(self.planner.finish(), last=True)
+                    self._closed_cleanly = True  # (no empty last part after full ones)
                 await self._send.aclose()
             await self._done.wait()
             self._raise_if_failed()
@@ -136,6 +138,7 @@ class Upload:
     async def _start_from_base(self, base: ObjectInfo) -> None:
         """Begin with the base object's bytes: small ones are read back, larger ones are
         copied server-side (UploadPartCopy), so appending never downloads a big file."""
+        self.copy_source = base
         if base.size >= MIN_PART_SIZE:
             parts = copy_parts(base.size)
             self.planner.continue_after(parts)
