@@ -1,0 +1,408 @@
+"""Shared fixtures: a local S3 (moto's server, in-process), buckets, and real FUSE mounts.
+
+All fixtures here are synchronous (pytest-trio runs in trio_mode; trio fixtures belong in
+the test modules and are test-scoped).
+
+    s3_server                 session: endpoint URL of moto's S3 server on 127.0.0.1
+    s3                        session: boto3 S3 client for that endpoint
+    bucket                    a fresh, uniquely named, empty bucket (emptied at teardown)
+    mount(spec, *opts, ...)   factory: `python -m s3mpfs spec MNT -f -o endpoint_url=...,...`
+    run_cli(*args, ...)       `python -m s3mpfs *args` to completion (CompletedProcess)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from helpers import is_mounted, wait_for
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+MOUNT_TIMEOUT = 20.0
+UNMOUNT_TIMEOUT = 60.0
+FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
+
+# Variables that could point the code under test at a real account or another endpoint.
+_AWS_VARS_TO_CLEAR = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CA_BUNDLE",
+)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]):
+    """Keep each phase's report on the item (item.rep_setup / rep_call / rep_teardown), so
+    fixtures can tell at teardown whether the test failed."""
+    rep = yield
+    setattr(item, "rep_" + rep.when, rep)
+    return rep
+
+
+def _test_failed(node: pytest.Item) -> bool:
+    return any(
+        getattr(getattr(node, "rep_" + when, None), "failed", False) for when in ("setup", "call")
+    )
+
+
+# --------------------------------------------------------------------------- environment
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Dummy credentials and region for the whole session, in os.environ so that mount
+    subprocesses inherit them; empty AWS config files so ~/.aws cannot interfere."""
+    aws_dir = tmp_path_factory.mktemp("aws")
+    config_file = aws_dir / "config"
+    credentials_file = aws_dir / "credentials"
+    config_file.write_text("")
+    credentials_file.write_text("")
+    values = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(config_file),
+        "AWS_SHARED_CREDENTIALS_FILE": str(credentials_file),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    saved = {k: os.environ.get(k) for k in (*values, *_AWS_VARS_TO_CLEAR)}
+    for k in _AWS_VARS_TO_CLEAR:
+        os.environ.pop(k, None)
+    os.environ.update(values)
+    try:
+        yield values
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for `python -m s3mpfs`: ours, plus the repo on PYTHONPATH (so the package
+    is found even from an interpreter it is not installed in), unbuffered output."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------- S3
+
+
+@pytest.fixture(scope="session")
+def s3_server(aws_env: dict[str, str]) -> Iterator[str]:
+    """Start moto's S3 server in a thread of this process on 127.0.0.1 and a free port;
+    yield its endpoint URL ("http://127.0.0.1:PORT")."""
+    from moto.server import ThreadedMotoServer
+
+    # werkzeug would log every request at INFO into pytest's log capture.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()  # returns once the socket is bound
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    probe = _client(endpoint)
+    wait_for(lambda: _answers(probe), timeout=20, message=f"moto server at {endpoint}")
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def _client(endpoint: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"}),
+    )
+
+
+def _answers(s3: Any) -> bool:
+    try:
+        s3.list_buckets()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def s3(s3_server: str) -> Any:
+    """A boto3 S3 client for the moto endpoint (region us-east-1, SigV4)."""
+    return _client(s3_server)
+
+
+def _bucket_name(test_name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")[:40].strip("-")
+    return f"t-{slug}-{uuid.uuid4().hex[:10]}" if slug else f"t-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def bucket(s3: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh bucket named after the test; yields its name. Teardown aborts its pending
+    uploads and deletes its objects and the bucket, best effort (moto keeps data in memory)."""
+    name = _bucket_name(request.node.name)
+    s3.create_bucket(Bucket=name)
+    yield name
+    _delete_bucket(s3, name)
+
+
+def _delete_bucket(s3: Any, name: str) -> None:
+    try:
+        for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=name):
+            for up in page.get("Uploads", []):
+                s3.abort_multipart_upload(Bucket=name, Key=up["Key"], UploadId=up["UploadId"])
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+            objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if objects:
+                s3.delete_objects(Bucket=name, Delete={"Objects": objects, "Quiet": True})
+        s3.delete_bucket(Bucket=name)
+    except Exception as exc:  # best effort: never fail a test on cleanup
+        print(f"[bucket teardown] could not delete {name}: {exc!r}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- mounts
+
+
+class Mount:
+    """One `python -m s3mpfs ... -f` process and its mount point."""
+
+    def __init__(
+        self,
+        path: Path,
+        proc: subprocess.Popen[bytes],
+        log_path: Path,
+        bucket_spec: str,
+        argv: list[str],
+    ) -> None:
+        self.path = path
+        self.proc = proc
+        self.log_path = log_path
+        self.bucket_spec = bucket_spec
+        self.argv = argv
+        self.unclean: str | None = None  # why unmount() had to use force, if it did
+
+    def __repr__(self) -> str:
+        return f"<Mount {self.bucket_spec} at {self.path} pid={self.proc.pid}>"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def is_mounted(self) -> bool:
+        return is_mounted(self.path)
+
+    def unmount(self, timeout: float = UNMOUNT_TIMEOUT) -> int | None:
+        """`fusermount3 -u`, then wait up to `timeout` s for the process to exit (it drains
+        pending uploads first). Falls back to a lazy unmount and SIGTERM/SIGKILL, recording
+        why in `self.unclean`. Idempotent. Returns the process's exit code."""
+        deadline = time.monotonic() + timeout
+        if self.is_mounted():
+            result = None
+            busy_deadline = time.monotonic() + min(10.0, timeout)
+            while True:
+                result = _fusermount("-u", self.path)
+                if result.returncode == 0 or not self.is_mounted():
+                    break
+                if time.monotonic() > busy_deadline:
+                    break
+                time.sleep(0.1)  # typically EBUSY: something still has a file open
+            if self.is_mounted():
+                self.unclean = f"fusermount -u failed: {result.stderr.strip() if result else ''}"
+                _fusermount("-uz", self.path)
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.unclean = self.unclean or f"process still running {timeout:g}s after unmount"
+                if self.is_mounted():
+                    _fusermount("-uz", self.path)
+                self._signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._signal(signal.SIGKILL)
+                    self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+    def _signal(self, sig: int) -> None:
+        try:
+            self.proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+def _fusermount(flag: str, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FUSERMOUNT, flag, str(path)], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def _stat_within(path: Path, timeout: float) -> bool:
+    """os.path.ismount(path), given up on after `timeout` s (a stuck FUSE server would
+    otherwise hang the test run)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(os.path.ismount, path).result(timeout=max(0.1, timeout))
+    except concurrent.futures.TimeoutError:
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+MountFactory = Callable[..., Mount]
+
+
+@pytest.fixture
+def mount(
+    s3_server: str, bucket: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[MountFactory]:
+    """Factory: mount(bucket_spec, *options, expect_failure=False, env=None,
+    timeout=20.0) -> Mount.
+
+    Runs `python -m s3mpfs BUCKET_SPEC MNT -f -o endpoint_url=...,region=us-east-1,*options`
+    with output to a log file in tmp_path and waits until MNT is mounted and answering. If the
+    process exits first, the test fails with its log. With expect_failure=True it instead
+    waits for the process to exit and fails if it mounted; check .returncode / .log_text().
+    Every mount is unmounted at teardown, and the logs are printed if the test failed.
+
+    Depends on `bucket` so that mounts are torn down before the bucket is emptied.
+    """
+    mounts: list[Mount] = []
+
+    def factory(
+        bucket_spec: str,
+        *options: str,
+        expect_failure: bool = False,
+        env: dict[str, str] | None = None,
+        timeout: float = MOUNT_TIMEOUT,
+    ) -> Mount:
+        n = len(mounts)
+        mountpoint = tmp_path / f"mnt{n}"
+        mountpoint.mkdir()
+        log_path = tmp_path / f"mount{n}.log"
+        opts = ",".join([f"endpoint_url={s3_server}", f"region={REGION}", *options])
+        argv = [sys.executable, "-m", "s3mpfs", bucket_spec, str(mountpoint), "-f", "-o", opts]
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_subprocess_env(env),
+                cwd=tmp_path,
+                start_new_session=True,
+            )
+        m = Mount(mountpoint, proc, log_path, bucket_spec, argv)
+        mounts.append(m)
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if m.is_mounted():
+                break
+            if proc.poll() is not None:
+                if expect_failure:
+                    return m
+                pytest.fail(
+                    f"s3mpfs exited with {proc.returncode} before mounting {bucket_spec!r}\n"
+                    f"argv: {argv}\n--- log:\n{m.log_text()}",
+                    pytrace=False,
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"{mountpoint} not mounted within {timeout:g}s\n"
+                    f"argv: {argv}\n--- log:\n{m.log_text()}",
+                    pytrace=False,
+                )
+            time.sleep(0.05)
+
+        if expect_failure:
+            pytest.fail(
+                f"s3mpfs mounted {bucket_spec!r} but failure was expected\n--- log:\n"
+                f"{m.log_text()}",
+                pytrace=False,
+            )
+        if not _stat_within(mountpoint, deadline - time.monotonic()):
+            pytest.fail(
+                f"{mountpoint} is mounted but does not answer within {timeout:g}s\n"
+                f"--- log:\n{m.log_text()}",
+                pytrace=False,
+            )
+        return m
+
+    yield factory
+
+    for m in reversed(mounts):
+        try:
+            m.unmount()
+        except Exception as exc:
+            m.unclean = m.unclean or f"unmount raised {exc!r}"
+    if _test_failed(request.node) or any(m.unclean for m in mounts):
+        for m in mounts:
+            print(f"\n===== s3mpfs log: {m!r} exit={m.returncode}", file=sys.stderr)
+            if m.unclean:
+                print(f"===== unclean unmount: {m.unclean}", file=sys.stderr)
+            print(m.log_text(), file=sys.stderr)
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """run_cli(*args, timeout=30, env=None, input=None) -> CompletedProcess[str]:
+    `python -m s3mpfs *args` to completion, output captured as text, same environment as
+    mounts (no endpoint is added: pass `-o endpoint_url=...` from `s3_server` if needed)."""
+
+    def run(
+        *args: str,
+        timeout: float = 30,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "s3mpfs", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_subprocess_env(env),
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            check=False,
+        )
+
+    return run
