@@ -33,6 +33,7 @@ from .errors import (
 from .inodes import ROOT_INODE, InodeTable, Node, join
 from .metadata import Attributes, Defaults, decode, encode
 from .reader import ObjectReader
+from .registry import REGISTRY_DIR
 from .store import ObjectInfo, S3Store
 from .upload import Upload, UploadShared
 
@@ -173,6 +174,8 @@ class Namespace:
     async def lookup(self, parent_inode: int, name: str) -> Node:
         parent = self.table.get(parent_inode)
         path = self._child_path(parent, name)
+        if not _usable_name(name):
+            raise NotFound(path)  # s3mpfs's own bookkeeping stays out of sight
         node = self.table.at(path)
         if node is not None and node.upload is not None:
             return node
@@ -647,6 +650,6 @@ class Namespace:
 
 
 def _usable_name(name: str) -> bool:
-    return bool(name) and "/" not in name and name not in (".", "..")
+    return bool(name) and "/" not in name and name not in (".", "..", REGISTRY_DIR)
 
 

@@ -13,7 +13,7 @@ import base64
 import functools
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -76,6 +76,35 @@ class ObjectStore(Protocol):
     async def head(self, key: str) -> ObjectInfo: ...
     async def get_range(self, key: str, start: int, end: int) -> bytes: ...
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str]) -> dict: ...
+    async def put_plain(self, key: str, data: bytes) -> None:
+        """A small bookkeeping object: the mount's encryption, no user metadata."""
+        params = self._new_object({})
+        for name in ("StorageClass", "ACL", "ObjectLockMode", "ObjectLockRetainUntilDate",
+                     "ObjectLockLegalHoldStatus"):
+            params.pop(name, None)  # bookkeeping is deleted soon: no archive, no lock
+        await self._call(self._client.put_object, Key=key, Body=data, **params,
+                         **self._body_checksum(data))
+
+    async def get_object(self, key: str) -> bytes:
+        def fetch() -> bytes:
+            resp = self._client.get_object(Bucket=self.bucket, Key=key, **self._sse_c())
+            return resp["Body"].read()
+
+        return await trio.to_thread.run_sync(fetch, limiter=self._limiter)
+
+    async def uploaded_so_far(self, key: str, upload_id: str) -> tuple[int, int]:
+        """(parts, bytes) already uploaded to a pending multipart upload."""
+        parts = size = 0
+        kwargs: dict[str, Any] = {"Key": key, "UploadId": upload_id}
+        while True:
+            page = await self._call(self._client.list_parts, **kwargs)
+            for part in page.get("Parts", []):
+                parts += 1
+                size += part["Size"]
+            if not page.get("IsTruncated"):
+                return parts, size
+            kwargs["PartNumberMarker"] = page["NextPartNumberMarker"]
+
     async def create_multipart(self, key: str, metadata: dict[str, str]) -> str: ...
     async def upload_part(self, key: str, upload_id: str, number: int,
                           data: bytes) -> CompletedPart: ...
@@ -164,6 +193,9 @@ class S3Store:
     # -- plumbing -----------------------------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        if log.isEnabledFor(logging.DEBUG):  # names and numbers only: never keys or bodies
+            log.debug("%s %s%s", fn.__name__, kwargs.get("Key", kwargs.get("Prefix", "")),
+                      f" part {kwargs['PartNumber']}" if "PartNumber" in kwargs else "")
         return await trio.to_thread.run_sync(
             functools.partial(fn, Bucket=self.bucket, **kwargs), limiter=self._limiter)
 
@@ -320,13 +352,3 @@ def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in (
         "404", "NoSuchKey", "NotFound")
 
-
-def chunks(items: Iterable[T], size: int) -> Iterable[list[T]]:
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
