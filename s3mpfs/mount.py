@@ -19,6 +19,7 @@ from .config import MountConfig
 from .errors import S3mpfsError, describe, s3_error_code
 from .namespace import Namespace
 from .operations import S3Operations
+from .registry import UploadRegistry
 from .store import S3Store
 from .upload import MemoryBudget, UploadShared
 
@@ -66,8 +67,12 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
     await check_bucket(config)
     store = S3Store(config)
     async with trio.open_nursery() as nursery:
-        shared = UploadShared(store, nursery, MemoryBudget(config.memory_limit),
-                              trio.CapacityLimiter(config.upload_concurrency), config.part_size)
+        registry = UploadRegistry(store, config.prefix)
+        shared = UploadShared(
+            store, nursery, MemoryBudget(config.memory_limit),
+            trio.CapacityLimiter(config.upload_concurrency), config.part_size,
+            registry=registry, checksum_key=store.checksum_response_key,
+            expected_sse=config.sse)
         namespace = Namespace(config, store, shared)
         options = set(pyfuse3.default_options)
         options |= {f"fsname=s3mpfs:{config.prefix_display}", "subtype=s3mpfs"}
@@ -78,6 +83,7 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
             raise MountError(f"cannot mount on {config.mountpoint}: {exc}; is it already a "
                              "mount point, and is /dev/fuse usable?") from None
         nursery.start_soon(_stop_on_signal)
+        nursery.start_soon(_sweep, registry)
         log.info("mounted %s on %s", config.prefix_display, config.mountpoint)
         ready()
         unmounted = False
@@ -91,6 +97,18 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
             pyfuse3.close(unmount=not unmounted)
             nursery.cancel_scope.cancel()
     log.info("unmounted %s", config.mountpoint)
+
+
+async def _sweep(registry: UploadRegistry) -> None:
+    """Abort uploads an earlier s3mpfs left behind (crash, kill -9, power loss)."""
+    try:
+        aborted = await registry.sweep()
+    except Exception as exc:
+        log.warning("could not check for abandoned uploads: %s", describe(exc))
+        return
+    if aborted:
+        log.warning("aborted %d abandoned s3mpfs upload(s) under %s", aborted,
+                    registry.prefix or "the bucket root")
 
 
 async def _stop_on_signal() -> None:

@@ -76,35 +76,6 @@ class ObjectStore(Protocol):
     async def head(self, key: str) -> ObjectInfo: ...
     async def get_range(self, key: str, start: int, end: int) -> bytes: ...
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str]) -> dict: ...
-    async def put_plain(self, key: str, data: bytes) -> None:
-        """A small bookkeeping object: the mount's encryption, no user metadata."""
-        params = self._new_object({})
-        for name in ("StorageClass", "ACL", "ObjectLockMode", "ObjectLockRetainUntilDate",
-                     "ObjectLockLegalHoldStatus"):
-            params.pop(name, None)  # bookkeeping is deleted soon: no archive, no lock
-        await self._call(self._client.put_object, Key=key, Body=data, **params,
-                         **self._body_checksum(data))
-
-    async def get_object(self, key: str) -> bytes:
-        def fetch() -> bytes:
-            resp = self._client.get_object(Bucket=self.bucket, Key=key, **self._sse_c())
-            return resp["Body"].read()
-
-        return await trio.to_thread.run_sync(fetch, limiter=self._limiter)
-
-    async def uploaded_so_far(self, key: str, upload_id: str) -> tuple[int, int]:
-        """(parts, bytes) already uploaded to a pending multipart upload."""
-        parts = size = 0
-        kwargs: dict[str, Any] = {"Key": key, "UploadId": upload_id}
-        while True:
-            page = await self._call(self._client.list_parts, **kwargs)
-            for part in page.get("Parts", []):
-                parts += 1
-                size += part["Size"]
-            if not page.get("IsTruncated"):
-                return parts, size
-            kwargs["PartNumberMarker"] = page["NextPartNumberMarker"]
-
     async def create_multipart(self, key: str, metadata: dict[str, str]) -> str: ...
     async def upload_part(self, key: str, upload_id: str, number: int,
                           data: bytes) -> CompletedPart: ...
@@ -146,6 +117,8 @@ class S3Store:
         self._limiter = trio.CapacityLimiter(threads)
         self._client = make_client(config, pool=threads, check_mode=check_mode)
         self._checksum = _checksum_algorithm(config.checksum)
+        # The member every UploadPart response must carry when checksums are on.
+        self.checksum_response_key = f"Checksum{self._checksum}" if self._checksum else None
 
     # -- request parameters, built in exactly one place ---------------------------------
 
@@ -247,6 +220,35 @@ class S3Store:
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str]) -> dict:
         return await self._call(self._client.put_object, Key=key, Body=data,
                                 **self._new_object(metadata), **self._body_checksum(data))
+
+    async def put_plain(self, key: str, data: bytes) -> None:
+        """A small bookkeeping object: the mount's encryption, no user metadata."""
+        params = self._new_object({})
+        for name in ("StorageClass", "ACL", "ObjectLockMode", "ObjectLockRetainUntilDate",
+                     "ObjectLockLegalHoldStatus"):
+            params.pop(name, None)  # bookkeeping is deleted soon: no archive, no lock
+        await self._call(self._client.put_object, Key=key, Body=data, **params,
+                         **self._body_checksum(data))
+
+    async def get_object(self, key: str) -> bytes:
+        def fetch() -> bytes:
+            resp = self._client.get_object(Bucket=self.bucket, Key=key, **self._sse_c())
+            return resp["Body"].read()
+
+        return await trio.to_thread.run_sync(fetch, limiter=self._limiter)
+
+    async def uploaded_so_far(self, key: str, upload_id: str) -> tuple[int, int]:
+        """(parts, bytes) already uploaded to a pending multipart upload."""
+        parts = size = 0
+        kwargs: dict[str, Any] = {"Key": key, "UploadId": upload_id}
+        while True:
+            page = await self._call(self._client.list_parts, **kwargs)
+            for part in page.get("Parts", []):
+                parts += 1
+                size += part["Size"]
+            if not page.get("IsTruncated"):
+                return parts, size
+            kwargs["PartNumberMarker"] = page["NextPartNumberMarker"]
 
     async def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
         params = self._new_object(metadata)

@@ -15,6 +15,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -22,6 +23,9 @@ from .config import MIN_PART_SIZE
 from .errors import S3mpfsError, UploadFailed, describe, s3_error_code
 from .parts import Part, PartPlanner, copy_parts
 from .store import CompletedPart, ObjectInfo, ObjectStore
+
+if TYPE_CHECKING:
+    from .registry import UploadRegistry
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,9 @@ class UploadShared:
     budget: MemoryBudget
     part_limiter: trio.CapacityLimiter  # parts in flight across the mount
     part_size: int
+    registry: UploadRegistry | None = None  # records who started each multipart upload
+    checksum_key: str | None = None  # e.g. "ChecksumCRC32": every data part must return it
+    expected_sse: str | None = None  # what S3 must report for every object written
     uploads: set[Upload] = field(default_factory=set)  # live ones, for shutdown
 
 
@@ -193,8 +200,7 @@ class Upload:
                             workers.start_soon(self._put_whole, part, charge)
                             break
                         if self.upload_id is None:
-                            self.upload_id = await self.shared.store.create_multipart(
-                                self.key, self._metadata())
+                            await self._create()
                         workers.start_soon(self._upload_part, part, charge)
                 if self.upload_id is not None and self.error is None and self._closed_cleanly:
                     await self._complete()
@@ -209,12 +215,26 @@ class Upload:
             self.shared.uploads.discard(self)
             self._done.set()
 
+    async def _create(self) -> None:
+        self.upload_id = await self.shared.store.create_multipart(self.key, self._metadata())
+        if self.shared.registry is not None:
+            try:
+                await self.shared.registry.register(self.key, self.upload_id)
+            except Exception as exc:  # the upload itself is fine; only a crash would orphan it
+                log.warning("could not register upload of %s: %s", self.key, describe(exc))
+
     async def _put_whole(self, part: Part, charge: int) -> None:
         try:
             self.result = await self.shared.store.put_object(self.key, part.data,
                                                              self._metadata())
         finally:
             self.shared.budget.release(charge)
+        self._check_encryption(self.result.get("ServerSideEncryption"))
+
+    def _check_encryption(self, reported: str | None) -> None:
+        expected = self.shared.expected_sse
+        if expected is not None and reported is not None and reported != expected:
+            raise UploadFailed(f"{self.key}: S3 reports encryption {reported}, not {expected}")
 
     async def _upload_part(self, part: Part, charge: int) -> None:
         try:
@@ -230,6 +250,10 @@ class Upload:
                         self.key, self.upload_id, part.number, part.data)
             if not done.etag:
                 raise UploadFailed(f"{self.key}: part {part.number} came back without an ETag")
+            wanted = self.shared.checksum_key
+            if wanted and not part.copy_length and wanted not in done.checksum:
+                raise UploadFailed(f"{self.key}: part {part.number} came back without "
+                                   f"its {wanted}")
             self.parts[part.number] = done
         finally:
             self.shared.budget.release(charge)
@@ -248,7 +272,29 @@ class Upload:
             if s3_error_code(exc) != "NoSuchUpload" or not await self._is_committed(parts):
                 raise
             self.result = {"ETag": multipart_etag(parts)}
-        self.upload_id = None  # completed: nothing left to abort
+        upload_id, self.upload_id = self.upload_id, None  # completed: nothing to abort
+        await self._unregister(upload_id)
+        await self._verify_completed()
+
+    async def _verify_completed(self) -> None:
+        """The object S3 assembled must have the size written and the encryption asked
+        for; a wrong object is deleted rather than left looking like a good one."""
+        assert self.result is not None
+        info = await self.shared.store.head(self.key)
+        problem = None
+        if info.size != self.planner.size:
+            problem = f"S3 assembled {info.size} bytes, {self.planner.size} were written"
+        elif self.shared.expected_sse and info.sse != self.shared.expected_sse:
+            problem = f"S3 reports encryption {info.sse}, not {self.shared.expected_sse}"
+        if problem:
+            with trio.CancelScope(shield=True):
+                await self.shared.store.delete(self.key)
+            raise UploadFailed(f"{self.key}: {problem}; the object was deleted")
+        self.result.setdefault("ETag", info.etag)
+
+    async def _unregister(self, upload_id: str) -> None:
+        if self.shared.registry is not None:
+            await self.shared.registry.unregister(upload_id)
 
     async def _is_committed(self, parts: list[CompletedPart]) -> bool:
         try:
@@ -266,6 +312,7 @@ class Upload:
         with trio.move_on_after(ABORT_TIMEOUT, shield=True) as scope:
             try:
                 await self.shared.store.abort_multipart(self.key, upload_id)
+                await self._unregister(upload_id)
                 log.error("upload of %s failed: %s; multipart upload aborted",
                           self.key, self.error)
                 return
