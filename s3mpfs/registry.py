@@ -68,9 +68,10 @@ class Owner:
 class Registered:
     upload: PendingUpload
     owner: Owner | None  # None: not started by s3mpfs
+    started: datetime | None = None  # as the owner recorded it
 
     def age(self, now: datetime | None = None) -> timedelta:
-        return (now or datetime.now(UTC)) - self.upload.initiated
+        return (now or datetime.now(UTC)) - (self.started or self.upload.initiated)
 
 
 class UploadRegistry:
@@ -83,7 +84,8 @@ class UploadRegistry:
         return f"{self.prefix}{REGISTRY_DIR}/uploads/{quote(upload_id, safe='')}.json"
 
     async def register(self, key: str, upload_id: str) -> None:
-        body = json.dumps({"key": key, "upload_id": upload_id, **asdict(self.owner)})
+        body = json.dumps({"key": key, "upload_id": upload_id, **asdict(self.owner),
+                           "started": datetime.now(UTC).isoformat()})
         await self.store.put_plain(self._entry_key(upload_id), body.encode())
 
     async def unregister(self, upload_id: str) -> None:
@@ -98,13 +100,14 @@ class UploadRegistry:
         uploads = await self.store.pending_uploads(self.prefix)
         result = []
         for upload in uploads:
-            owner = None
+            owner, started = None, None
             try:
                 data = json.loads(await self.store.get_object(self._entry_key(upload.upload_id)))
                 owner = Owner(data["host"], data["boot_id"], int(data["pid"]), data["mount_id"])
-            except Exception:
-                owner = None
-            result.append(Registered(upload, owner))
+                started = datetime.fromisoformat(data["started"])
+            except Exception:  # no entry (another tool's upload) or an unreadable one
+                pass
+            result.append(Registered(upload, owner, started))
         return result
 
     async def abort(self, item: Registered, why: str) -> bool:
