@@ -125,7 +125,9 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return f"{err.get('Code', 'Error')} (HTTP {status}): {err.get('Message', '')}".strip()
+        retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0
+        text = f"{err.get('Code', 'Error')} (HTTP {status}): {err.get('Message', '')}".strip()
+        return f"{text}, after {retries} retries" if retries else text
     if isinstance(exc, NoCredentialsError):
         return "no AWS credentials found"
     if isinstance(exc, BotoConnectionError | BotoCoreError):

@@ -86,15 +86,13 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         nursery.start_soon(_sweep, registry)
         log.info("mounted %s on %s", config.prefix_display, config.mountpoint)
         ready()
-        unmounted = False
         try:
             await pyfuse3.main()
-            unmounted = True
         finally:
             await _abort_unfinished(shared)
             with trio.move_on_after(SHUTDOWN_TIMEOUT, shield=True):
                 await namespace.write_pending_metadata()
-            pyfuse3.close(unmount=not unmounted)
+            pyfuse3.close(unmount=True)  # harmless when the kernel already unmounted
             nursery.cancel_scope.cancel()
     log.info("unmounted %s", config.mountpoint)
 

@@ -62,6 +62,7 @@ class WriteHandle:
     redirections) continue in a new upload that starts from the committed object."""
 
     node: Node
+    opener_pid: int = 0  # the process that opened it (0: unknown)
     upload: Upload | None = None
     must_commit: bool = False  # the file must become an object even with no new bytes
     mtime_set: bool = False  # utimens() while open: keep that mtime, not the close time
@@ -313,7 +314,7 @@ class Namespace:
         self.table.detach(node.path)
 
     async def create(self, parent_inode: int, name: str, mode: int, uid: int,
-                     gid: int) -> tuple[int, Node]:
+                     gid: int, pid: int = 0) -> tuple[int, Node]:
         self._writable()
         parent = self.table.get(parent_inode)
         path = self._child_path(parent, name)
@@ -324,9 +325,9 @@ class Namespace:
         node = self.table.put(path, attrs)
         node.meta_known, node.meta_dirty, node.size, node.etag = True, False, 0, ""
         self._listed(parent.path, name, True)
-        return self._open_for_write(node, truncate=True, must_commit=True), node
+        return self._open_for_write(node, pid, truncate=True, must_commit=True), node
 
-    async def open(self, inode: int, flags: int) -> tuple[int, bool]:
+    async def open(self, inode: int, flags: int, pid: int = 0) -> tuple[int, bool]:
         """Open a file; returns the handle and whether reads must bypass the page cache
         (a reader of a file being rewritten reads the previous version from S3, whose
         size the kernel does not know)."""
@@ -339,12 +340,13 @@ class Namespace:
             return self._add_handle(ReadHandle(node, reader)), node.upload is not None
         self._writable()
         truncate = bool(flags & os.O_TRUNC) and node.size > 0
-        return self._open_for_write(node, truncate=truncate, must_commit=truncate), False
+        return self._open_for_write(node, pid, truncate=truncate, must_commit=truncate), False
 
-    def _open_for_write(self, node: Node, *, truncate: bool, must_commit: bool) -> int:
+    def _open_for_write(self, node: Node, pid: int, *, truncate: bool,
+                        must_commit: bool) -> int:
         if node.upload is not None:
             raise Unsupported(f"{node.path} is already open for writing")
-        handle = WriteHandle(node, must_commit=must_commit)
+        handle = WriteHandle(node, opener_pid=pid, must_commit=must_commit)
         self._start_upload(handle, truncate=truncate)
         return self._add_handle(handle)
 
@@ -413,6 +415,11 @@ class Namespace:
         if upload is None:
             return
         node = handle.node
+        if not final and self._opener_holds(handle):
+            # Not the opener's last close: a forked child closing its inherited copy, or
+            # a duplicate descriptor (shell redirections). Committing now would publish
+            # a partial file; the opener's own close (or release) commits it.
+            return
         # A truncation with nothing written yet waits for the last close, so a shell
         # redirection (which closes a duplicate descriptor first) keeps the old version
         # readable until the new content is complete.
@@ -437,6 +444,25 @@ class Namespace:
         node.refreshed = time.monotonic()
         if node.meta_dirty:  # attributes changed after the object was created
             self._write_metadata_soon(node)
+
+    def _opener_holds(self, handle: WriteHandle) -> bool:
+        """Whether the opening process still has a descriptor on this file, read from
+        /proc (readlink only: a stat would come back to this filesystem)."""
+        if not handle.opener_pid:
+            return False
+        wanted = os.path.join(self.config.mountpoint, handle.node.path)
+        fd_dir = f"/proc/{handle.opener_pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            return False  # gone, or exiting: its descriptors are closed
+        for fd in fds:
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") == wanted:
+                    return True
+            except OSError:
+                continue
+        return False
 
     async def fsync(self, fh: int) -> None:
         """Report a failed upload early; the object itself appears at close()."""

@@ -169,13 +169,13 @@ class S3Operations(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> Any:
         fh, node = await self.ns.create(parent_inode, _name(name), mode & ~ctx.umask,
-                                        ctx.uid, ctx.gid)
+                                        ctx.uid, ctx.gid, ctx.pid)
         self.ns.table.remember(node)
         return pyfuse3.FileInfo(fh=fh), entry(node)
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> Any:
-        fh, direct_io = await self.ns.open(inode, flags)
+        fh, direct_io = await self.ns.open(inode, flags, ctx.pid)
         return pyfuse3.FileInfo(fh=fh, direct_io=direct_io)
 
     @fuse_errors

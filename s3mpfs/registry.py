@@ -104,7 +104,7 @@ class UploadRegistry:
             try:
                 data = json.loads(await self.store.get_object(self._entry_key(upload.upload_id)))
                 owner = Owner(data["host"], data["boot_id"], int(data["pid"]), data["mount_id"])
-                started = datetime.fromisoformat(data["started"])
+                started = datetime.fromisoformat(data["started"]) if "started" in data else None
             except Exception:  # no entry (another tool's upload) or an unreadable one
                 pass
             result.append(Registered(upload, owner, started))
