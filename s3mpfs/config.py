@@ -244,6 +244,10 @@ def build_config(
 
     if sse_c_key_file is not None:
         values["sse_c_key"] = read_sse_c_key(sse_c_key_file)
+    if "endpoint_url" not in values:  # botocore reads these too; we name it in errors
+        env = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if env:
+            values["endpoint_url"] = env
 
     config = MountConfig(
         bucket=bucket, prefix=prefix, mountpoint=mountpoint, foreground=foreground,
