@@ -7,7 +7,6 @@ files are objects; listings come from ListObjectsV2, never one HEAD per file.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import stat
@@ -28,13 +27,12 @@ from .errors import (
     S3mpfsError,
     Unsupported,
     describe,
-    errno_for,
 )
 from .inodes import ROOT_INODE, InodeTable, Node, join
 from .metadata import Attributes, Defaults, decode, encode
 from .reader import ObjectReader
 from .registry import REGISTRY_DIR
-from .store import ObjectInfo, S3Store
+from .store import ObjectInfo, S3Store, is_not_found
 from .upload import Upload, UploadShared
 
 log = logging.getLogger(__name__)
@@ -156,7 +154,7 @@ class Namespace:
                 try:
                     info = await self.store.head(key)
                 except Exception as exc:
-                    if errno_for(exc) != errno.ENOENT:
+                    if not is_not_found(exc):
                         raise
                     if node.is_dir:  # a prefix without a marker: defaults are the truth
                         node.meta_known = True
@@ -202,7 +200,7 @@ class Namespace:
         try:
             info = await self.store.head(self.file_key(path))
         except Exception as exc:
-            if errno_for(exc) != errno.ENOENT:
+            if not is_not_found(exc):
                 raise
         else:
             return self._file_node(path, info)
