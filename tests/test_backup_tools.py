@@ -79,6 +79,13 @@ def meta_is(s3: Any, bucket: str, key: str, **expected: str) -> dict[str, str] |
     return m if all(m.get(k) == v for k, v in expected.items()) else None
 
 
+def attrs_stored(s3: Any, bucket: str, key: str, mode: int, mtime_ns: int) -> dict | None:
+    """The object's metadata once it carries this st_mode and mtime (for wait_for)."""
+    m = meta(s3, bucket, key)
+    ok = m.get("mode") == str(mode) and mtime_close(m.get("mtime"), mtime_ns / 1e9)
+    return m if ok else None
+
+
 def mtime_close(value: str | None, expected: float, tolerance: float = 1e-6) -> bool:
     return value is not None and abs(float(value) - expected) <= tolerance
 
@@ -218,3 +225,128 @@ def test_rsync_backup_is_complete_and_incremental(s3, s3_read, bucket, proxy, mo
              timeout=10, message="headers of the changed file")
     assert mtime_close(meta(s3, bucket, "backup/docs/page03.txt")["mtime"], new_ns / 1e9)
     run("diff", "-r", "--no-dereference", src, dst)
+
+
+# --------------------------------------------------------------------------- tar
+
+
+def test_tar_archive_on_the_mount_and_extraction_onto_it(s3, s3_read, bucket, mount, tmp_path):
+    src = tmp_path / "src"
+    paths = make_tree(src, big=10 * MiB)
+    m = mount(bucket)
+
+    # An archive written into the mount (streamed: ~10 MiB, so multipart) reads back.
+    # posix (pax) format keeps sub-second mtimes.
+    run("tar", "--format=posix", "-cf", m.path / "backup.tar", "-C", src, ".")
+    assert sha256_file(m.path / "backup.tar") == sha256_object(s3_read, bucket, "backup.tar")
+    run("tar", "--compare", "-f", m.path / "backup.tar", "-C", src)  # contents, modes, times
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run("tar", "-xpf", m.path / "backup.tar", "-C", elsewhere)
+    run("diff", "-r", "--no-dereference", src, elsewhere)
+    assert_same_attrs(src, elsewhere, paths)
+
+    # Extracting onto the mount restores contents, modes, mtimes and the symlink.
+    restore = m.path / "restore"
+    restore.mkdir()
+    run("tar", "--format=posix", "-cf", tmp_path / "local.tar", "-C", src, ".")
+    run("tar", "-xpf", tmp_path / "local.tar", "-C", restore)
+    run("diff", "-r", "--no-dereference", src, restore)
+    assert_same_attrs(src, restore, paths)
+    wait_for(lambda: headers_match(s3, bucket, "restore/", src, paths), timeout=15,
+             message="mode/mtime headers of the extracted objects")
+
+
+
+# --------------------------------------------------------------------------- cp -p, mv
+
+
+def test_cp_p_keeps_mode_and_mtime(s3, bucket, mount, tmp_path):
+    m = mount(bucket)
+    small = tmp_path / "small.conf"
+    small.write_bytes(b"key = value\n")
+    big = random_file(tmp_path / "big.img", 9 * MiB, seed=3)  # multipart: > one 8 MiB part
+    for path, mode, ns in ((small, 0o640, 1_100_000_000_250_000_000),
+                           (big, 0o600, 1_000_000_000_987_654_321)):
+        path.chmod(mode)
+        os.utime(path, ns=(ns, ns))
+        run("cp", "-p", path, m.path / path.name)
+        st = os.stat(m.path / path.name)
+        assert stat.S_IMODE(st.st_mode) == mode
+        assert abs(st.st_mtime_ns - ns) <= 1000
+        assert sha256_file(m.path / path.name) == sha256_file(path)
+        headers = wait_for(
+            lambda p=path, mo=mode, t=ns: attrs_stored(s3, bucket, p.name, stat.S_IFREG | mo, t),
+            timeout=10, message=f"mode and mtime headers of {path.name}")
+        assert headers.get("uid") == str(os.getuid()) and headers.get("gid") == str(os.getgid())
+
+
+def test_mv_large_file_is_a_server_side_copy(s3, s3_read, bucket, proxy, mount, tmp_path):
+    m = mount(bucket, f"endpoint_url={proxy.url}", "sse=AES256", "storage_class=STANDARD_IA")
+    local = random_file(tmp_path / "big.bin", 40 * MiB, seed=40)
+    (m.path / "a").mkdir()
+    (m.path / "b").mkdir()
+    run("cp", local, m.path / "a" / "big.bin")
+    run("chmod", "640", m.path / "a" / "big.bin")
+    run("touch", "-d", "@1000000000.5", m.path / "a" / "big.bin")
+    wait_for(lambda: meta_is(s3, bucket, "a/big.bin", mode="33184", mtime="1000000000.5"),
+             timeout=10, message="attributes of a/big.bin stored")
+    before = s3.head_object(Bucket=bucket, Key="a/big.bin")
+
+    proxy.clear()
+    run("mv", m.path / "a" / "big.bin", m.path / "b" / "moved.bin")
+    kinds = {r.kind for r in proxy.requests}
+    assert proxy.count("CopyObject") + proxy.count("UploadPartCopy") >= 1, kinds
+    resent = {k: proxy.count(k) for k in ("PutObject", "UploadPart", "GetObject")}
+    assert resent == {"PutObject": 0, "UploadPart": 0, "GetObject": 0}, kinds
+
+    assert "a/big.bin" not in list_keys(s3, bucket)
+    assert not (m.path / "a" / "big.bin").exists()
+    after = s3.head_object(Bucket=bucket, Key="b/moved.bin")
+    assert after["ContentLength"] == 40 * MiB
+    assert after.get("StorageClass") == "STANDARD_IA"
+    assert after.get("ServerSideEncryption") == "AES256"
+    assert after["Metadata"]["mode"] == "33184" == before["Metadata"]["mode"]
+    assert after["Metadata"]["mtime"] == "1000000000.5"
+    st = os.stat(m.path / "b" / "moved.bin")
+    assert (st.st_mode, st.st_mtime, st.st_size) == (0o100640, 1000000000.5, 40 * MiB)
+    digest = sha256_file(local)
+    assert sha256_object(s3_read, bucket, "b/moved.bin") == digest
+    assert sha256_file(m.path / "b" / "moved.bin") == digest
+
+
+def test_mv_directory_moves_every_object(s3, bucket, mount, tmp_path):
+    m = mount(bucket)
+    src = m.path / "project"
+    files = {"a.txt": b"a" * 10, "b.txt": b"", "sub/c.txt": b"c" * 1000,
+             "sub/deeper/d.bin": random_bytes(70_000, seed=5)}
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    (src / "sub" / "c.txt").chmod(0o600)
+    wait_for(lambda: meta_is(s3, bucket, "project/sub/c.txt", mode=str(0o100600)),
+             timeout=10, message="mode of project/sub/c.txt")
+
+    run("mv", src, m.path / "renamed")
+    keys = list_keys(s3, bucket)
+    assert not [k for k in keys if k.startswith("project/")], keys
+    for rel, data in files.items():
+        assert f"renamed/{rel}" in keys
+        assert (m.path / "renamed" / rel).read_bytes() == data
+    assert meta(s3, bucket, "renamed/sub/c.txt")["mode"] == str(0o100600)
+    assert stat.S_IMODE(os.stat(m.path / "renamed" / "sub" / "c.txt").st_mode) == 0o600
+    assert not src.exists()
+    assert sorted(os.listdir(m.path)) == ["renamed"]
+
+
+def test_rename_onto_an_existing_file_replaces_it(s3, bucket, mount):
+    m = mount(bucket)
+    (m.path / "new").write_bytes(b"the new version\n")
+    (m.path / "current").write_bytes(b"the old version, longer than the new one\n")
+    assert (m.path / "current").read_bytes().startswith(b"the old")  # cached by the kernel
+    run("mv", m.path / "new", m.path / "current")
+    assert (m.path / "current").read_bytes() == b"the new version\n"
+    assert os.stat(m.path / "current").st_size == len(b"the new version\n")
+    assert sorted(os.listdir(m.path)) == ["current"]
+    assert list_keys(s3, bucket) == ["current"]
+    assert s3.get_object(Bucket=bucket, Key="current")["Body"].read() == b"the new version\n"
