@@ -350,3 +350,82 @@ def test_rename_onto_an_existing_file_replaces_it(s3, bucket, mount):
     assert sorted(os.listdir(m.path)) == ["current"]
     assert list_keys(s3, bucket) == ["current"]
     assert s3.get_object(Bucket=bucket, Key="current")["Body"].read() == b"the new version\n"
+
+
+# --------------------------------------------------------------------------- s3fs / rclone
+
+
+def test_chmod_and_touch_are_stored_as_s3fs_headers(s3, bucket, mount):
+    m = mount(bucket)
+    f = m.path / "report.txt"
+    f.write_bytes(b"quarterly numbers\n")
+    run("chmod", "640", f)
+    run("touch", "-d", "2001-02-03", f, env={**os.environ, "TZ": "UTC"})
+    headers = wait_for(lambda: meta_is(s3, bucket, "report.txt", mode="33184", mtime="981158400"),
+                       timeout=10, message="mode=33184 and mtime=981158400 headers")
+    assert headers["uid"] == str(os.getuid()) and headers["gid"] == str(os.getgid())
+    assert s3.get_object(Bucket=bucket, Key="report.txt")["Body"].read() == b"quarterly numbers\n"
+    st = os.stat(f)
+    assert (st.st_mode, st.st_mtime) == (33184, 981158400)
+
+
+def test_objects_written_by_s3fs_and_rclone_show_their_attributes(s3, bucket, mount):
+    s3.put_object(Bucket=bucket, Key="s3fs.txt", Body=b"by s3fs",
+                  Metadata={"mode": "33152", "uid": "1234", "gid": "5678",
+                            "mtime": "1000000000.5"})
+    s3.put_object(Bucket=bucket, Key="rclone.txt", Body=b"by rclone",
+                  Metadata={"mtime": "1234567890.123456789"})
+    s3.put_object(Bucket=bucket, Key="s3fs-dir/", Body=b"",
+                  Metadata={"mode": str(stat.S_IFDIR | 0o750), "uid": "1234", "gid": "5678",
+                            "mtime": "1100000000"})
+    m = mount(bucket)
+    st = os.stat(m.path / "s3fs.txt")
+    assert (st.st_mode, st.st_uid, st.st_gid) == (0o100600, 1234, 5678)
+    assert abs(st.st_mtime - 1000000000.5) < 1e-6
+    st = os.stat(m.path / "rclone.txt")
+    assert abs(st.st_mtime_ns - 1_234_567_890_123_456_789) < 1000, st.st_mtime_ns
+    assert st.st_mode == 0o100644
+    st = os.stat(m.path / "s3fs-dir")
+    assert (st.st_mode, st.st_uid, st.st_gid, st.st_mtime) == (0o40750, 1234, 5678, 1100000000)
+    assert (m.path / "s3fs.txt").read_bytes() == b"by s3fs"
+
+
+@pytest.mark.parametrize("options", [(), ("uid=1234", "gid=5678", "file_mode=0600",
+                                          "dir_mode=0700")], ids=["defaults", "options"])
+def test_objects_without_metadata_get_defaults_and_last_modified(s3, bucket, mount, options):
+    s3.put_object(Bucket=bucket, Key="plain.txt", Body=b"no metadata")
+    s3.put_object(Bucket=bucket, Key="marker/", Body=b"")
+    s3.put_object(Bucket=bucket, Key="implied/inner.txt", Body=b"x")  # a dir with no marker
+    s3.put_object(Bucket=bucket, Key="owned.txt", Body=b"y",
+                  Metadata={"mode": "33261", "uid": "42", "gid": "43", "mtime": "1200000000"})
+    modified = s3.head_object(Bucket=bucket, Key="plain.txt")["LastModified"].timestamp()
+    m = mount(bucket, *options)
+    uid, gid = (1234, 5678) if options else (os.getuid(), os.getgid())
+    file_mode, dir_mode = (0o600, 0o700) if options else (0o644, 0o755)
+
+    st = os.stat(m.path / "plain.txt")
+    assert (st.st_mode, st.st_uid, st.st_gid) == (stat.S_IFREG | file_mode, uid, gid)
+    assert abs(st.st_mtime - modified) < 1.0
+    for d in ("marker", "implied"):
+        st = os.stat(m.path / d)
+        assert (st.st_mode, st.st_uid, st.st_gid) == (stat.S_IFDIR | dir_mode, uid, gid), d
+    assert stat.S_IMODE(os.stat(m.path).st_mode) == dir_mode
+    st = os.stat(m.path / "owned.txt")  # stored attributes win over the mount's defaults
+    assert (st.st_mode, st.st_uid, st.st_gid, st.st_mtime) == (33261, 42, 43, 1200000000)
+    assert sorted(os.listdir(m.path)) == ["implied", "marker", "owned.txt", "plain.txt"]
+
+
+def test_symlinks_are_stored_the_s3fs_way(s3, bucket, mount):
+    s3.put_object(Bucket=bucket, Key="from-s3fs", Body=b"../some/target file",
+                  Metadata={"mode": str(stat.S_IFLNK | 0o777), "mtime": "1300000000"})
+    m = mount(bucket)
+    os.symlink("dir/target.txt", m.path / "made-here")
+    obj = s3.get_object(Bucket=bucket, Key="made-here")
+    assert obj["Body"].read() == b"dir/target.txt"
+    assert int(obj["Metadata"]["mode"]) & 0o170000 == S_IFLNK_BITS
+    assert os.readlink(m.path / "made-here") == "dir/target.txt"
+
+    assert os.readlink(m.path / "from-s3fs") == "../some/target file"
+    st = os.lstat(m.path / "from-s3fs")
+    assert stat.S_ISLNK(st.st_mode) and st.st_mtime == 1300000000
+    assert st.st_size == len(b"../some/target file")
