@@ -9,6 +9,8 @@ so header checks poll with `wait_for`.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import stat
 import subprocess
@@ -429,3 +431,111 @@ def test_symlinks_are_stored_the_s3fs_way(s3, bucket, mount):
     st = os.lstat(m.path / "from-s3fs")
     assert stat.S_ISLNK(st.st_mode) and st.st_mtime == 1300000000
     assert st.st_size == len(b"../some/target file")
+
+
+# --------------------------------------------------------------------------- overwrite
+
+
+def test_reader_sees_the_old_version_while_a_new_one_is_written(s3, s3_read, bucket, mount,
+                                                                 tmp_path):
+    m = mount(bucket)
+    old = random_file(tmp_path / "old", 20 * MiB, seed=20)
+    run("cp", old, m.path / "db.dump")
+    old_digest = sha256_file(old)
+    new = random_bytes(20 * MiB, seed=21)
+
+    fd = os.open(m.path / "db.dump", os.O_WRONLY | os.O_TRUNC)
+    try:
+        view = memoryview(new)
+        for offset in range(0, 10 * MiB, MiB):
+            os.write(fd, view[offset:offset + MiB])
+        # Half of the new version is written and the file is still open: a reader (a
+        # restore, a checksum job) gets the previous version, complete.
+        assert sha256_file(m.path / "db.dump") == old_digest
+        assert sha256_object(s3_read, bucket, "db.dump") == old_digest
+        for offset in range(10 * MiB, 20 * MiB, MiB):
+            os.write(fd, view[offset:offset + MiB])
+    finally:
+        os.close(fd)
+    new_digest = hashlib.sha256(new).hexdigest()
+    assert sha256_object(s3_read, bucket, "db.dump") == new_digest
+    assert sha256_file(m.path / "db.dump") == new_digest
+    assert os.stat(m.path / "db.dump").st_size == 20 * MiB
+
+
+def test_shell_redirections(s3, bucket, mount):
+    m = mount(bucket)
+    (m.path / "existing").write_bytes(b"old content that is longer\n")
+    sh("echo new > existing", cwd=m.path)
+    assert (m.path / "existing").read_bytes() == b"new\n"
+    assert s3.get_object(Bucket=bucket, Key="existing")["Body"].read() == b"new\n"
+
+    sh("echo more >> existing", cwd=m.path)
+    assert (m.path / "existing").read_bytes() == b"new\nmore\n"
+    assert s3.get_object(Bucket=bucket, Key="existing")["Body"].read() == b"new\nmore\n"
+
+    # Two writers through one redirection: the builtin, then a child process (a cron job
+    # running a script with its output redirected to a log file on the mount).
+    sh("{ echo a; /bin/echo b; } > f", cwd=m.path)
+    assert (m.path / "f").read_bytes() == b"a\nb\n"
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"a\nb\n"
+    sh("{ echo c; /bin/echo d; } >> f", cwd=m.path)
+    assert (m.path / "f").read_bytes() == b"a\nb\nc\nd\n"
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"a\nb\nc\nd\n"
+
+
+# --------------------------------------------------------------------------- truncate
+
+
+def test_truncate(s3, s3_read, bucket, mount, tmp_path):
+    m = mount(bucket)
+    (m.path / "empty-me").write_bytes(b"some bytes\n")
+    run("truncate", "-s", "0", m.path / "empty-me")
+    assert os.stat(m.path / "empty-me").st_size == 0
+    assert (m.path / "empty-me").read_bytes() == b""
+    assert s3.head_object(Bucket=bucket, Key="empty-me")["ContentLength"] == 0
+
+    (m.path / "grow").write_bytes(b"head")
+    run("truncate", "-s", "10M", m.path / "grow")
+    expected = hashlib.sha256(b"head" + bytes(10 * MiB - 4)).hexdigest()
+    assert os.stat(m.path / "grow").st_size == 10 * MiB
+    assert sha256_file(m.path / "grow") == expected
+    assert sha256_object(s3_read, bucket, "grow") == expected
+
+    random_file(tmp_path / "big", 12 * MiB, seed=12)
+    run("cp", tmp_path / "big", m.path / "shrink")
+    run("truncate", "-s", "3", m.path / "shrink")
+    first3 = (tmp_path / "big").read_bytes()[:3]
+    assert os.stat(m.path / "shrink").st_size == 3
+    assert (m.path / "shrink").read_bytes() == first3
+    assert s3_read.get_object(Bucket=bucket, Key="shrink")["Body"].read() == first3
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_hard_links_df_and_long_names(s3, bucket, mount):
+    m = mount(bucket)
+    (m.path / "a").write_bytes(b"a")
+    with pytest.raises(OSError) as info:
+        os.link(m.path / "a", m.path / "b")
+    assert info.value.errno in (errno.EOPNOTSUPP, errno.EPERM), info.value
+    result = subprocess.run(["ln", m.path / "a", m.path / "b"], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode != 0
+    assert os.strerror(info.value.errno) in result.stderr, result.stderr
+    assert not (m.path / "b").exists()
+    assert list_keys(s3, bucket) == ["a"]
+
+    out = run("df", "-P", "-k", m.path)
+    available_kib = int(out.splitlines()[-1].split()[3])
+    assert available_kib >= 2**40, out  # 1 PiB and more: S3 has no practical limit
+
+    long_name = "n" * 300
+    for attempt in (lambda: (m.path / long_name).write_bytes(b"x"),
+                    lambda: (m.path / long_name).mkdir(),
+                    lambda: os.stat(m.path / long_name)):
+        with pytest.raises(OSError) as info:
+            attempt()
+        assert info.value.errno == errno.ENAMETOOLONG
+    assert list_keys(s3, bucket) == ["a"]
