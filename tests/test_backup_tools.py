@@ -15,6 +15,7 @@ import os
 import stat
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -539,3 +540,43 @@ def test_hard_links_df_and_long_names(s3, bucket, mount):
             attempt()
         assert info.value.errno == errno.ENAMETOOLONG
     assert list_keys(s3, bucket) == ["a"]
+
+
+# --------------------------------------------------------------------------- ls -l
+
+
+def test_ls_l_of_a_large_directory_without_a_head_storm(s3, bucket, proxy, mount):
+    count = 200
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"logs/f{i:03}.log",
+                                              Body=b"x" * i), range(count)))
+    m = mount(bucket, f"endpoint_url={proxy.url}")
+    proxy.clear()
+
+    # Hold every HEAD at the proxy: several arriving together proves they are in parallel.
+    hold = proxy.add_fault("HeadObject", "hold", key_contains="logs/f")
+    ls = subprocess.Popen(["ls", "-l", m.path / "logs"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        proxy.wait_for(lambda recs: sum(r.kind == "HeadObject" and r.fault == "hold"
+                                        for r in recs) >= 8, timeout=20)
+    finally:
+        proxy.release(hold)
+        out, err = ls.communicate(timeout=60)
+    assert ls.returncode == 0, err
+    lines = [ln for ln in out.splitlines() if ln.startswith("-")]
+    assert len(lines) == count
+    assert all(ln.startswith("-rw-r--r--") for ln in lines), lines[:3]
+    assert " 199 " in next(ln for ln in lines if ln.endswith("f199.log"))
+    lists, heads = proxy.count("ListObjectsV2"), proxy.count("HeadObject")
+    assert 1 <= lists <= 3, f"{lists} ListObjectsV2 requests"
+    assert heads <= count + 1, f"{heads} HEAD requests for {count} files and their directory"
+    head_keys = [r.key for r in proxy.of_kind("HeadObject")]
+    assert len(head_keys) == len(set(head_keys)), "an object was HEADed twice"
+
+    # Again a moment later: the metadata is cached (same ETags), no HEAD at all.
+    proxy.clear()
+    out2 = run("ls", "-l", m.path / "logs")
+    assert out2 == out
+    assert proxy.count("HeadObject") == 0, [r.key for r in proxy.of_kind("HeadObject")][:5]
+    assert proxy.count("GetObject") == 0
