@@ -1,0 +1,639 @@
+"""Tests of the upload driver (s3mpfs.upload) against an in-memory S3 (tests/fakestore.py):
+what reaches the bucket, bounded parts in flight, backpressure, failures and aborts.
+
+No network and no FUSE. Waiting is done with events and
+`trio.testing.wait_all_tasks_blocked`, never with sleeps; every test runs under a deadline
+so that a hang fails instead of blocking the suite.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+from fakestore import FakeStore, client_error, md5_etag, multipart_etag_of
+from trio.testing import wait_all_tasks_blocked
+
+from s3mpfs.errors import InvalidWrite, UploadFailed, errno_for
+from s3mpfs.upload import MemoryBudget, Upload, UploadShared, multipart_etag
+
+MiB = 1024 * 1024
+PART = 5 * MiB  # the smallest base part size; the schedule keeps it for 64 parts
+DEADLINE = 10  # seconds; a test that takes longer is hung
+KEY = "dir/file"
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    """Distinct bytes, so that reordered or lost parts show."""
+    return random.Random(seed).randbytes(size)
+
+
+def server_error(operation: str) -> Callable[[], Exception]:
+    return lambda: client_error("InternalError", operation, 500)
+
+
+@asynccontextmanager
+async def mount_uploads(store: FakeStore, *, memory: int = 8 * PART, parts: int = 4,
+                        **options: Any) -> AsyncIterator[UploadShared]:
+    """What a mount shares between uploads, inside the test's own nursery. Every upload a
+    test starts must have finished when the block ends."""
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            shared = UploadShared(store, nursery, MemoryBudget(memory),
+                                  trio.CapacityLimiter(parts), PART, **options)
+            yield shared
+            assert not shared.uploads, "an upload is still running"
+
+
+async def write_in_chunks(upload: Upload, data: bytes, chunk: int = MiB + 3,
+                          start: int = 0) -> None:
+    for offset in range(0, len(data), chunk):
+        assert await upload.write(start + offset, data[offset:offset + chunk]) == len(
+            data[offset:offset + chunk])
+
+
+# -------------------------------------------------------------------- what reaches S3
+
+
+async def test_a_large_file_becomes_one_multipart_object_with_its_parts_in_order() -> None:
+    store = FakeStore()
+    data = payload(3 * PART + 12345)
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, lambda: {"mode": "33188"})
+        await write_in_chunks(upload, data)
+        result = await upload.close()
+    stored = store.objects[KEY]
+    assert stored.data == data
+    assert stored.metadata == {"mode": "33188"}
+    assert sorted(store.calls_to("upload_part")) == [1, 2, 3, 4]
+    assert store.calls_to("create_multipart") == [KEY]
+    assert store.calls_to("complete_multipart") == [[1, 2, 3, 4]]
+    assert store.calls_to("put_object") == []
+    assert store.calls_to("abort_multipart") == []
+    assert store.pending == {}
+    assert result["ETag"] == stored.etag
+    assert (upload.size, upload.done, upload.error) == (len(data), True, None)
+
+
+async def test_a_small_file_is_a_single_put_object() -> None:
+    store = FakeStore()
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, lambda: {"uid": "7"})
+        await upload.write(0, b"hello ")
+        await upload.write(6, b"world")
+        result = await upload.close()
+    assert store.calls == [("put_object", (KEY, 11))]
+    assert store.objects[KEY].data == b"hello world"
+    assert store.objects[KEY].metadata == {"uid": "7"}
+    assert result["ETag"] == md5_etag(b"hello world")
+
+
+async def test_a_file_of_exactly_one_part_is_a_single_put_object() -> None:
+    store = FakeStore()
+    data = payload(PART)
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await write_in_chunks(upload, data)
+        await upload.close()
+    assert store.calls == [("put_object", (KEY, PART))]
+    assert store.objects[KEY].data == data
+
+
+async def test_one_byte_more_than_a_part_is_a_multipart_upload_of_two_parts() -> None:
+    store = FakeStore()
+    data = payload(PART + 1)
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, data)
+        await upload.close()
+    assert store.calls_to("complete_multipart") == [[1, 2]]
+    assert store.objects[KEY].data == data
+
+
+async def test_an_empty_file_is_put_as_an_empty_object() -> None:
+    store = FakeStore()
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.close()
+    assert store.calls == [("put_object", (KEY, 0))]
+    assert store.objects[KEY].data == b""
+
+
+async def test_a_hole_is_uploaded_as_zeros() -> None:
+    store = FakeStore()
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, b"head")
+        await upload.write(2 * PART, b"tail")
+        await upload.close()
+    assert store.objects[KEY].data == b"head" + bytes(2 * PART - 4) + b"tail"
+
+
+async def test_an_out_of_order_write_is_refused_and_the_upload_goes_on() -> None:
+    store = FakeStore()
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, b"abc")
+        with pytest.raises(InvalidWrite) as info:
+            await upload.write(1, b"X")
+        assert errno_for(info.value) == errno.EINVAL
+        await upload.write(3, b"d")
+        await upload.close()
+    assert store.objects[KEY].data == b"abcd"
+
+
+async def test_metadata_is_taken_when_the_object_is_created() -> None:
+    store = FakeStore()
+    state = {"mtime": "1"}
+    async with mount_uploads(store) as shared:
+        small = Upload(shared, "small", lambda: dict(state))
+        large = Upload(shared, "large", lambda: dict(state))
+        await small.write(0, b"x")
+        await large.write(0, payload(PART + 1))  # creates the multipart upload now
+        await wait_all_tasks_blocked()
+        state["mtime"] = "2"  # e.g. utimens() while the files are open
+        await small.close()  # the PutObject happens now
+        await large.close()
+    assert store.objects["small"].metadata == {"mtime": "2"}
+    assert store.objects["large"].metadata == {"mtime": "1"}
+
+
+async def test_a_write_after_a_successful_close_is_refused() -> None:
+    store = FakeStore()
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, b"done")
+        first = await upload.close()
+        assert await upload.close() == first  # closing again reports the same outcome
+        with pytest.raises(UploadFailed):
+            await upload.write(4, b"more")
+    assert store.objects[KEY].data == b"done"
+
+
+# -------------------------------------------------------------------- concurrency, memory
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+async def test_parts_in_flight_never_exceed_the_limiter(limit: int) -> None:
+    store = FakeStore()
+    release = store.hold("upload_part")
+    data = payload(6 * PART + 1)
+    async with mount_uploads(store, memory=8 * PART, parts=limit) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, data)  # six parts: within the budget, so the write returns
+        await wait_all_tasks_blocked()
+        assert store.parts_in_flight == limit
+        assert len(store.calls_to("upload_part")) == limit
+        release.set()
+        await upload.close()
+    assert store.max_parts_in_flight == limit
+    assert store.objects[KEY].data == data
+
+
+async def test_the_part_limiter_is_shared_by_all_uploads() -> None:
+    store = FakeStore()
+    release = store.hold("upload_part")
+    files = {f"file{i}": payload(2 * PART + 1, seed=i) for i in range(3)}
+    async with mount_uploads(store, memory=16 * PART, parts=2) as shared:
+        uploads = {key: Upload(shared, key, dict) for key in files}
+        for key, data in files.items():
+            await uploads[key].write(0, data)
+        await wait_all_tasks_blocked()
+        assert store.parts_in_flight == 2
+        release.set()
+        for upload in uploads.values():
+            await upload.close()
+    assert store.max_parts_in_flight == 2
+    assert {key: store.objects[key].data for key in files} == files
+
+
+async def test_a_writer_waits_while_the_memory_budget_is_used_up() -> None:
+    store = FakeStore()
+    release = store.hold("upload_part")
+    data = payload(8 * PART)
+    accepted = 0  # bytes whose write() returned
+    writer_done = trio.Event()
+    async with mount_uploads(store, memory=2 * PART, parts=8) as shared:
+        upload = Upload(shared, KEY, dict)
+
+        async def writer() -> None:
+            nonlocal accepted
+            for offset in range(0, len(data), MiB):
+                await upload.write(offset, data[offset:offset + MiB])
+                accepted = offset + MiB
+            writer_done.set()
+
+        shared.nursery.start_soon(writer)
+        await wait_all_tasks_blocked()
+        # Held: parts 1 and 2 uploading (the whole budget), part 3 waiting for budget,
+        # part 4 waiting to be handed over. The writer cannot get further than that.
+        assert not writer_done.is_set()
+        assert store.parts_in_flight == 2
+        assert shared.budget.used == 2 * PART
+        assert 3 * PART < accepted <= 4 * PART
+        release.set()
+        await writer_done.wait()
+        await upload.close()
+    assert store.max_part_bytes_in_flight <= 2 * PART
+    assert shared.budget.used == 0
+    assert store.objects[KEY].data == data
+
+
+async def test_memory_budget_blocks_until_released() -> None:
+    budget = MemoryBudget(10)
+    got: list[int] = []
+
+    async def take(size: int) -> None:
+        got.append(await budget.acquire(size))
+
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            assert await budget.acquire(6) == 6
+            nursery.start_soon(take, 5)
+            await wait_all_tasks_blocked()
+            assert got == []  # 6 + 5 > 10
+            nursery.start_soon(take, 4)
+            await wait_all_tasks_blocked()
+            assert got == [4]  # 6 + 4 fits
+            budget.release(6)
+            await wait_all_tasks_blocked()
+            assert got == [4, 5]
+            assert budget.used == 9
+
+
+async def test_a_part_larger_than_the_budget_is_charged_as_the_whole_budget() -> None:
+    budget = MemoryBudget(10)
+    with trio.fail_after(DEADLINE):
+        charge = await budget.acquire(25)  # would otherwise wait forever
+        assert (charge, budget.used) == (10, 10)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(budget.acquire, 1)
+            await wait_all_tasks_blocked()
+            assert budget.used == 10  # the next one waits for it
+            budget.release(charge)
+        assert budget.used == 1
+
+
+# -------------------------------------------------------------------- failures
+
+
+async def test_a_failing_part_aborts_the_upload_and_the_error_sticks() -> None:
+    store = FakeStore()
+    store.add_object(KEY, b"previous version")
+    release = store.hold("upload_part")
+    store.fail_on[("upload_part", 2)] = server_error("UploadPart")
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, payload(3 * PART + 1))  # parts 1-3 handed over and held
+        release.set()
+        await wait_all_tasks_blocked()
+        assert upload.done
+        with pytest.raises(UploadFailed) as info:
+            await upload.close()
+        assert info.value.errno == errno.EIO
+        with pytest.raises(UploadFailed) as later:
+            await upload.write(3 * PART + 1, b"more")
+        assert errno_for(later.value) == errno.EIO
+        with pytest.raises(UploadFailed):
+            await upload.close()
+    assert store.calls_to("abort_multipart") == ["upload-1"]
+    assert store.calls_to("complete_multipart") == []
+    assert store.pending == {}
+    assert store.objects[KEY].data == b"previous version"  # S3 keeps the old version
+
+
+async def test_a_failing_last_part_fails_close() -> None:
+    store = FakeStore()
+    store.fail_on[("upload_part", 2)] = server_error("UploadPart")
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, payload(PART + 10))
+        with pytest.raises(UploadFailed) as info:
+            await upload.close()
+        assert info.value.errno == errno.EIO
+    assert store.calls_to("abort_multipart") == ["upload-1"]
+    assert store.calls_to("complete_multipart") == []
+    assert KEY not in store.objects
+
+
+async def test_a_writer_held_back_by_the_budget_gets_the_failure() -> None:
+    store = FakeStore()
+    release = store.hold("upload_part")
+    store.fail_on[("upload_part", 1)] = server_error("UploadPart")
+    errors: list[BaseException] = []
+    writer_done = trio.Event()
+    async with mount_uploads(store, memory=2 * PART) as shared:
+        upload = Upload(shared, KEY, dict)
+
+        async def writer() -> None:
+            try:
+                await write_in_chunks(upload, payload(8 * PART), chunk=MiB)
+            except UploadFailed as exc:
+                errors.append(exc)
+            finally:
+                writer_done.set()
+
+        shared.nursery.start_soon(writer)
+        await wait_all_tasks_blocked()
+        assert not writer_done.is_set()  # held back by the budget
+        release.set()
+        await writer_done.wait()
+        assert len(errors) == 1 and errno_for(errors[0]) == errno.EIO
+        with pytest.raises(UploadFailed):
+            await upload.close()
+    assert store.calls_to("abort_multipart") == ["upload-1"]
+    assert store.pending == {} and KEY not in store.objects
+
+
+async def test_a_failing_create_fails_close_with_nothing_to_abort() -> None:
+    store = FakeStore()
+    store.fail_on[("create_multipart", 1)] = lambda: client_error(
+        "AccessDenied", "CreateMultipartUpload", 403)
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, payload(PART + 1))
+        with pytest.raises(UploadFailed) as info:
+            await upload.close()
+        assert info.value.errno == errno.EIO
+    assert store.calls_to("create_multipart") == [KEY]
+    assert store.calls_to("upload_part") == []
+    assert store.calls_to("abort_multipart") == []
+    assert store.calls_to("complete_multipart") == []
+    assert KEY not in store.objects
+
+
+async def test_a_failing_put_object_fails_close() -> None:
+    store = FakeStore()
+    store.fail_on[("put_object", 1)] = server_error("PutObject")
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, b"small")
+        with pytest.raises(UploadFailed):
+            await upload.close()
+    assert store.calls_to("abort_multipart") == []
+    assert KEY not in store.objects
+
+
+async def test_a_lost_complete_answer_after_the_commit_still_succeeds() -> None:
+    store = FakeStore()
+    store.commit_then_lose_complete = True  # committed, then NoSuchUpload
+    data = payload(2 * PART + 5)
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, data)
+        result = await upload.close()
+    stored = store.objects[KEY]
+    assert stored.data == data
+    assert result["ETag"] == stored.etag
+    assert result["ETag"] == multipart_etag(list(upload.parts.values()))
+    assert result["ETag"] == multipart_etag_of([p.etag for p in upload.parts.values()])
+    assert KEY in store.calls_to("head")  # how it knew the commit was its own
+    assert store.calls_to("abort_multipart") == []
+
+
+async def test_no_such_upload_on_complete_without_a_commit_fails() -> None:
+    store = FakeStore()
+    store.add_object(KEY, b"someone else's version")
+    store.fail_on[("complete_multipart", 1)] = lambda: client_error(
+        "NoSuchUpload", "CompleteMultipartUpload", 404)
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, payload(2 * PART + 5))
+        with pytest.raises(UploadFailed) as info:
+            await upload.close()
+        assert info.value.errno == errno.EIO
+    assert store.calls_to("head") == [KEY]  # checked, and found another object
+    assert store.objects[KEY].data == b"someone else's version"
+
+
+async def test_no_such_upload_on_complete_with_no_object_at_all_fails() -> None:
+    store = FakeStore()
+    store.fail_on[("complete_multipart", 1)] = lambda: client_error(
+        "NoSuchUpload", "CompleteMultipartUpload", 404)
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, payload(PART + 5))
+        with pytest.raises(UploadFailed):
+            await upload.close()
+    assert KEY not in store.objects
+
+
+async def test_another_complete_error_fails_without_checking_the_object() -> None:
+    store = FakeStore()
+    store.fail_on[("complete_multipart", 1)] = server_error("CompleteMultipartUpload")
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, payload(PART + 5))
+        with pytest.raises(UploadFailed):
+            await upload.close()
+    assert store.calls_to("head") == []
+    assert store.calls_to("abort_multipart") == ["upload-1"]
+    assert store.pending == {} and KEY not in store.objects
+
+
+# -------------------------------------------------------------------- cancel, discard
+
+
+async def test_cancel_aborts_a_pending_multipart_upload() -> None:
+    store = FakeStore()
+    store.hold("upload_part")  # never released: part 1 stays in flight
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, payload(PART + 1))
+        await wait_all_tasks_blocked()
+        assert store.parts_in_flight == 1
+        await upload.cancel("unmounting")
+        assert upload.done
+        assert store.parts_in_flight == 0
+        with pytest.raises(UploadFailed, match="unmounting"):
+            await upload.close()
+    assert store.calls_to("abort_multipart") == ["upload-1"]
+    assert store.calls_to("complete_multipart") == []
+    assert store.pending == {} and KEY not in store.objects
+
+
+async def test_cancel_before_any_part_makes_no_request() -> None:
+    store = FakeStore()
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, b"buffered only")
+        await upload.cancel("unmounting")
+        with pytest.raises(UploadFailed):
+            await upload.close()
+    assert store.calls == []
+
+
+async def test_cancel_after_completion_changes_nothing() -> None:
+    store = FakeStore()
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, b"kept")
+        await upload.close()
+        await upload.cancel("unmounting")
+        assert upload.error is None
+    assert store.objects[KEY].data == b"kept"
+    assert store.calls_to("abort_multipart") == []
+
+
+async def test_discard_makes_no_request() -> None:
+    store = FakeStore()
+    async with mount_uploads(store) as shared:
+        untouched = Upload(shared, "untouched", dict)
+        written = Upload(shared, "written", dict)
+        await written.write(0, b"not worth committing")
+        await untouched.discard()
+        await written.discard()
+        assert untouched.done and written.done
+    assert store.calls == []
+    assert store.objects == {}
+
+
+# -------------------------------------------------------------------- appending to a base
+
+
+async def test_appending_to_a_large_object_copies_it_server_side() -> None:
+    store = FakeStore()
+    old = payload(PART + 7, seed=1)
+    new = payload(PART + 3, seed=2)
+    store.add_object(KEY, old)
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict, base=store.info(KEY))
+        assert upload.size == len(old)
+        await write_in_chunks(upload, new, start=len(old))
+        await upload.close()
+    assert store.objects[KEY].data == old + new
+    assert store.calls_to("upload_part_copy") == [(1, KEY, 0, len(old))]
+    assert sorted(store.calls_to("upload_part")) == [2, 3]
+    assert store.calls_to("complete_multipart") == [[1, 2, 3]]
+    assert store.calls_to("get_range") == []  # the old bytes never came down
+
+
+async def test_appending_to_an_object_that_changed_meanwhile_fails() -> None:
+    store = FakeStore()
+    store.add_object(KEY, payload(PART, seed=1))
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict, base=store.info(KEY))
+        store.add_object(KEY, b"replaced by someone else")
+        await upload.write(PART, b"appended")
+        with pytest.raises(UploadFailed):
+            await upload.close()
+    assert store.objects[KEY].data == b"replaced by someone else"
+    assert store.calls_to("abort_multipart") == ["upload-1"]
+
+
+async def test_appending_to_a_small_object_reads_it_back_and_puts_it_whole() -> None:
+    store = FakeStore()
+    store.add_object(KEY, b"small base")
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict, base=store.info(KEY))
+        await upload.write(10, b"+tail")
+        await upload.close()
+    assert store.objects[KEY].data == b"small base+tail"
+    assert store.calls_to("get_range") == [(KEY, 0, 10)]
+    assert store.calls_to("put_object") == [(KEY, 15)]
+    assert store.calls_to("upload_part_copy") == []
+
+
+async def test_a_small_base_that_grows_past_a_part_becomes_multipart() -> None:
+    store = FakeStore()
+    old = payload(MiB, seed=1)
+    new = payload(PART, seed=2)
+    store.add_object(KEY, old)
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict, base=store.info(KEY))
+        await upload.write(len(old), new)
+        await upload.close()
+    assert store.objects[KEY].data == old + new
+    assert store.calls_to("complete_multipart") == [[1, 2]]
+    assert store.calls_to("upload_part_copy") == []
+
+
+async def test_discarding_an_upload_with_a_base_leaves_the_object_alone() -> None:
+    store = FakeStore()
+    store.add_object(KEY, payload(PART, seed=1))
+    before = store.objects[KEY]
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict, base=store.info(KEY))
+        await upload.discard()
+    assert store.calls == []
+    assert store.objects[KEY] is before
+
+
+# -------------------------------------------------------------------- integrity checks
+
+
+async def test_every_data_part_carries_the_checksum_the_mount_asks_for() -> None:
+    store = FakeStore()
+    store.checksum_key = "ChecksumCRC32"
+    data = payload(2 * PART + 1)
+    async with mount_uploads(store, checksum_key="ChecksumCRC32") as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, data)
+        await upload.close()
+    assert store.objects[KEY].data == data
+    assert sorted(upload.parts) == [1, 2, 3]
+    assert all("ChecksumCRC32" in part.checksum for part in upload.parts.values())
+
+
+async def test_a_part_that_comes_back_without_its_checksum_fails_the_upload() -> None:
+    store = FakeStore()
+    store.checksum_key = "ChecksumCRC32"
+    store.parts_without_checksum = {2}
+    async with mount_uploads(store, checksum_key="ChecksumCRC32") as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, payload(2 * PART + 1))
+        with pytest.raises(UploadFailed):
+            await upload.close()
+    assert store.calls_to("abort_multipart") == ["upload-1"]
+    assert KEY not in store.objects
+
+
+async def test_copied_parts_need_no_checksum() -> None:
+    store = FakeStore()
+    store.checksum_key = "ChecksumCRC32"
+    old = payload(PART, seed=1)
+    store.add_object(KEY, old)
+    async with mount_uploads(store, checksum_key="ChecksumCRC32") as shared:
+        upload = Upload(shared, KEY, dict, base=store.info(KEY))
+        await upload.write(PART, b"appended")
+        await upload.close()
+    assert store.objects[KEY].data == old + b"appended"
+
+
+async def test_a_multipart_object_stored_with_the_wrong_encryption_is_deleted() -> None:
+    store = FakeStore()
+    store.sse = "AES256"  # e.g. a bucket policy or an S3 clone ignoring the request
+    async with mount_uploads(store, expected_sse="aws:kms") as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, payload(PART + 1))
+        with pytest.raises(UploadFailed, match="encryption"):
+            await upload.close()
+    assert KEY not in store.objects
+
+
+async def test_a_small_object_stored_with_the_wrong_encryption_fails_close() -> None:
+    store = FakeStore()
+    store.sse = "AES256"
+    async with mount_uploads(store, expected_sse="aws:kms") as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, b"small")
+        with pytest.raises(UploadFailed):
+            await upload.close()
+
+
+async def test_the_expected_encryption_is_accepted() -> None:
+    store = FakeStore()
+    store.sse = "aws:kms"
+    async with mount_uploads(store, expected_sse="aws:kms") as shared:
+        small = Upload(shared, "small", dict)
+        large = Upload(shared, "large", dict)
+        await small.write(0, b"small")
+        await large.write(0, payload(PART + 1))
+        await small.close()
+        await large.close()
+    assert set(store.objects) == {"small", "large"}
