@@ -51,7 +51,7 @@ FUSE_FLAGS = {
     "defaults",
 }
 FUSE_VALUED = {"fsname", "subtype", "max_read", "blkdev", "blksize", "context", "fscontext",
-               "defcontext", "rootcontext", "x-systemd.automount", "comment"}
+               "defcontext", "rootcontext", "comment"}
 # fstab/mount(8) bookkeeping that must not be passed to libfuse.
 MOUNT_ONLY = {"_netdev", "nofail", "noauto", "auto", "user", "users", "defaults", "comment"}
 
@@ -111,7 +111,7 @@ def parse_size(text: str, option: str) -> int:
 
 def _parse_int(text: str, option: str, low: int, high: int) -> int:
     try:
-        value = int(text, 0)
+        value = int(text, 10)
     except ValueError:
         raise ConfigError(f"{option}={text!r} is not a whole number") from None
     if not low <= value <= high:

@@ -8,9 +8,12 @@ without the `x-amz-meta-` prefix, lowercased.
 
 from __future__ import annotations
 
+import math
 import stat
 from dataclasses import dataclass
 from datetime import datetime
+
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to chown
 
 
 @dataclass
@@ -37,11 +40,13 @@ class Defaults:
     dir_mode: int
 
 
-def _int(value: str | None) -> int | None:
+def _int(value: str | None, high: int) -> int | None:
+    """A whole number in 0..high, else None (malformed headers fall back to defaults)."""
     try:
-        return int(value) if value is not None else None
+        number = int(value) if value is not None else None
     except ValueError:
         return None
+    return number if number is not None and 0 <= number <= high else None
 
 
 def parse_mtime(value: str | None) -> float | None:
@@ -49,9 +54,11 @@ def parse_mtime(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return seconds if math.isfinite(seconds) and abs(seconds) * 1e9 < 2**63 else None
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
@@ -63,15 +70,15 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
     """Attributes of an object; missing or malformed headers fall back to defaults."""
     meta = {k.lower(): v for k, v in (metadata or {}).items()}
     file_type = stat.S_IFDIR if directory else stat.S_IFREG
-    mode = _int(meta.get("mode"))
+    mode = _int(meta.get("mode"), 0o177777)
     if mode is None:
         mode = file_type | (defaults.dir_mode if directory else defaults.file_mode)
     elif stat.S_IFMT(mode) == 0:  # permission bits only: add the type
         mode |= file_type
     elif directory and not stat.S_ISDIR(mode):
         mode = stat.S_IFDIR | stat.S_IMODE(mode)
-    uid = _int(meta.get("uid"))
-    gid = _int(meta.get("gid"))
+    uid = _int(meta.get("uid"), MAX_ID)
+    gid = _int(meta.get("gid"), MAX_ID)
     mtime = parse_mtime(meta.get("mtime"))
     return Attributes(
         mode=mode,

@@ -113,6 +113,8 @@ class PartPlanner:
         self.size = sum(p.copy_length for p in parts)
         self.next_number = len(parts) + 1
         self.parts_cut = len(parts)
+        self.max_size = self.size + sum(part_size_for(n, self.base_part_size)
+                                        for n in range(self.next_number, MAX_PARTS + 1))
 
     def truncate_to_zero(self) -> None:
         """Forget everything written; only possible before any part was cut."""

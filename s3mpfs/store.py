@@ -80,23 +80,7 @@ class ObjectStore(Protocol):
     async def upload_part(self, key: str, upload_id: str, number: int,
                           data: bytes) -> CompletedPart: ...
     async def upload_part_copy(self, key: str, upload_id: str, number: int,
-                               source: ObjectInfo, start: int, end: int) -> CompletedPart:
-        """Copy bytes [start, end) of `source` as a part; fails if the source changed."""
-        extra: dict[str, Any] = dict(self._sse_c())
-        if self.config.sse_c_key is not None:
-            extra["CopySourceSSECustomerAlgorithm"] = "AES256"
-            extra["CopySourceSSECustomerKey"] = self.config.sse_c_key
-        if source.etag:
-            extra["CopySourceIfMatch"] = source.etag
-        resp = await self._call(
-            self._client.upload_part_copy, Key=key, UploadId=upload_id, PartNumber=number,
-            CopySource={"Bucket": self.bucket, "Key": source.key},
-            CopySourceRange=f"bytes={start}-{end - 1}", **extra)
-        result = resp["CopyPartResult"]
-        checksum = {k: v for k, v in result.items()
-                    if k.startswith("Checksum") and k != "ChecksumType"}
-        return CompletedPart(number, result["ETag"], checksum)
-
+                               source: ObjectInfo, start: int, end: int) -> CompletedPart: ...
     async def complete_multipart(self, key: str, upload_id: str,
                                  parts: Sequence[CompletedPart]) -> dict: ...
     async def abort_multipart(self, key: str, upload_id: str) -> None: ...

@@ -132,6 +132,9 @@ class Upload:
         async with self._lock:
             if not self._closed:
                 self._closed = True
+                if self.error is None and self.base is not None:
+                    await self._start_from_base(self.base)  # unchanged base: copy it whole
+                    self.base = None
                 if self.error is None:
                     if self.planner.buffered or not self.planner.parts_cut:
                         await self._hand_over(self.planner.finish(), last=True)
@@ -185,6 +188,7 @@ class Upload:
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
+            exc = _root_cause(exc)
             self.error = exc if isinstance(exc, UploadFailed) else UploadFailed(
                 f"{self.key}: {describe(exc)}")
 
@@ -229,12 +233,12 @@ class Upload:
                                                              self._metadata())
         finally:
             self.shared.budget.release(charge)
-        self._check_encryption(self.result.get("ServerSideEncryption"))
-
-    def _check_encryption(self, reported: str | None) -> None:
-        expected = self.shared.expected_sse
+        expected, reported = self.shared.expected_sse, self.result.get("ServerSideEncryption")
         if expected is not None and reported is not None and reported != expected:
-            raise UploadFailed(f"{self.key}: S3 reports encryption {reported}, not {expected}")
+            with trio.CancelScope(shield=True):
+                await self.shared.store.delete(self.key)  # just written by this PUT
+            raise UploadFailed(f"{self.key}: S3 reports encryption {reported}, not "
+                               f"{expected}; the object was deleted")
 
     async def _upload_part(self, part: Part, charge: int) -> None:
         try:
@@ -278,9 +282,12 @@ class Upload:
 
     async def _verify_completed(self) -> None:
         """The object S3 assembled must have the size written and the encryption asked
-        for; a wrong object is deleted rather than left looking like a good one."""
+        for; a wrong object of ours is deleted rather than left looking like a good one."""
         assert self.result is not None
         info = await self.shared.store.head(self.key)
+        expected_etag = multipart_etag([self.parts[n] for n in sorted(self.parts)])
+        if info.etag != expected_etag:
+            return  # another writer replaced it since: theirs is not ours to judge
         problem = None
         if info.size != self.planner.size:
             problem = f"S3 assembled {info.size} bytes, {self.planner.size} were written"
@@ -324,3 +331,10 @@ class Upload:
         if scope.cancelled_caught:
             log.error("upload of %s failed: %s; abort timed out", self.key, self.error)
 
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The first real error inside trio's exception groups (not a sibling's Cancelled)."""
+    while isinstance(exc, BaseExceptionGroup):
+        causes = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)]
+        exc = (causes or list(exc.exceptions))[0]
+    return exc
