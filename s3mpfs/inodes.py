@@ -27,9 +27,11 @@ class Node:
     attrs: Attributes
     size: int = 0
     etag: str = ""
+    last_modified: float | None = None  # None: we wrote it (trust the ETag alone)
     storage_class: str = "STANDARD"
     meta_known: bool = False  # attributes came from the object's headers, not defaults
     meta_dirty: bool = False  # attributes changed here and not yet stored in S3
+    meta_writing: bool = False  # a copy storing them is in flight
     lookups: int = 0
     upload: Upload | None = None  # the write in progress, if any
     symlink_target: str | None = None

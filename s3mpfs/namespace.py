@@ -119,13 +119,14 @@ class Namespace:
         if node is not None and node.upload is not None:
             return node  # being written: what we hold is newer than S3
         keep = (node is not None and node.meta_known and info.metadata is None
-                and node.etag == info.etag)  # same object: cached metadata still true
+                and _same_version(node, info))  # cached metadata still true
         attrs = node.attrs if keep and node is not None else decode(
             info.metadata, directory=False, last_modified=info.mtime, defaults=self.defaults)
         node = self.table.put(path, attrs)
         if node.etag != info.etag:
             node.symlink_target = None
         node.size, node.etag, node.storage_class = info.size, info.etag, info.storage_class
+        node.last_modified = info.mtime
         node.meta_known = keep or info.metadata is not None
         return node
 
@@ -322,6 +323,7 @@ class Namespace:
         attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, gid, time.time())
         node = self.table.put(path, attrs)
         node.meta_known, node.meta_dirty, node.size, node.etag = True, False, 0, ""
+        node.last_modified = None
         self._listed(parent.path, name, True)
         return self._open_for_write(node, pid, truncate=True, must_commit=True), node
 
@@ -334,7 +336,7 @@ class Namespace:
             raise IsADirectory(node.path)
         if flags & os.O_ACCMODE == os.O_RDONLY:
             reader = ObjectReader(self.store, self.uploads.nursery, self.file_key(node.path),
-                                  node.size, self.config.read_ahead)
+                                  node.size, self.config.read_ahead, node.etag)
             return self._add_handle(ReadHandle(node, reader)), node.upload is not None
         self._writable()
         truncate = bool(flags & os.O_TRUNC) and node.size > 0
@@ -429,6 +431,8 @@ class Namespace:
             node.upload = None
         if not needed:
             await upload.discard()
+            if node.meta_dirty:  # e.g. touch: opened for writing, only futimens()
+                self._write_metadata_soon(node)
             return
         try:
             result = await upload.close()
@@ -438,7 +442,7 @@ class Namespace:
             raise
         handle.must_commit = False
         node.size = upload.size
-        node.etag = result.get("ETag", "")
+        node.etag, node.last_modified = result.get("ETag", ""), None
         node.refreshed = time.monotonic()
         if node.meta_dirty:  # attributes changed after the object was created
             self._write_metadata_soon(node)
@@ -521,13 +525,19 @@ class Namespace:
     async def _write_metadata(self, node: Node) -> None:
         if not node.meta_dirty or node.upload is not None or self.table.at(node.path) is not node:
             return  # already written, going into an upload, or renamed/deleted meanwhile
-        node.meta_dirty = False
+        node.meta_dirty, node.meta_writing = False, True
         try:
-            await self.store.copy_object(self.file_key(node.path), self.file_key(node.path),
-                                         encode(node.attrs), node.storage_class)
-            node.etag = "?"  # the copy has a new ETag: the next listing refreshes it
+            copied = await self.store.copy_object(
+                self.file_key(node.path), self.file_key(node.path), encode(node.attrs),
+                node.storage_class, node.size)
+            if copied is not None:
+                node.etag, node.last_modified = copied.etag, copied.mtime
+            else:  # a large object: its new ETag is learnt from the next listing
+                node.etag, node.last_modified = "", None
         except Exception as exc:
             log.error("could not store the attributes of %s: %s", node.path, describe(exc))
+        finally:
+            node.meta_writing = False
 
     async def write_pending_metadata(self) -> None:
         """Store every deferred attribute change now (at unmount)."""
@@ -565,7 +575,7 @@ class Namespace:
             upload = Upload(self.uploads, base.key, lambda: self._encode_now(node), base)
             await upload.write(size, b"")
             result = await upload.close()
-        node.size, node.etag = size, result.get("ETag", "")
+        node.size, node.etag, node.last_modified = size, result.get("ETag", ""), None
 
     def _encode_now(self, node: Node) -> dict[str, str]:
         node.meta_dirty = False
@@ -587,6 +597,7 @@ class Namespace:
         node = self.table.put(path, attrs)
         node.meta_known, node.symlink_target = True, target
         node.size, node.etag = len(os.fsencode(target)), result.get("ETag", "")
+        node.last_modified = None
         self._listed(parent.path, name, True)
         return node
 
@@ -631,10 +642,12 @@ class Namespace:
         if node.is_dir:
             await self._rename_dir(node, new_path)
         else:
-            metadata = encode(node.attrs) if node.meta_dirty else None
+            metadata = encode(node.attrs) if node.meta_dirty or node.meta_writing else None
             node.meta_dirty = False  # the copy carries the pending attributes
-            await self._move_object(self.file_key(old_path), self.file_key(new_path),
-                                    metadata, node.storage_class)
+            moved = await self._move_object(self.file_key(old_path), self.file_key(new_path),
+                                            metadata, node.storage_class, node.size)
+            if moved is not None:
+                node.etag, node.last_modified = moved.etag, moved.mtime
         self.table.move(old_path, new_path)
         self._listed(old_dir, old_name, False)
         self._listed(target_dir.path, new_name, True)
@@ -642,22 +655,29 @@ class Namespace:
             del self._listings[path]
 
     async def _move_object(self, src: str, dst: str, metadata: dict[str, str] | None,
-                           storage_class: str | None) -> None:
+                           storage_class: str | None, size: int) -> ObjectInfo | None:
         """Server-side copy, then delete: the bytes never leave S3."""
-        await self.store.copy_object(src, dst, metadata, storage_class)
+        copied = await self.store.copy_object(src, dst, metadata, storage_class, size)
         await self.store.delete(src)
+        return copied
 
     async def _rename_dir(self, node: Node, new_path: str) -> None:
         """Move every object under the directory's prefix, in parallel. Not atomic: an
-        interruption leaves some objects under each name, none lost."""
+        interruption leaves some objects under each name, none lost. Attribute changes
+        still pending for files inside travel with their copies."""
         old_prefix, new_prefix = self.dir_key(node.path), self.dir_key(new_path)
         listing = await self.store.list(old_prefix, delimiter=None)
         limiter = trio.CapacityLimiter(self.config.upload_concurrency)
 
         async def move(info: ObjectInfo) -> None:
+            inside = self.table.at(node.path + "/" + info.key[len(old_prefix):])
+            metadata = None
+            if inside is not None and (inside.meta_dirty or inside.meta_writing) \
+                    and not inside.is_dir:  # the copy may not have read them yet
+                metadata, inside.meta_dirty = encode(inside.attrs), False
             async with limiter:
                 await self._move_object(info.key, new_prefix + info.key[len(old_prefix):],
-                                        None, info.storage_class)
+                                        metadata, info.storage_class, info.size)
 
         async with trio.open_nursery() as nursery:
             for info in listing.objects:
@@ -671,6 +691,15 @@ class Namespace:
     @property
     def root(self) -> Node:
         return self.table.get(ROOT_INODE)
+
+
+def _same_version(node: Node, info: ObjectInfo) -> bool:
+    """Whether a listed object is the version whose metadata the node caches. A
+    metadata-only copy (chmod by s3fs, touch by rclone) keeps the ETag but not the
+    LastModified, compared to the second (HEAD has no finer precision)."""
+    if node.etag != info.etag:
+        return False
+    return node.last_modified is None or int(node.last_modified) == int(info.mtime)
 
 
 def _usable_name(name: str) -> bool:

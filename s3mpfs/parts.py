@@ -96,9 +96,12 @@ class PartPlanner:
             yield self._cut(self.current_part_size())
 
     def _cut(self, length: int) -> Part:
-        data = bytes(self._buffer[:length])
-        del self._buffer[:length]
-        part = Part(self.next_number, self.size - len(self._buffer) - length, data)
+        # The buffer holds at most one write beyond `length`: move that small tail to a
+        # new buffer and keep the big one as the part, so the part is copied only once.
+        cut, self._buffer = self._buffer, self._buffer[length:]
+        del cut[length:]
+        part = Part(self.next_number, self.size - len(self._buffer) - length, bytes(cut))
+        del cut
         self.next_number += 1
         self.parts_cut += 1
         return part

@@ -29,10 +29,11 @@ class _Block:
 
 class ObjectReader:
     def __init__(self, store: ObjectStore, nursery: trio.Nursery, key: str, size: int,
-                 block_size: int) -> None:
+                 block_size: int, etag: str = "") -> None:
         self.store = store
         self.nursery = nursery
         self.key = key
+        self.etag = etag  # the version opened: reads never mix in a newer one
         self.size = size
         self.block_size = block_size
         self._blocks: dict[int, _Block] = {}
@@ -70,7 +71,7 @@ class ObjectReader:
         start = index * self.block_size
         try:
             block.data = await self.store.get_range(
-                self.key, start, min(start + self.block_size, self.size))
+                self.key, start, min(start + self.block_size, self.size), self.etag)
         except Exception as exc:
             block.error = exc
         finally:
@@ -85,6 +86,10 @@ class ObjectReader:
             log.error("cannot read %s: it is archived (GLACIER/DEEP_ARCHIVE); restore it first "
                       "(aws s3api restore-object)", self.key)
             return ObjectArchived(self.key)
+        if s3_error_code(exc) in ("PreconditionFailed", "412"):
+            log.error("read of %s failed: the file was replaced while open; open it again "
+                      "to read the new version", self.key)
+            return exc
         log.error("read of %s failed: %s", self.key, describe(exc))
         return exc
 

@@ -17,7 +17,7 @@ import socket
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from .errors import describe
 from .store import PendingUpload, S3Store
@@ -127,12 +127,27 @@ class UploadRegistry:
         """At mount: abort s3mpfs uploads that nobody can finish any more. Never touches
         another tool's uploads, nor one a live s3mpfs (here, or elsewhere and younger
         than a day) may still be writing."""
+        entries = await self._entry_ids()  # before the uploads: see _drop_leftovers
+        items = await self.pending()
         aborted = 0
-        for item in await self.pending():
+        for item in items:
             why = stale_reason(item)
             if why and await self.abort(item, why):
                 aborted += 1
+        await self._drop_leftovers(entries, {item.upload.upload_id for item in items})
         return aborted
+
+    async def _entry_ids(self) -> set[str]:
+        listing = await self.store.list(f"{self.prefix}{REGISTRY_DIR}/uploads/", delimiter=None)
+        return {unquote(info.key.rpartition("/")[2].removesuffix(".json"))
+                for info in listing.objects}
+
+    async def _drop_leftovers(self, entries: set[str], pending: set[str]) -> None:
+        """Entries whose upload is no longer pending (completed or aborted after its
+        process died) are garbage. Entries are listed before the uploads, so an entry
+        registered in between cannot be mistaken for one: its upload already existed."""
+        for upload_id in entries - pending:
+            await self.unregister(upload_id)
 
 
 def stale_reason(item: Registered, older_than: timedelta = STALE_AFTER) -> str | None:

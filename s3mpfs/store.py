@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ class ObjectStore(Protocol):
     async def list(self, prefix: str, delimiter: str | None = "/",
                    max_keys: int | None = None) -> Listing: ...
     async def head(self, key: str) -> ObjectInfo: ...
-    async def get_range(self, key: str, start: int, end: int) -> bytes: ...
+    async def get_range(self, key: str, start: int, end: int, etag: str = "") -> bytes: ...
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str]) -> dict: ...
     async def create_multipart(self, key: str, metadata: dict[str, str]) -> str: ...
     async def upload_part(self, key: str, upload_id: str, number: int,
@@ -191,18 +192,21 @@ class S3Store:
             metadata=resp.get("Metadata", {}), sse=resp.get("ServerSideEncryption"),
             restore=resp.get("Restore"))
 
-    async def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Bytes [start, end) of an object."""
+    async def get_range(self, key: str, start: int, end: int, etag: str = "") -> bytes:
+        """Bytes [start, end) of an object; of that very version when `etag` is given
+        (a replaced object then fails with PreconditionFailed, never mixes versions)."""
+        version = {"IfMatch": etag} if etag.startswith('"') else {}
 
         def fetch() -> bytes:
             resp = self._client.get_object(
-                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **self._sse_c())
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **version,
+                **self._sse_c())
             return resp["Body"].read()
 
         return await trio.to_thread.run_sync(fetch, limiter=self._limiter)
 
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str]) -> dict:
-        return await self._call(self._client.put_object, Key=key, Body=data,
+        return await self._call(self._client.put_object, Key=key, Body=io.BytesIO(data),
                                 **self._new_object(metadata), **self._body_checksum(data))
 
     async def put_plain(self, key: str, data: bytes) -> None:
@@ -243,9 +247,12 @@ class S3Store:
 
     async def upload_part(self, key: str, upload_id: str, number: int,
                           data: bytes) -> CompletedPart:
+        # A file object, not bytes: botocore would concatenate bytes with the headers,
+        # copying every part in flight; BytesIO shares the bytes and can be rewound for
+        # retries.
         resp = await self._call(
             self._client.upload_part, Key=key, UploadId=upload_id, PartNumber=number,
-            Body=data, **self._sse_c(), **self._body_checksum(data))
+            Body=io.BytesIO(data), **self._sse_c(), **self._body_checksum(data))
         checksum = {k: v for k, v in resp.items()
                     if k.startswith("Checksum") and k != "ChecksumType"}
         return CompletedPart(number, resp["ETag"], checksum)
@@ -282,10 +289,12 @@ class S3Store:
         await self._call(self._client.delete_object, Key=key)
 
     async def copy_object(self, src: str, dst: str, metadata: dict[str, str] | None,
-                          storage_class: str | None) -> None:
+                          storage_class: str | None, size: int | None = None) -> ObjectInfo | None:
         """Server-side copy, keeping encryption and storage class; `metadata` replaces the
-        object's metadata when given. boto3's managed copy splits large objects into
-        UploadPartCopy parts copied in parallel."""
+        object's metadata when given. An object of known size up to COPY_PART_SIZE is one
+        CopyObject, and the new object's ETag and LastModified are returned; others go
+        through boto3's managed copy, which copies UploadPartCopy parts in parallel (and
+        returns nothing)."""
         extra = self._new_object(metadata or {})
         if metadata is None:
             del extra["Metadata"]  # keep the source's metadata
@@ -297,12 +306,18 @@ class S3Store:
             extra["CopySourceSSECustomerAlgorithm"] = "AES256"
             extra["CopySourceSSECustomerKey"] = self.config.sse_c_key
         source = {"Bucket": self.bucket, "Key": src}
+        if size is not None and size <= COPY_PART_SIZE:
+            resp = await self._call(self._client.copy_object, Key=dst, CopySource=source,
+                                    **extra)
+            result = resp["CopyObjectResult"]
+            return ObjectInfo(dst, size, result["LastModified"].timestamp(), result["ETag"])
         transfer = TransferConfig(multipart_threshold=COPY_PART_SIZE,
                                   multipart_chunksize=COPY_PART_SIZE,
                                   max_concurrency=self.config.upload_concurrency)
         await trio.to_thread.run_sync(functools.partial(
             self._client.copy, source, self.bucket, dst, ExtraArgs=extra, Config=transfer),
             limiter=self._limiter)
+        return None
 
     async def pending_uploads(self, prefix: str) -> list[PendingUpload]:
         uploads: list[PendingUpload] = []

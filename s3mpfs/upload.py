@@ -94,7 +94,7 @@ class Upload:
         self.error: S3mpfsError | None = None
         self.result: dict | None = None
         self.parts: dict[int, CompletedPart] = {}
-        self._send, self._receive = trio.open_memory_channel[tuple[Part, bool]](0)
+        self._send, self._receive = trio.open_memory_channel[tuple[Part, bool, int]](0)
         self._lock = trio.Lock()  # one write or close at a time, in arrival order
         self._done = trio.Event()
         self._closed = False
@@ -176,10 +176,15 @@ class Upload:
         await self._done.wait()
 
     async def _hand_over(self, part: Part, last: bool) -> None:
+        """Give a part to the driver once the mount's memory budget has room for it:
+        this wait is the backpressure that makes write() block."""
+        charge = await self.shared.budget.acquire(len(part))
         try:
-            await self._send.send((part, last))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._raise_if_failed()
+            await self._send.send((part, last, charge))
+        except BaseException:
+            self.shared.budget.release(charge)
+            if isinstance(self.error, UploadFailed):
+                raise self.error from None
             raise
 
     def _raise_if_failed(self) -> None:
@@ -198,8 +203,7 @@ class Upload:
         try:
             with self._cancel_scope:
                 async with trio.open_nursery() as workers:
-                    async for part, last in self._receive:
-                        charge = await self.shared.budget.acquire(len(part))
+                    async for part, last, charge in self._receive:
                         if last and self.upload_id is None:
                             workers.start_soon(self._put_whole, part, charge)
                             break

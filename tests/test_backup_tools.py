@@ -670,8 +670,6 @@ def test_restic_like_repository(s3, bucket, mount):
 # --------------------------------------------------------------------------- known bugs
 
 
-@pytest.mark.xfail(strict=True, reason="bug: touch opens the file for writing; a setattr "
-                   "through a write handle that wrote nothing is never stored before unmount")
 def test_touch_of_an_existing_file_is_stored(s3, bucket, mount):
     """`touch -d DATE file` (GNU touch opens the file O_WRONLY, then futimens) on a closed
     file with no other pending change: the new mtime reaches the object's header."""
@@ -686,8 +684,6 @@ def test_touch_of_an_existing_file_is_stored(s3, bucket, mount):
              message="mtime=981158400 header")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a directory rename copies objects with their old "
-                   "metadata and races the deferred attribute writes of files inside it")
 def test_attributes_set_just_before_a_directory_rename_are_kept(s3, bucket, proxy, mount):
     """`chmod -R go-rwx staging && mv staging final`: the modes and mtimes set a moment
     before the rename end up on the objects under the new name."""
@@ -731,8 +727,6 @@ def test_attributes_set_just_before_a_directory_rename_are_kept(s3, bucket, prox
         assert (st.st_mode, st.st_mtime) == (0o100600, 1000000000), name
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an open file reads by key, not by version, so a "
-                   "rename over it switches the reader to the new object mid-file")
 def test_reader_of_a_replaced_file_never_gets_a_mix_of_versions(s3, bucket, mount):
     """rsync replaces a file by renaming a new one over it. A reader that opened the old
     file (a restore, a verify job) must get the old bytes or an error, never a mix."""
@@ -771,8 +765,6 @@ def test_content_changed_by_another_tool_is_visible(s3, bucket, mount):
     assert (m.path / "shared.txt").read_bytes() == b"v2 by s3fs"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: cached metadata is keyed by ETag alone, and a "
-                   "metadata-only CopyObject (s3fs chmod, rclone touch) keeps the ETag")
 def test_attributes_changed_by_another_tool_are_visible(s3, bucket, mount):
     """s3fs on another host runs chmod/touch: a server-side copy onto the same key with new
     metadata; the content, so the ETag, stays the same. The mount shows it once its caches
