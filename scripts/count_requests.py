@@ -181,9 +181,10 @@ def write_report(path: Path, rows: list[dict[str, Any]], files: int, argv: list[
         "without metadata cost the same HEAD: S3 listings carry no user metadata.",
         f"- rsync's first run, per file: {per_file}. Each file is written under a "
         "temporary name (PutObject) and renamed (CopyObject carrying mode and mtime, then "
-        "DeleteObject); the HeadObject is boto3's managed copy sizing the source before "
-        "copying it. The few extra PutObjects are directory markers, written again by each "
-        "chmod and utime rsync makes on a directory.",
+        "DeleteObject)" + ("; the HeadObject sizes the source of each copy (boto3's managed "
+        "copy)" if first.get("HeadObject", 0) >= files else "") + ". The few extra "
+        "PutObjects are directory markers, written again by each chmod and utime rsync makes "
+        "on a directory.",
         "- An rsync that finds nothing to do writes nothing; after a remount it needs each "
         "file's mode and mtime again, so one HEAD per entry.",
         "",
