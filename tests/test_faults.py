@@ -11,16 +11,15 @@ fixture puts its own first, and the configuration keeps the last value given.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
+import random
 import re
 import signal
 import socket
 import subprocess
 import sys
-import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -414,3 +413,192 @@ def test_kill_9_leaves_old_or_new_and_the_next_mount_sweeps(
         expected = new if version == "new" else old
         assert hashlib.sha256((m2.path / "f.bin").read_bytes()).hexdigest() == expected
         m2.unmount()
+
+
+# --------------------------------------------------------------- 5. other tools' uploads
+
+
+def dead_pid() -> int:
+    """A process id that no process has right now."""
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid = int(f.read()) - 1
+    while os.path.exists(f"/proc/{pid}"):
+        pid -= 1
+    return pid
+
+
+def boot_id() -> str:
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+def abandoned_uploads(s3: Any, bucket: str) -> tuple[str, str]:
+    """Another tool's pending upload (no registry entry) of "other/tool.bin", and a dead
+    s3mpfs's (registered on this host by a process that is gone, two days ago) of
+    "dead/s3mpfs.bin". Returns their upload ids (other, dead)."""
+    other = s3.create_multipart_upload(Bucket=bucket, Key="other/tool.bin")["UploadId"]
+    s3.upload_part(Bucket=bucket, Key="other/tool.bin", UploadId=other, PartNumber=1,
+                   Body=b"x" * 1000)
+    dead = s3.create_multipart_upload(Bucket=bucket, Key="dead/s3mpfs.bin")["UploadId"]
+    entry = {
+        "key": "dead/s3mpfs.bin", "upload_id": dead, "host": socket.gethostname(),
+        "boot_id": boot_id(), "pid": dead_pid(), "mount_id": "x",
+        "started": (datetime.now(UTC) - timedelta(days=2)).isoformat(),
+    }
+    s3.put_object(Bucket=bucket, Key=f"{REGISTRY}{quote(dead, safe='')}.json",
+                  Body=json.dumps(entry).encode())
+    return other, dead
+
+
+def pending_ids(s3: Any, bucket: str) -> set[str]:
+    return {u["UploadId"] for u in no_pending_uploads(s3, bucket)}
+
+
+def test_cleanup_aborts_only_s3mpfs_uploads_unless_all(
+    s3_server: str, s3: Any, bucket: str, run_cli: Any
+) -> None:
+    other, dead = abandoned_uploads(s3, bucket)
+    endpoint = f"endpoint_url={s3_server}"
+
+    listed = run_cli("uploads", bucket, "-o", endpoint)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    [other_line] = [line for line in lines if "other/tool.bin" in line]
+    [dead_line] = [line for line in lines if "dead/s3mpfs.bin" in line]
+    assert "other tool" in other_line
+    assert "s3mpfs" in dead_line and "mount x" in dead_line and "(dead)" in dead_line
+    assert pending_ids(s3, bucket) == {other, dead}  # listing aborts nothing
+
+    dry = run_cli("cleanup", bucket, "--dry-run", "-o", endpoint)
+    assert dry.returncode == 0, dry.stderr
+    assert "dead/s3mpfs.bin" in dry.stdout and "other/tool.bin" not in dry.stdout
+    assert pending_ids(s3, bucket) == {other, dead}
+
+    cleaned = run_cli("cleanup", bucket, "-o", endpoint)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "dead/s3mpfs.bin" in cleaned.stdout and "other/tool.bin" not in cleaned.stdout
+    assert pending_ids(s3, bucket) == {other}
+    assert registry_entries(s3, bucket) == []
+
+    everything = run_cli("cleanup", bucket, "--all", "--older-than", "1h", "-o", endpoint)
+    assert everything.returncode == 0, everything.stderr
+    assert "other/tool.bin" in everything.stdout
+    assert pending_ids(s3, bucket) == set()
+
+
+def test_mount_sweep_leaves_other_tools_uploads_alone(
+    s3_server: str, s3: Any, bucket: str, mount: Any
+) -> None:
+    other, dead = abandoned_uploads(s3, bucket)
+    m = mount(bucket)
+    wait_for(lambda: log_lines(m, "aborted 1 abandoned"), timeout=15,
+             message="the sweep's summary line")
+    assert log_lines(m, "dead/s3mpfs.bin", "aborted")
+    assert pending_ids(s3, bucket) == {other}
+    assert registry_entries(s3, bucket) == []
+
+
+# --------------------------------------------------------------- 6. SIGTERM, busy unmount
+
+# Writes the first FIRST bytes of a seeded stream to argv[1], says "ready", and on "close"
+# from stdin writes the rest (argv[2] bytes in all) and closes the file.
+WRITER = """
+import random, sys
+path, size, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = random.Random(7).randbytes(size)
+f = open(path, "wb")
+f.write(data[:first])
+f.flush()
+print("ready", flush=True)
+if sys.stdin.readline().strip() == "close":
+    f.write(data[first:])
+    f.close()
+    print("closed", flush=True)
+"""
+WRITER_SIZE = 13 * MiB + 5
+WRITER_FIRST = 11 * MiB  # with 5 MiB parts: two parts cut and sent, 1 MiB buffered
+
+
+def writer_data() -> bytes:
+    return random.Random(7).randbytes(WRITER_SIZE)
+
+
+def start_writer(path: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), str(WRITER_SIZE), str(WRITER_FIRST)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+    return proc
+
+
+def parts_sent(s3: Any, bucket: str, key: str) -> int:
+    uploads = [u for u in no_pending_uploads(s3, bucket) if u["Key"] == key]
+    if len(uploads) != 1:
+        return 0
+    listed = s3.list_parts(Bucket=bucket, Key=key, UploadId=uploads[0]["UploadId"])
+    return len(listed.get("Parts", []))
+
+
+@pytest.fixture
+def writers() -> Iterator[list[subprocess.Popen[str]]]:
+    """Writer processes a test starts; killed at teardown if still running."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_sigterm_aborts_a_file_being_written(
+    s3: Any, bucket: str, mount: Any, writers: list[subprocess.Popen[str]]
+) -> None:
+    old = put_old_version(s3, bucket, "w.bin")
+    m = mount(bucket, "part_size=5M")
+    writers.append(writer := start_writer(m.path / "w.bin"))
+    wait_for(lambda: parts_sent(s3, bucket, "w.bin") >= 2, timeout=20,
+             message="two parts uploaded")
+    assert len(registry_entries(s3, bucket)) == 1
+
+    m.proc.send_signal(signal.SIGTERM)
+    assert m.proc.wait(timeout=20) == 0
+    assert log_lines(m, "w.bin", "still open for writing", "abort"), m.log_text()
+    assert log_lines(m, "w.bin", "multipart upload aborted"), m.log_text()
+    assert sha256_object(s3, bucket, "w.bin") == old
+    assert_settled(s3, bucket)
+    assert not is_mounted(m.path)
+    writer.kill()
+
+
+def test_unmount_while_writing_is_refused_then_the_file_completes(
+    s3: Any, bucket: str, mount: Any, writers: list[subprocess.Popen[str]]
+) -> None:
+    old = put_old_version(s3, bucket, "w.bin")
+    m = mount(bucket, "part_size=5M")
+    writers.append(writer := start_writer(m.path / "w.bin"))
+    wait_for(lambda: parts_sent(s3, bucket, "w.bin") >= 2, timeout=20,
+             message="two parts uploaded")
+
+    refused = fusermount("-u", m.path)
+    assert refused.returncode != 0
+    assert "busy" in refused.stderr.lower(), refused.stderr
+    assert m.is_mounted() and m.proc.poll() is None
+    # The mount keeps working meanwhile, and the old version is what S3 serves.
+    (m.path / "other.txt").write_bytes(b"still here\n")
+    assert (m.path / "other.txt").read_bytes() == b"still here\n"
+    assert sha256_object(s3, bucket, "w.bin") == old
+
+    assert writer.stdin is not None and writer.stdout is not None
+    writer.stdin.write("close\n")
+    writer.stdin.flush()
+    assert writer.stdout.readline().strip() == "closed"
+    assert writer.wait(timeout=30) == 0
+    data = writer_data()
+    assert sha256_object(s3, bucket, "w.bin") == hashlib.sha256(data).hexdigest()
+    assert etag_parts(s3.head_object(Bucket=bucket, Key="w.bin")["ETag"]) == 3
+    assert_settled(s3, bucket)
+
+    unmounted = fusermount("-u", m.path)
+    assert unmounted.returncode == 0, unmounted.stderr
+    assert m.proc.wait(timeout=20) == 0
