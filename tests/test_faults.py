@@ -318,10 +318,6 @@ def test_permanent_part_failure_aborts_and_keeps_the_old_version(
     assert hashlib.sha256((m.path / "doc.bin").read_bytes()).hexdigest() == old
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: the abort line says 'ExceptionGroup: Exceptions from Trio nursery (1 "
-    "sub-exception)' instead of S3's error: Upload._drive catches the part workers' "
-    "nursery ExceptionGroup and describe() does not unwrap it"))
 def test_permanent_failure_log_line_says_why(
     proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path
 ) -> None:
@@ -353,9 +349,7 @@ CRASHES = [
                  id="complete-held-dropped"),
     # S3 commits the upload after the process died.
     pytest.param("CompleteMultipartUpload", None, "release", "new", (0, 1),
-                 id="complete-held-committed", marks=pytest.mark.xfail(strict=True, reason=(
-                     "bug: the registry entry of an upload S3 completed after its process "
-                     "died stays forever: sweep() only looks at entries of pending uploads"))),
+                 id="complete-held-committed"),
     pytest.param(None, None, None, "new", (0, 0), id="after-complete"),
 ]
 
@@ -639,12 +633,7 @@ def checksum_headers(headers: dict[str, str]) -> set[str]:
 
 @pytest.mark.parametrize("checksum", [
     "crc32",
-    pytest.param("crc32c", marks=pytest.mark.xfail(
-        crt_checksums is None, strict=True, reason=(
-            "bug: checksum=crc32c is accepted but every upload then fails: botocore "
-            "computes CRC32C only with awscrt (botocore[crt]), which s3mpfs does not "
-            "depend on, and config.py does not refuse the option without it"))),
-    "sha1", "sha256", "md5", "off",
+    "crc32c", "sha1", "sha256", "md5", "off",
 ])
 def test_every_part_carries_the_configured_checksum(
     proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path, checksum: str
