@@ -103,26 +103,46 @@ def _encryption_cases() -> list[Any]:
     mid = 20 * MiB + 1
     return [
         pytest.param(["sse=AES256"], big, {"ServerSideEncryption": "AES256"}, id="sse-s3-100M"),
-        pytest.param(["sse=aws:kms", "sse_kms_key_id={kms}"], big,
-                     {"ServerSideEncryption": "aws:kms"}, id="sse-kms-100M"),
-        pytest.param(["sse=aws:kms:dsse"], mid, {"ServerSideEncryption": "aws:kms:dsse"},
-                     id="dsse-kms"),
-        pytest.param(["storage_class=standard_ia"], mid, {"StorageClass": "STANDARD_IA"},
-                     id="standard-ia"),
-        pytest.param(["storage_class=ONEZONE_IA"], mid, {"StorageClass": "ONEZONE_IA"},
-                     id="onezone-ia"),
-        pytest.param(["storage_class=Intelligent_Tiering"], mid,
-                     {"StorageClass": "INTELLIGENT_TIERING"}, id="intelligent-tiering"),
-        pytest.param(["storage_class=glacier_ir", "sse=AES256"], mid,
-                     {"StorageClass": "GLACIER_IR", "ServerSideEncryption": "AES256"},
-                     id="glacier-ir+sse-s3"),
+        pytest.param(
+            ["sse=aws:kms", "sse_kms_key_id={kms}"],
+            big,
+            {"ServerSideEncryption": "aws:kms"},
+            id="sse-kms-100M",
+        ),
+        pytest.param(
+            ["sse=aws:kms:dsse"], mid, {"ServerSideEncryption": "aws:kms:dsse"}, id="dsse-kms"
+        ),
+        pytest.param(
+            ["storage_class=standard_ia"], mid, {"StorageClass": "STANDARD_IA"}, id="standard-ia"
+        ),
+        pytest.param(
+            ["storage_class=ONEZONE_IA"], mid, {"StorageClass": "ONEZONE_IA"}, id="onezone-ia"
+        ),
+        pytest.param(
+            ["storage_class=Intelligent_Tiering"],
+            mid,
+            {"StorageClass": "INTELLIGENT_TIERING"},
+            id="intelligent-tiering",
+        ),
+        pytest.param(
+            ["storage_class=glacier_ir", "sse=AES256"],
+            mid,
+            {"StorageClass": "GLACIER_IR", "ServerSideEncryption": "AES256"},
+            id="glacier-ir+sse-s3",
+        ),
     ]
 
 
 @pytest.mark.parametrize(("options", "size", "expected"), _encryption_cases())
 def test_cp_big_file(
-    s3: Any, bucket: str, mount: Any, tmp_path: Path, kms_key_id: str,
-    options: list[str], size: int, expected: dict[str, str],
+    s3: Any,
+    bucket: str,
+    mount: Any,
+    tmp_path: Path,
+    kms_key_id: str,
+    options: list[str],
+    size: int,
+    expected: dict[str, str],
 ) -> None:
     options = [o.format(kms=kms_key_id) for o in options]
     base = DEFAULT_PART if size > 50 * MiB else 5 * MiB
@@ -171,8 +191,11 @@ def test_empty_file(s3: Any, bucket: str, mount: Any) -> None:
     assert no_pending_uploads(s3, bucket) == []
 
 
-@pytest.mark.parametrize(("size", "parts"), [(5 * MiB, 1), (5 * MiB + 1, 2)],
-                         ids=["exactly-part-size", "part-size-plus-1"])
+@pytest.mark.parametrize(
+    ("size", "parts"),
+    [(5 * MiB, 1), (5 * MiB + 1, 2)],
+    ids=["exactly-part-size", "part-size-plus-1"],
+)
 def test_part_size_boundary(
     s3: Any, bucket: str, mount: Any, tmp_path: Path, size: int, parts: int
 ) -> None:
@@ -226,7 +249,9 @@ def test_1gib_copy_keeps_memory_bounded(s3: Any, bucket: str, mount: Any) -> Non
     try:
         result = subprocess.run(
             ["dd", "if=/dev/zero", f"of={m.path / 'big'}", "bs=1M", f"count={size // MiB}"],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     finally:
         stop.set()
@@ -260,16 +285,23 @@ def test_parts_are_uploaded_while_the_file_is_being_written(
     with open(m.path / "stream.bin", "wb", buffering=0) as f:
         f.write(data[: 12 * MiB])
         # Two parts are full: the first goes up while the writer still holds the file open.
-        wait_for(lambda: any(r.status == 200 for r in proxy.of_kind("UploadPart")),
-                 timeout=20, message="an UploadPart answered while the file is open")
+        wait_for(
+            lambda: any(r.status == 200 for r in proxy.of_kind("UploadPart")),
+            timeout=20,
+            message="an UploadPart answered while the file is open",
+        )
         assert proxy.count("CompleteMultipartUpload") == 0
         assert [r for r in proxy.of_kind("PutObject") if r.key == "stream.bin"] == []
         for offset in range(12 * MiB, size, chunk):
-            f.write(data[offset: offset + chunk])
+            f.write(data[offset : offset + chunk])
         # Everything but the last part (still buffered) is uploaded before close().
-        wait_for(lambda: len({r.part_number for r in proxy.of_kind("UploadPart")
-                              if r.status == 200}) == 7,
-                 timeout=30, message="7 parts uploaded before close()")
+        wait_for(
+            lambda: (
+                len({r.part_number for r in proxy.of_kind("UploadPart") if r.status == 200}) == 7
+            ),
+            timeout=30,
+            message="7 parts uploaded before close()",
+        )
         assert proxy.count("CompleteMultipartUpload") == 0
     # close() sent the 8th part and completed the upload.
     parts = sorted(r.part_number for r in proxy.of_kind("UploadPart") if r.status == 200)
@@ -312,8 +344,11 @@ def test_failed_upload_reports_error_and_keeps_old_version(
     aborts = proxy.of_kind("AbortMultipartUpload")
     assert len(aborts) == 1 and aborts[0].status in (200, 204)
     # One line in the mount's log says which file failed.
-    lines = wait_for(lambda: [ln for ln in m.log_text().splitlines() if key in ln],
-                     timeout=10, message="the failure in the mount log")
+    lines = wait_for(
+        lambda: [ln for ln in m.log_text().splitlines() if key in ln],
+        timeout=10,
+        message="the failure in the mount log",
+    )
     assert len(lines) == 1, lines
     assert "ERROR" in lines[0]
     # The mount still works, and shows the old version again.
@@ -343,8 +378,11 @@ def test_write_before_the_end_fails_loudly(s3: Any, bucket: str, mount: Any) -> 
     assert body == b"0123456789"
 
 
-@pytest.mark.parametrize(("gap", "options"), [(1 * MiB, []), (12 * MiB, ["part_size=5M"])],
-                         ids=["small-gap", "gap-spanning-parts"])
+@pytest.mark.parametrize(
+    ("gap", "options"),
+    [(1 * MiB, []), (12 * MiB, ["part_size=5M"])],
+    ids=["small-gap", "gap-spanning-parts"],
+)
 def test_write_past_the_end_leaves_zeros(
     s3: Any, bucket: str, mount: Any, gap: int, options: list[str]
 ) -> None:
