@@ -575,7 +575,9 @@ def test_ls_l_of_a_large_directory_without_a_head_storm(s3, bucket, proxy, mount
     assert all(ln.startswith("-rw-r--r--") for ln in lines), lines[:3]
     assert " 199 " in next(ln for ln in lines if ln.endswith("f199.log"))
     lists, heads = proxy.count("ListObjectsV2"), proxy.count("HeadObject")
-    assert 1 <= lists <= 3, f"{lists} ListObjectsV2 requests"
+    # The root's listing, the directory's, and one more each time the directory's 2 s
+    # listing cache expires while ls still looks names up (a loaded machine).
+    assert 1 <= lists <= 5, f"{lists} ListObjectsV2 requests"
     assert heads <= count + 1, f"{heads} HEAD requests for {count} files and their directory"
     head_keys = [r.key for r in proxy.of_kind("HeadObject")]
     assert len(head_keys) == len(set(head_keys)), "an object was HEADed twice"
@@ -676,11 +678,11 @@ def test_touch_of_an_existing_file_is_stored(s3, bucket, mount):
     m = mount(bucket)
     f = m.path / "existing.txt"
     f.write_bytes(b"content\n")
-    wait_for(lambda: s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 1, timeout=5,
+    wait_for(lambda: s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 1, timeout=15,
              message="the object")
     run("touch", "-d", "@981158400", f)
     assert os.stat(f).st_mtime == 981158400
-    wait_for(lambda: meta_is(s3, bucket, "existing.txt", mtime="981158400"), timeout=5,
+    wait_for(lambda: meta_is(s3, bucket, "existing.txt", mtime="981158400"), timeout=15,
              message="mtime=981158400 header")
 
 
@@ -719,7 +721,7 @@ def test_attributes_set_just_before_a_directory_rename_are_kept(s3, bucket, prox
     for name in names:
         wait_for(lambda n=name: meta_is(s3, bucket, f"final/{n}", mode="33152",
                                         mtime="1000000000"),
-                 timeout=5, message=f"mode and mtime headers of final/{name}")
+                 timeout=15, message=f"mode and mtime headers of final/{name}")
     m.unmount()
     m = mount(bucket)
     for name in names:
