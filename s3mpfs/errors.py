@@ -55,6 +55,12 @@ class NameTooLong(S3mpfsError):
     errno = errno.ENAMETOOLONG
 
 
+class InvalidName(S3mpfsError):
+    """A name S3 cannot store (not UTF-8)."""
+
+    errno = errno.EILSEQ
+
+
 class FileTooLarge(S3mpfsError):
     errno = errno.EFBIG
 

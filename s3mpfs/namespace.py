@@ -18,6 +18,7 @@ import trio
 from .config import MountConfig
 from .errors import (
     Exists,
+    InvalidName,
     IsADirectory,
     NameTooLong,
     NotADirectory,
@@ -100,7 +101,11 @@ class Namespace:
     def _child_path(self, parent: Node, name: str) -> str:
         if not parent.is_dir:
             raise NotADirectory(parent.path)
-        if len(name.encode()) > MAX_NAME:
+        try:
+            encoded = name.encode()
+        except UnicodeEncodeError:
+            raise InvalidName(f"{name!r}: S3 keys are UTF-8; this name is not") from None
+        if len(encoded) > MAX_NAME:
             raise NameTooLong(name)
         path = join(parent.path, name)
         if len(self.dir_key(path).encode()) > MAX_KEY:
@@ -498,11 +503,9 @@ class Namespace:
         if mtime_ns is not None:
             for handle in self._write_handles(node):
                 handle.mtime_set = True
-        if node.is_dir:
-            if node.path:
-                await self.store.put_object(self.dir_key(node.path), b"", encode(attrs))
-        elif node.upload is None:
-            self._write_metadata_soon(node)
+        if node.upload is None:
+            if node.path:  # the root has no marker to carry attributes
+                self._write_metadata_soon(node)
         else:  # carried by the pending upload, or written right after it completes
             node.meta_dirty = True
         return node
@@ -527,6 +530,10 @@ class Namespace:
             return  # already written, going into an upload, or renamed/deleted meanwhile
         node.meta_dirty, node.meta_writing = False, True
         try:
+            if node.is_dir:  # its marker object carries them
+                await self.store.put_object(self.dir_key(node.path), b"", encode(node.attrs))
+                node.meta_known = True
+                return
             copied = await self.store.copy_object(
                 self.file_key(node.path), self.file_key(node.path), encode(node.attrs),
                 node.storage_class, node.size)
@@ -670,10 +677,11 @@ class Namespace:
         limiter = trio.CapacityLimiter(self.config.upload_concurrency)
 
         async def move(info: ObjectInfo) -> None:
-            inside = self.table.at(node.path + "/" + info.key[len(old_prefix):])
+            relative = info.key[len(old_prefix):]
+            inside = self.table.at(f"{node.path}/{relative}".rstrip("/"))
             metadata = None
-            if inside is not None and (inside.meta_dirty or inside.meta_writing) \
-                    and not inside.is_dir:  # the copy may not have read them yet
+            if inside is not None and (inside.meta_dirty or inside.meta_writing):
+                # pending attributes (the copy must not read the object's older ones)
                 metadata, inside.meta_dirty = encode(inside.attrs), False
             async with limiter:
                 await self._move_object(info.key, new_prefix + info.key[len(old_prefix):],
