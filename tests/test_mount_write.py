@@ -220,13 +220,6 @@ def _memory_kib(pid: int) -> dict[str, int]:
     return values
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a 1 GiB dd peaks at 220-270 MiB RSS (baseline 68 MiB, memory_limit 64M): "
-    "parts held by the writer (blocked in _hand_over), by the driver (waiting in "
-    "budget.acquire) and the planner buffer are outside MemoryBudget; _cut copies each part "
-    "twice; botocore's _send_output copies every part in flight (msg += body)",
-)
 def test_1gib_copy_keeps_memory_bounded(s3: Any, bucket: str, mount: Any) -> None:
     size = 1 * GiB
     m = mount(bucket)
