@@ -332,20 +332,26 @@ class Namespace:
         self._listed(parent.path, name, True)
         return self._open_for_write(node, pid, truncate=True, must_commit=True), node
 
-    async def open(self, inode: int, flags: int, pid: int = 0) -> tuple[int, bool]:
-        """Open a file; returns the handle and whether reads must bypass the page cache
-        (a reader of a file being rewritten reads the previous version from S3, whose
-        size the kernel does not know)."""
+    async def open(self, inode: int, flags: int, pid: int = 0) -> tuple[int, bool, bool]:
+        """Open a file; returns the handle, whether reads must bypass the page cache (a
+        reader of a file being rewritten reads the previous version from S3, whose size
+        the kernel does not know), and whether the kernel may keep the pages it cached
+        (only if they are of the same version: S3's LastModified has 1 s resolution, so
+        the kernel cannot tell a same-size overwrite in the same second)."""
         node = self.table.get(inode)
         if node.is_dir:
             raise IsADirectory(node.path)
         if flags & os.O_ACCMODE == os.O_RDONLY:
             reader = ObjectReader(self.store, self.uploads.nursery, self.file_key(node.path),
                                   node.size, self.config.read_ahead, node.etag)
-            return self._add_handle(ReadHandle(node, reader)), node.upload is not None
+            keep_cache, node.cached_etag = node.cached_etag == node.etag != "", node.etag
+            fh = self._add_handle(ReadHandle(node, reader))
+            return fh, node.upload is not None, keep_cache
         self._writable()
         truncate = bool(flags & os.O_TRUNC) and node.size > 0
-        return self._open_for_write(node, pid, truncate=truncate, must_commit=truncate), False
+        node.cached_etag = ""  # what gets written replaces what the kernel cached
+        fh = self._open_for_write(node, pid, truncate=truncate, must_commit=truncate)
+        return fh, False, False
 
     def _open_for_write(self, node: Node, pid: int, *, truncate: bool,
                         must_commit: bool) -> int:
@@ -425,10 +431,7 @@ class Namespace:
             # a duplicate descriptor (shell redirections). Committing now would publish
             # a partial file; the opener's own close (or release) commits it.
             return
-        # A truncation with nothing written yet waits for the last close, so a shell
-        # redirection (which closes a duplicate descriptor first) keeps the old version
-        # readable until the new content is complete.
-        needed = upload.bytes_written > 0 or (handle.must_commit and (final or node.etag == ""))
+        needed = upload.bytes_written > 0 or handle.must_commit
         if not needed and not final:
             return
         handle.upload = None

@@ -175,8 +175,8 @@ class S3Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> Any:
-        fh, direct_io = await self.ns.open(inode, flags, ctx.pid)
-        return pyfuse3.FileInfo(fh=fh, direct_io=direct_io)
+        fh, direct_io, keep_cache = await self.ns.open(inode, flags, ctx.pid)
+        return pyfuse3.FileInfo(fh=fh, direct_io=direct_io, keep_cache=keep_cache)
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:

@@ -47,10 +47,6 @@ EXTERNAL_SIZES = (0, 10, 70_001)
 SMALL = 256 * 1024  # files up to this size are compared byte for byte at every step
 PATTERN = 65_521  # a prime: a misplaced 5 MiB part cannot line up with the pattern
 REGISTRY = ".s3mpfs/"
-# Known bugs, each with its own xfail test below: the machine steers clear of them so that
-# it can find others. Set each to False once its test passes.
-AVOID_SAME_SIZE_OVERWRITE = True  # test_same_size_overwrite_by_another_client_is_seen
-AVOID_EMPTY_OVERWRITE = True  # test_truncating_close_returns_once_the_empty_object_is_stored
 
 
 def content(seed: int, size: int) -> bytes:
@@ -168,8 +164,6 @@ class MountMachine(RuleBasedStateMachine):
           seed=st.integers(0, 1000))
     def write_file(self, directory: str, name: str, size: int, chunk: int, seed: int) -> None:
         rel = join(directory, name)
-        if AVOID_EMPTY_OVERWRITE and size == 0 and rel in self.files:
-            size = 1  # see test_truncating_close_returns_once_the_empty_object_is_stored
         data = content(seed, size)
         if not self.dir_exists(directory):
             with pytest.raises(FileNotFoundError):
@@ -243,8 +237,6 @@ class MountMachine(RuleBasedStateMachine):
     def external_put(self, directory: str, name: str, size: int, seed: int) -> None:
         """Another S3 client writes a file (creating its directory if need be)."""
         rel = join(directory, name)
-        if AVOID_SAME_SIZE_OVERWRITE and self.files.get(rel, (0, -1))[1] == size:
-            size += 1  # see test_same_size_overwrite_by_another_client_is_seen
         self.s3.put_object(Bucket=self.bucket, Key=rel, Body=content(seed, size))
         self.files[rel] = (seed, size)
         self.external = True
@@ -338,11 +330,6 @@ def test_content_pattern_is_position_dependent() -> None:
     assert data[:PATTERN] != content(4, PATTERN)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a same-size overwrite by another client within the same second is never seen: "
-    "operations.open returns pyfuse3.FileInfo with keep_cache left at pyfuse3's default "
-    "(True), so the kernel keeps the pages read before; it drops them only when it sees "
-    "size or mtime change, and the mtime (LastModified, 1 s resolution) and size did not"))
 def test_same_size_overwrite_by_another_client_is_seen(
     s3: Any, bucket: str, mount: Any
 ) -> None:
@@ -360,11 +347,6 @@ def test_same_size_overwrite_by_another_client_is_seen(
              message="the mount to read the new version")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: open(O_TRUNC) + close() of an existing file with nothing written returns before "
-    "the empty object is stored: Namespace._commit defers it to RELEASE (needed is False at "
-    "flush when node.etag != ''), which the kernel sends after close() has returned, so "
-    "S3 still serves the old bytes and a failure cannot be reported"))
 def test_truncating_close_returns_once_the_empty_object_is_stored(
     s3_server: str, s3: Any, bucket: str, mount: Any
 ) -> None:
