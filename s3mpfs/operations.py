@@ -80,7 +80,7 @@ class S3Operations(pyfuse3.Operations):
     def __init__(self, namespace: Namespace) -> None:
         super().__init__()
         self.ns = namespace
-        self._dir_handles: dict[int, list[Node]] = {}
+        self._dir_handles: dict[int, list[tuple[str, Node]]] = {}
         self._next_dir_fh = 1
 
     @fuse_errors
@@ -112,19 +112,23 @@ class S3Operations(pyfuse3.Operations):
     @fuse_errors
     async def opendir(self, inode: int, ctx: Any) -> int:
         nodes = await self.ns.list_dir(inode)
+        directory = self.ns.table.get(inode)
+        parent = self.ns.table.at(directory.parent_path) or directory
         fh = self._next_dir_fh
         self._next_dir_fh += 1
-        self._dir_handles[fh] = nodes
+        self._dir_handles[fh] = [(".", directory), ("..", parent)] + [
+            (node.name, node) for node in nodes]
         return fh
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        nodes = self._dir_handles.get(fh, [])
-        for index in range(start_id, len(nodes)):
-            node = nodes[index]
-            if not pyfuse3.readdir_reply(token, os.fsencode(node.name), entry(node), index + 1):
+        entries = self._dir_handles.get(fh, [])
+        for index in range(start_id, len(entries)):
+            name, node = entries[index]
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry(node), index + 1):
                 return
-            self.ns.table.remember(node)
+            if name not in (".", ".."):  # the kernel takes no reference for these
+                self.ns.table.remember(node)
 
     async def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)
