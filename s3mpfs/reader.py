@@ -1,7 +1,7 @@
 """Reads: ranged GetObject in fixed blocks with sequential read-ahead.
 
 The object is read in blocks of `block_size`. A read fetches the blocks it needs;
-when reads are sequential, the next block is fetched in the background so that
+when reads are sequential, the next blocks are fetched in the background so that
 `cat`/`cmp`/`sha256sum` stream without waiting on every block. At most a few blocks
 are kept per open file.
 """
@@ -17,7 +17,8 @@ from .store import ObjectStore
 
 log = logging.getLogger(__name__)
 
-KEEP_BLOCKS = 4
+KEEP_BLOCKS = 4  # blocks kept per open file, the read-ahead included
+READ_AHEAD_BLOCKS = 2
 
 
 class _Block:
@@ -46,8 +47,10 @@ class ObjectReader:
         first, last = offset // self.block_size, (end - 1) // self.block_size
         sequential = first in (self._last_block, self._last_block + 1)
         self._last_block = last
-        if sequential and (last + 1) * self.block_size < self.size:
-            self._start(last + 1)  # read-ahead
+        if sequential:  # read-ahead: keep the next blocks in flight
+            for ahead in range(last + 1, last + 1 + READ_AHEAD_BLOCKS):
+                if ahead * self.block_size < self.size:
+                    self._start(ahead)
         chunks = []
         for index in range(first, last + 1):
             block = self._start(index)

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import io
 import logging
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -140,22 +141,42 @@ class S3Store:
         return params
 
     def _body_checksum(self, data: bytes) -> dict[str, Any]:
-        """Checksum parameters for a request carrying `data`; S3 verifies them."""
-        if self.config.checksum == "md5":
+        """Checksum parameters for a request carrying `data`; S3 verifies them. Computed
+        here, in the worker thread, with zlib and hashlib, which release the GIL on large
+        buffers (botocore's own pass would hold it); CRC32C is left to botocore (awscrt)."""
+        name = self.config.checksum
+        if name == "md5":
             digest = hashlib.md5(data).digest()  # noqa: S324 - Content-MD5 is what S3 wants
             return {"ContentMD5": base64.b64encode(digest).decode()}
-        if self._checksum:
-            return {"ChecksumAlgorithm": self._checksum}  # botocore computes it
-        return {}
+        if name == "crc32":
+            digest = zlib.crc32(data).to_bytes(4, "big")
+        elif name in ("sha1", "sha256"):
+            digest = hashlib.new(name, data).digest()
+        elif self._checksum:
+            return {"ChecksumAlgorithm": self._checksum}
+        else:
+            return {}
+        return {f"Checksum{name.upper()}": base64.b64encode(digest).decode(),
+                "ChecksumAlgorithm": name.upper()}  # S3 names it in its answer
 
     # -- plumbing -----------------------------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
-        if log.isEnabledFor(logging.DEBUG):  # names and numbers only: never keys or bodies
-            log.debug("%s %s%s", fn.__name__, kwargs.get("Key", kwargs.get("Prefix", "")),
-                      f" part {kwargs['PartNumber']}" if "PartNumber" in kwargs else "")
+        _log_request(fn, kwargs)
         return await trio.to_thread.run_sync(
             functools.partial(fn, Bucket=self.bucket, **kwargs), limiter=self._limiter)
+
+    async def _send(self, fn: Callable[..., dict], data: bytes, /, **kwargs: Any) -> dict:
+        """A request carrying `data` with its checksum. The body is a file object, not
+        bytes: botocore would concatenate bytes with the headers, copying every part in
+        flight; BytesIO shares the bytes and can be rewound for retries."""
+        _log_request(fn, kwargs)
+
+        def send() -> dict:
+            return fn(Bucket=self.bucket, Body=io.BytesIO(data), **kwargs,
+                      **self._body_checksum(data))
+
+        return await trio.to_thread.run_sync(send, limiter=self._limiter)
 
     # -- ObjectStore --------------------------------------------------------------------
 
@@ -206,8 +227,8 @@ class S3Store:
         return await trio.to_thread.run_sync(fetch, limiter=self._limiter)
 
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str]) -> dict:
-        return await self._call(self._client.put_object, Key=key, Body=io.BytesIO(data),
-                                **self._new_object(metadata), **self._body_checksum(data))
+        return await self._send(self._client.put_object, data, Key=key,
+                                **self._new_object(metadata))
 
     async def put_plain(self, key: str, data: bytes) -> None:
         """A small bookkeeping object: the mount's encryption, no user metadata."""
@@ -215,8 +236,7 @@ class S3Store:
         for name in ("StorageClass", "ACL", "ObjectLockMode", "ObjectLockRetainUntilDate",
                      "ObjectLockLegalHoldStatus"):
             params.pop(name, None)  # bookkeeping is deleted soon: no archive, no lock
-        await self._call(self._client.put_object, Key=key, Body=data, **params,
-                         **self._body_checksum(data))
+        await self._send(self._client.put_object, data, Key=key, **params)
 
     async def get_object(self, key: str) -> bytes:
         def fetch() -> bytes:
@@ -247,12 +267,8 @@ class S3Store:
 
     async def upload_part(self, key: str, upload_id: str, number: int,
                           data: bytes) -> CompletedPart:
-        # A file object, not bytes: botocore would concatenate bytes with the headers,
-        # copying every part in flight; BytesIO shares the bytes and can be rewound for
-        # retries.
-        resp = await self._call(
-            self._client.upload_part, Key=key, UploadId=upload_id, PartNumber=number,
-            Body=io.BytesIO(data), **self._sse_c(), **self._body_checksum(data))
+        resp = await self._send(self._client.upload_part, data, Key=key, UploadId=upload_id,
+                                PartNumber=number, **self._sse_c())
         checksum = {k: v for k, v in resp.items()
                     if k.startswith("Checksum") and k != "ChecksumType"}
         return CompletedPart(number, resp["ETag"], checksum)
@@ -330,6 +346,12 @@ class S3Store:
                 return uploads
             kwargs["KeyMarker"] = page.get("NextKeyMarker")
             kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
+
+
+def _log_request(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    if log.isEnabledFor(logging.DEBUG):  # names and numbers only: never keys or bodies
+        log.debug("%s %s%s", fn.__name__, kwargs.get("Key", kwargs.get("Prefix", "")),
+                  f" part {kwargs['PartNumber']}" if "PartNumber" in kwargs else "")
 
 
 def make_client(config: MountConfig, *, pool: int = 10, check_mode: bool = False) -> Any:
