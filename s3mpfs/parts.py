@@ -10,6 +10,7 @@ limit. A fixed 8 MiB part would stop at 78 GiB.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -66,11 +67,14 @@ class PartPlanner:
         self.size = 0  # bytes accepted so far (the file's current length)
         self.next_number = 1
         self.parts_cut = 0
-        self._buffer = bytearray()
+        # The writes themselves, kept as they came (no copy per write); a part is joined
+        # from them once, when it is cut.
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return self._buffered
 
     def current_part_size(self) -> int:
         return part_size_for(self.next_number, self.base_part_size)
@@ -90,25 +94,32 @@ class PartPlanner:
         yield from self._append(data)
 
     def _append(self, data: bytes) -> Iterator[Part]:
-        self._buffer += data
-        self.size += len(data)
-        while len(self._buffer) > self.current_part_size():
+        if data:
+            self._chunks.append(bytes(data))  # bytes(bytes) is the same object: no copy
+            self._buffered += len(data)
+            self.size += len(data)
+        while self._buffered > self.current_part_size():
             yield self._cut(self.current_part_size())
 
     def _cut(self, length: int) -> Part:
-        # The buffer holds at most one write beyond `length`: move that small tail to a
-        # new buffer and keep the big one as the part, so the part is copied only once.
-        cut, self._buffer = self._buffer, self._buffer[length:]
-        del cut[length:]
-        part = Part(self.next_number, self.size - len(self._buffer) - length, bytes(cut))
-        del cut
+        taken: list[bytes] = []
+        missing = length
+        while missing:
+            chunk = self._chunks.popleft()
+            if len(chunk) > missing:  # the write that crosses the boundary is split
+                chunk, rest = chunk[:missing], chunk[missing:]
+                self._chunks.appendleft(rest)
+            taken.append(chunk)
+            missing -= len(chunk)
+        self._buffered -= length
+        part = Part(self.next_number, self.size - self._buffered - length, b"".join(taken))
         self.next_number += 1
         self.parts_cut += 1
         return part
 
     def finish(self) -> Part:
         """The last part: whatever is buffered (empty only for an empty file)."""
-        return self._cut(len(self._buffer))
+        return self._cut(self._buffered)
 
     def continue_after(self, parts: list[Part]) -> None:
         """Start after parts already planned elsewhere (server-side copies of a base)."""
@@ -123,5 +134,6 @@ class PartPlanner:
         """Forget everything written; only possible before any part was cut."""
         if self.parts_cut:
             raise InvalidWrite("cannot truncate a file whose parts are already uploading")
-        self._buffer.clear()
+        self._chunks.clear()
+        self._buffered = 0
         self.size = 0

@@ -18,7 +18,7 @@ from .store import ObjectStore
 log = logging.getLogger(__name__)
 
 KEEP_BLOCKS = 4  # blocks kept per open file, the read-ahead included
-READ_AHEAD_BLOCKS = 2
+READ_AHEAD_BLOCKS = 2  # on loopback 1 is as fast; real S3 has latency to hide
 
 
 class _Block:
