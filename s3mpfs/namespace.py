@@ -2,7 +2,8 @@
 
 `operations.py` translates FUSE calls into calls on `Namespace`; this module decides
 what they mean for the bucket. Directories are common prefixes and `dir/` markers;
-files are objects; listings come from ListObjectsV2, never one HEAD per file.
+files are objects; listings come from ListObjectsV2, and the metadata that listings lack
+is fetched once per object version, in parallel, and cached.
 """
 
 from __future__ import annotations

@@ -108,12 +108,14 @@ class S3Store:
 
     # -- request parameters, built in exactly one place ---------------------------------
 
-    def _sse_c(self) -> dict[str, Any]:
-        """SSE-C headers: needed on every request that reads or writes object data."""
+    def _sse_c(self, prefix: str = "") -> dict[str, Any]:
+        """SSE-C headers: needed on every request that reads or writes object data;
+        `prefix="CopySource"` gives the ones that unlock a copy's source."""
         if self.config.sse_c_key is None:
             return {}
         # boto3 base64-encodes the key and adds its MD5 itself.
-        return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": self.config.sse_c_key}
+        return {f"{prefix}SSECustomerAlgorithm": "AES256",
+                f"{prefix}SSECustomerKey": self.config.sse_c_key}
 
     def _new_object(self, metadata: dict[str, str]) -> dict[str, Any]:
         """Parameters for requests that create an object: PutObject, CreateMultipartUpload,
@@ -276,10 +278,7 @@ class S3Store:
     async def upload_part_copy(self, key: str, upload_id: str, number: int,
                                source: ObjectInfo, start: int, end: int) -> CompletedPart:
         """Copy bytes [start, end) of `source` as a part; fails if the source changed."""
-        extra: dict[str, Any] = dict(self._sse_c())
-        if self.config.sse_c_key is not None:
-            extra["CopySourceSSECustomerAlgorithm"] = "AES256"
-            extra["CopySourceSSECustomerKey"] = self.config.sse_c_key
+        extra: dict[str, Any] = {**self._sse_c(), **self._sse_c("CopySource")}
         if source.etag:
             extra["CopySourceIfMatch"] = source.etag
         resp = await self._call(
@@ -318,9 +317,7 @@ class S3Store:
             extra["MetadataDirective"] = "REPLACE"
         if storage_class and not self.config.storage_class:
             extra["StorageClass"] = storage_class
-        if self.config.sse_c_key is not None:
-            extra["CopySourceSSECustomerAlgorithm"] = "AES256"
-            extra["CopySourceSSECustomerKey"] = self.config.sse_c_key
+        extra.update(self._sse_c("CopySource"))
         source = {"Bucket": self.bucket, "Key": src}
         if size is not None and size <= COPY_PART_SIZE:
             resp = await self._call(self._client.copy_object, Key=dst, CopySource=source,
