@@ -119,12 +119,10 @@ class Upload:
             self._raise_if_failed()
             if self._closed:
                 raise UploadFailed(f"{self.key}: write after the upload was completed")
-            if self.base is not None:
-                await self._start_from_base(self.base)
-                self.base = None
-            self.bytes_written += len(data)
+            await self._start_from_base()
             for part in self.planner.write(offset, data):
                 await self._hand_over(part, last=False)
+            self.bytes_written += len(data)
             return len(data)
 
     async def close(self) -> dict:
@@ -132,32 +130,41 @@ class Upload:
         async with self._lock:
             if not self._closed:
                 self._closed = True
-                if self.error is None and self.base is not None:
-                    await self._start_from_base(self.base)  # unchanged base: copy it whole
-                    self.base = None
-                if self.error is None:
-                    if self.planner.buffered or not self.planner.parts_cut:
-                        await self._hand_over(self.planner.finish(), last=True)
-                    self._closed_cleanly = True  # (no empty last part after full ones)
-                await self._send.aclose()
+                try:
+                    if self.error is None:
+                        await self._start_from_base()  # an unchanged base is copied whole
+                        if self.planner.buffered or not self.planner.parts_cut:
+                            await self._hand_over(self.planner.finish(), last=True)
+                        self._closed_cleanly = True  # (no empty last part after full ones)
+                except Exception as exc:
+                    self._fail(exc)
+                finally:
+                    await self._send.aclose()  # the driver finishes, or aborts, either way
             await self._done.wait()
             self._raise_if_failed()
             assert self.result is not None
             return self.result
 
-    async def _start_from_base(self, base: ObjectInfo) -> None:
-        """Begin with the base object's bytes: small ones are read back, larger ones are
-        copied server-side (UploadPartCopy), so appending never downloads a big file."""
+    async def _start_from_base(self) -> None:
+        """Begin with the base object's bytes, once: small ones are read back, larger ones
+        are copied server-side (UploadPartCopy), so appending never downloads a big file."""
+        base, self.base = self.base, None
+        if base is None:
+            return
         self.copy_source = base
-        if base.size >= MIN_PART_SIZE:
-            parts = copy_parts(base.size)
-            self.planner.continue_after(parts)
-            for part in parts:
-                await self._hand_over(part, last=False)
-        elif base.size > 0:
-            data = await self.shared.store.get_range(base.key, 0, base.size)
-            for part in self.planner.write(0, data):
-                await self._hand_over(part, last=False)
+        try:
+            if base.size >= MIN_PART_SIZE:
+                parts = copy_parts(base.size)
+                self.planner.continue_after(parts)
+                for part in parts:
+                    await self._hand_over(part, last=False)
+            elif base.size > 0:
+                data = await self.shared.store.get_range(base.key, 0, base.size, base.etag)
+                for part in self.planner.write(0, data):
+                    await self._hand_over(part, last=False)
+        except Exception as exc:  # sticky: later writes must not go on without the base
+            self._fail(exc)
+            raise self.error from None
 
     async def discard(self) -> None:
         """End an upload that received nothing worth committing: no request is made."""

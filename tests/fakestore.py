@@ -161,10 +161,12 @@ class FakeStore:
             raise client_error("404", "HeadObject", 404, "Not Found")
         return self.info(key)
 
-    async def get_range(self, key: str, start: int, end: int) -> bytes:
+    async def get_range(self, key: str, start: int, end: int, etag: str = "") -> bytes:
         await self._enter("get_range", (key, start, end))
         if key not in self.objects:
             raise client_error("NoSuchKey", "GetObject", 404)
+        if etag and etag != self.objects[key].etag:  # If-Match, as S3 checks it
+            raise client_error("PreconditionFailed", "GetObject", 412)
         return self.objects[key].data[start:end]
 
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str]) -> dict:

@@ -539,6 +539,25 @@ async def test_appending_to_a_small_object_reads_it_back_and_puts_it_whole() -> 
     assert store.calls_to("upload_part_copy") == []
 
 
+async def test_a_base_that_cannot_be_read_fails_the_file_for_good() -> None:
+    """If the old bytes cannot be fetched, no later write may go on as if the file
+    started empty (that would store zeros where the old bytes were)."""
+    store = FakeStore()
+    store.add_object(KEY, b"small base")
+    store.fail_on[("get_range", 1)] = server_error("GetObject")
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict, base=store.info(KEY))
+        with pytest.raises(UploadFailed) as first:
+            await upload.write(10, b"+tail")
+        assert first.value.errno == errno.EIO
+        with pytest.raises(UploadFailed):
+            await upload.write(15, b"more")
+        with pytest.raises(UploadFailed):
+            await upload.close()
+    assert store.objects[KEY].data == b"small base"
+    assert store.calls_to("put_object") == []
+
+
 async def test_a_small_base_that_grows_past_a_part_becomes_multipart() -> None:
     store = FakeStore()
     old = payload(MiB, seed=1)
