@@ -29,6 +29,7 @@ class Node:
     etag: str = ""
     last_modified: float | None = None  # None: we wrote it (trust the ETag alone)
     cached_etag: str = ""  # the version whose pages the kernel may hold
+    meta_fetched: float = 0.0  # wall-clock time the cached metadata was read from S3
     storage_class: str = "STANDARD"
     meta_known: bool = False  # attributes came from the object's headers, not defaults
     meta_dirty: bool = False  # attributes changed here and not yet stored in S3

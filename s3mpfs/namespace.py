@@ -134,6 +134,8 @@ class Namespace:
         node.size, node.etag, node.storage_class = info.size, info.etag, info.storage_class
         node.last_modified = info.mtime
         node.meta_known = keep or info.metadata is not None
+        if info.metadata is not None:
+            node.meta_fetched = time.time()
         return node
 
     def _dir_node(self, path: str, marker: ObjectInfo | None = None) -> Node:
@@ -543,6 +545,7 @@ class Namespace:
                 node.storage_class, node.size)
             if copied is not None:
                 node.etag, node.last_modified = copied.etag, copied.mtime
+                node.meta_fetched = time.time()
             else:  # a large object: its new ETag is learnt from the next listing
                 node.etag, node.last_modified = "", None
         except Exception as exc:
@@ -708,10 +711,15 @@ class Namespace:
 def _same_version(node: Node, info: ObjectInfo) -> bool:
     """Whether a listed object is the version whose metadata the node caches. A
     metadata-only copy (chmod by s3fs, touch by rclone) keeps the ETag but not the
-    LastModified, compared to the second (HEAD has no finer precision)."""
+    LastModified, compared to the second (HEAD has no finer precision); so metadata
+    fetched within the second the object was last modified is not trusted: a copy later
+    in that same second would not show."""
     if node.etag != info.etag:
         return False
-    return node.last_modified is None or int(node.last_modified) == int(info.mtime)
+    if node.last_modified is None:
+        return True  # we wrote it
+    return (int(node.last_modified) == int(info.mtime)
+            and int(node.meta_fetched) > int(info.mtime))
 
 
 def _usable_name(name: str) -> bool:
