@@ -122,18 +122,21 @@ class Namespace:
     def _file_node(self, path: str, info: ObjectInfo) -> Node:
         """Record a file seen in S3 (by HEAD, with its metadata, or by a listing)."""
         node = self.table.at(path)
-        if node is not None and node.upload is not None:
-            return node  # being written: what we hold is newer than S3
-        keep = (node is not None and node.meta_known and info.metadata is None
-                and _same_version(node, info))  # cached metadata still true
-        attrs = node.attrs if keep and node is not None else decode(
-            info.metadata, directory=False, last_modified=info.mtime, defaults=self.defaults)
+        if node is not None and (node.upload or node.meta_dirty or node.meta_writing):
+            return node  # being written, or attributes not stored yet: ours are newer
+        if info.metadata is not None or node is None or node.etag != info.etag:
+            attrs = decode(info.metadata, directory=False, last_modified=info.mtime,
+                           defaults=self.defaults)
+            known = info.metadata is not None
+        else:  # same content: keep the attributes; a HEAD confirms them if in doubt
+            attrs, known = node.attrs, node.meta_known and _same_version(node, info)
+        if node is not None and node.last_modified is None and known:
+            node.meta_fetched = int(info.mtime) + 1  # we wrote it: true as of that second
         node = self.table.put(path, attrs)
         if node.etag != info.etag:
             node.symlink_target = None
         node.size, node.etag, node.storage_class = info.size, info.etag, info.storage_class
-        node.last_modified = info.mtime
-        node.meta_known = keep or info.metadata is not None
+        node.last_modified, node.meta_known = info.mtime, known
         if info.metadata is not None:
             node.meta_fetched = time.time()
         return node
@@ -544,8 +547,7 @@ class Namespace:
                 self.file_key(node.path), self.file_key(node.path), encode(node.attrs),
                 node.storage_class, node.size)
             if copied is not None:
-                node.etag, node.last_modified = copied.etag, copied.mtime
-                node.meta_fetched = time.time()
+                node.etag, node.last_modified = copied.etag, None  # we wrote it
             else:  # a large object: its new ETag is learnt from the next listing
                 node.etag, node.last_modified = "", None
         except Exception as exc:
@@ -661,7 +663,7 @@ class Namespace:
             moved = await self._move_object(self.file_key(old_path), self.file_key(new_path),
                                             metadata, node.storage_class, node.size)
             if moved is not None:
-                node.etag, node.last_modified = moved.etag, moved.mtime
+                node.etag, node.last_modified = moved.etag, None  # we wrote it
         self.table.move(old_path, new_path)
         self._listed(old_dir, old_name, False)
         self._listed(target_dir.path, new_name, True)
