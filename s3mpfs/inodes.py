@@ -68,9 +68,6 @@ class InodeTable:
         self._by_inode: dict[int, Node] = {ROOT_INODE: root}
         self._by_path: dict[str, Node] = {"": root}
 
-    def __len__(self) -> int:
-        return len(self._by_inode)
-
     def get(self, inode: int) -> Node:
         try:
             return self._by_inode[inode]

@@ -30,7 +30,7 @@ from .errors import (
     Unsupported,
     describe,
 )
-from .inodes import ROOT_INODE, InodeTable, Node, join
+from .inodes import InodeTable, Node, join
 from .metadata import Attributes, Defaults, decode, encode
 from .reader import ObjectReader
 from .registry import REGISTRY_DIR
@@ -382,8 +382,7 @@ class Namespace:
         """Metadata for the object being created: the mtime is now, unless set meanwhile."""
         if not handle.mtime_set:
             handle.node.attrs.mtime = time.time()
-        handle.node.meta_dirty = False  # what is pending goes into this upload
-        return encode(handle.node.attrs)
+        return self._encode_now(handle.node)
 
     def _add_handle(self, handle: Handle) -> int:
         fh = self._next_fh
@@ -594,6 +593,7 @@ class Namespace:
         node.size, node.etag, node.last_modified = size, result.get("ETag", ""), None
 
     def _encode_now(self, node: Node) -> dict[str, str]:
+        """The node's attributes for an object being written: what was pending goes in."""
         node.meta_dirty = False
         return encode(node.attrs)
 
@@ -705,9 +705,6 @@ class Namespace:
     def forget(self, inode: int, count: int) -> None:
         self.table.forget(inode, count)
 
-    @property
-    def root(self) -> Node:
-        return self.table.get(ROOT_INODE)
 
 
 def _same_version(node: Node, info: ObjectInfo) -> bool:

@@ -31,9 +31,6 @@ from .config import MountConfig
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Metadata headers naming the tool and mount that started an upload, so that
-# `s3mpfs uploads/cleanup` and the mount-time sweep can tell our uploads from others'.
-OWNER_KEY = "s3mpfs-owner"
 COPY_PART_SIZE = 256 * 1024 * 1024  # objects above this are copied part by part
 
 

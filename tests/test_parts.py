@@ -15,6 +15,7 @@ from s3mpfs.config import GiB, MiB
 from s3mpfs.errors import FileTooLarge, InvalidWrite
 from s3mpfs.parts import (
     MAX_PARTS,
+    S3_MAX_OBJECT_SIZE,
     TIER_PARTS,
     Part,
     PartPlanner,
@@ -26,7 +27,6 @@ from s3mpfs.parts import (
 PART = 5 * MiB  # S3's minimum part size, the smallest base a mount can use
 MAX_PART = 5 * GiB  # S3's maximum part size
 S3_MAX_PARTS = 10_000
-S3_MAX_OBJECT = 50 * 10**12  # 50 TB, S3's documented object size limit
 BASES = [5 * MiB, 6 * MiB, 8 * MiB, 16 * MiB, 5 * GiB]
 
 # Distinct bytes, so that a misplaced or reordered byte shows.
@@ -215,7 +215,7 @@ def test_part_numbers_outside_1_to_10000_raise(number: int) -> None:
 def test_the_largest_file_reaches_s3s_object_limit(base: int) -> None:
     size = max_file_size(base)
     assert size == sum(part_size_for(n, base) for n in range(1, S3_MAX_PARTS + 1))
-    assert size >= S3_MAX_OBJECT
+    assert size >= S3_MAX_OBJECT_SIZE
     assert size <= S3_MAX_PARTS * MAX_PART
 
 
@@ -223,7 +223,7 @@ def test_8_mib_parts_hold_far_more_than_a_fixed_8_mib_part_size() -> None:
     fixed = S3_MAX_PARTS * 8 * MiB  # about 78 GiB
     assert max_file_size(8 * MiB) > fixed
     assert max_file_size(8 * MiB) > 78 * GiB
-    assert max_file_size(8 * MiB) >= S3_MAX_OBJECT
+    assert max_file_size(8 * MiB) >= S3_MAX_OBJECT_SIZE
 
 
 def test_the_planner_grows_its_parts_across_a_tier_boundary() -> None:
@@ -309,7 +309,7 @@ def test_any_writes_at_a_tiny_base_follow_the_schedule(
 @pytest.mark.parametrize(
     "size",
     [PART, PART + 1, 123 * MiB + 7, MAX_PART - 1, MAX_PART, MAX_PART + 1, 3 * MAX_PART - 1,
-     10 * MAX_PART + 12345, S3_MAX_OBJECT, S3_MAX_PARTS * MAX_PART],
+     10 * MAX_PART + 12345, S3_MAX_OBJECT_SIZE, S3_MAX_PARTS * MAX_PART],
 )
 def test_copy_parts_cover_the_object_with_s3_sized_parts(size: int) -> None:
     parts = copy_parts(size)
