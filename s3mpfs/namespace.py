@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import trio
 
 from .config import MountConfig
+from .copying import Copier
 from .errors import (
     Exists,
     InvalidName,
@@ -29,6 +30,7 @@ from .errors import (
     S3mpfsError,
     Unsupported,
     describe,
+    root_cause,
 )
 from .inodes import InodeTable, Node, join
 from .metadata import Attributes, Defaults, decode, encode
@@ -45,6 +47,7 @@ LISTING_TTL = 2.0  # seconds a directory listing answers lookups without a reque
 SMALL_DIRECTORY = 1000  # a lookup lists a directory this small instead of HEADing a name
 METADATA_CONCURRENCY = 16  # HEADs in flight when a listing fetches missing metadata
 METADATA_DELAY = 0.5  # seconds a closed file's attribute change waits to be coalesced
+METADATA_RETRIES = (1.0, 4.0, 15.0)  # waits before storing attributes again after a failure
 RENAME_NOREPLACE = 1
 
 
@@ -82,6 +85,7 @@ class Namespace:
         self.config = config
         self.store = store
         self.uploads = uploads
+        self.copier = Copier(store, config.upload_concurrency)
         self.defaults = Defaults(config.uid, config.gid, config.file_mode, config.dir_mode)
         now = time.time()
         self.table = InodeTable(Attributes(stat.S_IFDIR | config.dir_mode, config.uid,
@@ -534,25 +538,43 @@ class Namespace:
         await self._write_metadata(node)
 
     async def _write_metadata(self, node: Node) -> None:
-        if not node.meta_dirty or node.upload is not None or self.table.at(node.path) is not node:
-            return  # already written, going into an upload, or renamed/deleted meanwhile
-        node.meta_dirty, node.meta_writing = False, True
+        """Store a closed file's (or directory's) attributes. One task at a time per
+        node stores its newest attributes; a failure is retried a few times while they
+        stay pending, then the mount shows what S3 holds again: it never keeps showing
+        attributes that S3 does not have."""
+        if node.meta_writing or not node.meta_dirty or node.upload is not None:
+            return  # being stored (the newest go in), or going into an upload
+        node.meta_writing = True
         try:
-            if node.is_dir:  # its marker object carries them
-                await self.store.put_object(self.dir_key(node.path), b"", encode(node.attrs))
-                node.meta_known = True
-                return
-            copied = await self.store.copy_object(
-                self.file_key(node.path), self.file_key(node.path), encode(node.attrs),
-                node.storage_class, node.size)
-            if copied is not None:
-                node.etag, node.last_modified = copied.etag, None  # we wrote it
-            else:  # a large object: its new ETag is learnt from the next listing
-                node.etag, node.last_modified = "", None
-        except Exception as exc:
-            log.error("could not store the attributes of %s: %s", node.path, describe(exc))
+            problem = ""
+            for wait in (0.0, *METADATA_RETRIES):
+                await trio.sleep(wait)
+                if not node.meta_dirty or node.upload is not None \
+                        or self.table.at(node.path) is not node:
+                    return  # carried by a rename or an upload, or deleted
+                node.meta_dirty = False
+                try:
+                    await self._store_attributes(node)
+                except Exception as exc:
+                    node.meta_dirty = True
+                    problem = describe(root_cause(exc))
+                    log.warning("could not store the attributes of %s (%s)", node.path,
+                                problem)
+            if node.meta_dirty and self.table.at(node.path) is node:
+                node.meta_dirty, node.meta_known, node.etag = False, False, ""
+                log.error("could not store the attributes of %s: %s; gave up, showing what "
+                          "S3 holds", node.path, problem)
         finally:
             node.meta_writing = False
+
+    async def _store_attributes(self, node: Node) -> None:
+        if node.is_dir:  # its marker object carries them
+            await self.store.put_object(self.dir_key(node.path), b"", encode(node.attrs))
+            node.meta_known = True
+            return
+        copied = await self.copier.copy(self.file_key(node.path), self.file_key(node.path),
+                                        encode(node.attrs))
+        node.etag, node.last_modified = copied.etag, None  # we wrote it
 
     async def write_pending_metadata(self) -> None:
         """Store every deferred attribute change now (at unmount)."""
@@ -661,19 +683,18 @@ class Namespace:
             metadata = encode(node.attrs) if node.meta_dirty or node.meta_writing else None
             node.meta_dirty = False  # the copy carries the pending attributes
             moved = await self._move_object(self.file_key(old_path), self.file_key(new_path),
-                                            metadata, node.storage_class, node.size)
-            if moved is not None:
-                node.etag, node.last_modified = moved.etag, None  # we wrote it
+                                            metadata)
+            node.etag, node.last_modified = moved.etag, None  # we wrote it
         self.table.move(old_path, new_path)
         self._listed(old_dir, old_name, False)
         self._listed(target_dir.path, new_name, True)
         for path in [p for p in self._listings if p == old_path or p.startswith(old_path + "/")]:
             del self._listings[path]
 
-    async def _move_object(self, src: str, dst: str, metadata: dict[str, str] | None,
-                           storage_class: str | None, size: int) -> ObjectInfo | None:
+    async def _move_object(self, src: str, dst: str,
+                           metadata: dict[str, str] | None) -> ObjectInfo:
         """Server-side copy, then delete: the bytes never leave S3."""
-        copied = await self.store.copy_object(src, dst, metadata, storage_class, size)
+        copied = await self.copier.copy(src, dst, metadata)
         await self.store.delete(src)
         return copied
 
@@ -694,7 +715,7 @@ class Namespace:
                 metadata, inside.meta_dirty = encode(inside.attrs), False
             async with limiter:
                 await self._move_object(info.key, new_prefix + info.key[len(old_prefix):],
-                                        metadata, info.storage_class, info.size)
+                                        metadata)
 
         async with trio.open_nursery() as nursery:
             for info in listing.objects:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .config import MIN_PART_SIZE
-from .errors import S3mpfsError, UploadFailed, describe, s3_error_code
+from .errors import S3mpfsError, UploadFailed, describe, root_cause, s3_error_code
 from .parts import Part, PartPlanner, copy_parts
 from .store import CompletedPart, ObjectInfo, ObjectStore
 
@@ -66,7 +66,6 @@ class UploadShared:
     part_limiter: trio.CapacityLimiter  # parts in flight across the mount
     part_size: int
     registry: UploadRegistry | None = None  # records who started each multipart upload
-    checksum_key: str | None = None  # e.g. "ChecksumCRC32": every data part must return it
     expected_sse: str | None = None  # what S3 must report for every object written
     uploads: set[Upload] = field(default_factory=set)  # live ones, for shutdown
 
@@ -200,7 +199,7 @@ class Upload:
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
-            exc = _root_cause(exc)
+            exc = root_cause(exc)
             self.error = exc if isinstance(exc, UploadFailed) else UploadFailed(
                 f"{self.key}: {describe(exc)}")
 
@@ -265,10 +264,6 @@ class Upload:
                         self.key, self.upload_id, part.number, part.data)
             if not done.etag:
                 raise UploadFailed(f"{self.key}: part {part.number} came back without an ETag")
-            wanted = self.shared.checksum_key
-            if wanted and not part.copy_length and wanted not in done.checksum:
-                raise UploadFailed(f"{self.key}: part {part.number} came back without "
-                                   f"its {wanted}")
             self.parts[part.number] = done
         finally:
             self.shared.budget.release(charge)
@@ -341,11 +336,3 @@ class Upload:
                 return
         if scope.cancelled_caught:
             log.error("upload of %s failed: %s; abort timed out", self.key, self.error)
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The first real error inside trio's exception groups (not a sibling's Cancelled)."""
-    while isinstance(exc, BaseExceptionGroup):
-        causes = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)]
-        exc = (causes or list(exc.exceptions))[0]
-    return exc
