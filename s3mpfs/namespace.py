@@ -91,6 +91,7 @@ class Namespace:
         self.table = InodeTable(Attributes(stat.S_IFDIR | config.dir_mode, config.uid,
                                            config.gid, now))
         self._listings: dict[str, _Listing] = {}
+        self._created_dirs: set[str] = set()  # made by this mount: it knows every name
         self._mounted_at = now  # the mtime of directories that have no marker object
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -286,6 +287,7 @@ class Namespace:
         node.meta_known = True
         self._listed(parent.path, name, True)
         self._listings[path] = _Listing(time.monotonic())  # new and empty
+        self._created_dirs.add(path)
         return node
 
     async def rmdir(self, parent_inode: int, name: str) -> None:
@@ -297,6 +299,7 @@ class Namespace:
         await self.store.delete(self.dir_key(node.path))
         self._listed(node.parent_path, name, False)
         self._listings.pop(node.path, None)
+        self._created_dirs.discard(node.path)
         self.table.detach(node.path)
 
     async def _check_empty(self, path: str) -> None:
@@ -328,19 +331,49 @@ class Namespace:
         self.table.detach(node.path)
 
     async def create(self, parent_inode: int, name: str, mode: int, uid: int,
-                     gid: int, pid: int = 0) -> tuple[int, Node]:
+                     gid: int, pid: int = 0, flags: int = os.O_TRUNC) -> tuple[int, Node]:
+        """A new file. The kernel asks only for names it was told are absent, but that
+        may come from a listing a moment old: another client may have created the object
+        since. Without O_TRUNC, its bytes must not be replaced: the name is looked up
+        in S3 first (an existing object is opened and appended to, or EEXIST for
+        O_EXCL), and the new object is committed with If-None-Match: * where the server
+        honours it. The lookup is skipped where that condition alone settles it (O_EXCL)
+        and in directories this mount created, whose every name it knows."""
         self._writable()
         parent = self.table.get(parent_inode)
         path = self._child_path(parent, name)
         existing = self.table.at(path)
         if existing is not None and existing.is_dir:
             raise IsADirectory(path)
+        only_new = not flags & os.O_TRUNC
+        if only_new and not self._absence_known(parent, flags):
+            found = await self._head(self.file_key(path))
+            if found is not None:
+                if flags & os.O_EXCL:
+                    raise Exists(path)
+                node = self._file_node(path, found)
+                self._listed(parent.path, name, True)
+                return self._open_for_write(node, pid, truncate=False, must_commit=False), node
         attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, gid, time.time())
         node = self.table.put(path, attrs)
         node.meta_known, node.meta_dirty, node.size, node.etag = True, False, 0, ""
         node.last_modified = None
         self._listed(parent.path, name, True)
-        return self._open_for_write(node, pid, truncate=True, must_commit=True), node
+        fh = self._open_for_write(node, pid, truncate=True, must_commit=True, only_new=only_new)
+        return fh, node
+
+    def _absence_known(self, parent: Node, flags: int) -> bool:
+        if parent.path in self._created_dirs:
+            return True
+        return bool(flags & os.O_EXCL) and self.store.conditional_create
+
+    async def _head(self, key: str) -> ObjectInfo | None:
+        try:
+            return await self.store.head(key)
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
 
     async def open(self, inode: int, flags: int, pid: int = 0) -> tuple[int, bool, bool]:
         """Open a file; returns the handle, whether reads must bypass the page cache (a
@@ -364,14 +397,15 @@ class Namespace:
         return fh, False, False
 
     def _open_for_write(self, node: Node, pid: int, *, truncate: bool,
-                        must_commit: bool) -> int:
+                        must_commit: bool, only_new: bool = False) -> int:
         if node.upload is not None:
             raise Unsupported(f"{node.path} is already open for writing")
         handle = WriteHandle(node, opener_pid=pid, must_commit=must_commit)
-        self._start_upload(handle, truncate=truncate)
+        self._start_upload(handle, truncate=truncate, only_new=only_new)
         return self._add_handle(handle)
 
-    def _start_upload(self, handle: WriteHandle, *, truncate: bool) -> Upload:
+    def _start_upload(self, handle: WriteHandle, *, truncate: bool,
+                      only_new: bool = False) -> Upload:
         """A new upload for the handle: empty, or continuing the committed object."""
         node = handle.node
         base = None
@@ -379,7 +413,7 @@ class Namespace:
             base = ObjectInfo(self.file_key(node.path), node.size, 0, etag=node.etag)
         handle.upload = node.upload = Upload(
             self.uploads, self.file_key(node.path), lambda: self._upload_metadata(handle),
-            base)
+            base, only_new=only_new)
         return handle.upload
 
     def _upload_metadata(self, handle: WriteHandle) -> dict[str, str]:
@@ -690,6 +724,8 @@ class Namespace:
         self._listed(target_dir.path, new_name, True)
         for path in [p for p in self._listings if p == old_path or p.startswith(old_path + "/")]:
             del self._listings[path]
+        self._created_dirs -= {p for p in self._created_dirs
+                               if p == old_path or p.startswith(old_path + "/")}
 
     async def _move_object(self, src: str, dst: str,
                            metadata: dict[str, str] | None) -> ObjectInfo:

@@ -174,7 +174,7 @@ class S3Operations(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> Any:
         fh, node = await self.ns.create(parent_inode, _name(name), mode & ~ctx.umask,
-                                        ctx.uid, ctx.gid, ctx.pid)
+                                        ctx.uid, ctx.gid, ctx.pid, flags)
         self.ns.table.remember(node)
         return pyfuse3.FileInfo(fh=fh), entry(node)
 

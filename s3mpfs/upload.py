@@ -80,11 +80,15 @@ class Upload:
     """Streams one file to one key. States: writing -> closing -> done | failed."""
 
     def __init__(self, shared: UploadShared, key: str,
-                 metadata: Callable[[], dict[str, str]], base: ObjectInfo | None = None) -> None:
-        """`base`: an existing object this upload extends (appends go after its bytes)."""
+                 metadata: Callable[[], dict[str, str]], base: ObjectInfo | None = None,
+                 *, only_new: bool = False) -> None:
+        """`base`: an existing object this upload extends (appends go after its bytes).
+        `only_new`: the key held no object when the file was created; committing must
+        not replace one another client created since (where the server can tell)."""
         self.shared = shared
         self.key = key
         self.base = base
+        self.only_new = only_new
         self.copy_source: ObjectInfo | None = None  # what copy parts read (with its ETag)
         self.bytes_written = 0
         self._metadata = metadata  # called when the object is created, so it is current
@@ -200,6 +204,9 @@ class Upload:
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
             exc = root_cause(exc)
+            if self.only_new and s3_error_code(exc) in ("PreconditionFailed", "412"):
+                exc = UploadFailed(f"{self.key}: another client created this object while "
+                                   "the file was being written; it was not replaced")
             self.error = exc if isinstance(exc, UploadFailed) else UploadFailed(
                 f"{self.key}: {describe(exc)}")
 
@@ -239,8 +246,8 @@ class Upload:
 
     async def _put_whole(self, part: Part, charge: int) -> None:
         try:
-            self.result = await self.shared.store.put_object(self.key, part.data,
-                                                             self._metadata())
+            self.result = await self.shared.store.put_object(
+                self.key, part.data, self._metadata(), only_new=self.only_new)
         finally:
             self.shared.budget.release(charge)
         expected, reported = self.shared.expected_sse, self.result.get("ServerSideEncryption")
@@ -275,7 +282,7 @@ class Upload:
             raise UploadFailed(f"{self.key}: parts missing before completion")
         try:
             self.result = await self.shared.store.complete_multipart(
-                self.key, self.upload_id, parts)
+                self.key, self.upload_id, parts, only_new=self.only_new)
         except Exception as exc:
             # A retried Complete whose first attempt committed answers NoSuchUpload:
             # the object tells whether that commit was ours.

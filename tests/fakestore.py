@@ -163,8 +163,11 @@ class FakeStore:
             raise client_error("PreconditionFailed", "GetObject", 412)
         return self.objects[key].data[start:end]
 
-    async def put_object(self, key: str, data: bytes, metadata: dict[str, str]) -> dict:
+    async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
+                         only_new: bool = False) -> dict:
         await self._enter("put_object", (key, len(data)))
+        if only_new and key in self.objects:
+            raise client_error("PreconditionFailed", "PutObject", 412)
         self.add_object(key, bytes(data), metadata)
         answer = {"ETag": self.objects[key].etag}
         if self.sse:
@@ -213,8 +216,11 @@ class FakeStore:
         return CompletedPart(number, etag)
 
     async def complete_multipart(self, key: str, upload_id: str,
-                                 parts: Sequence[CompletedPart]) -> dict:
+                                 parts: Sequence[CompletedPart], *,
+                                 only_new: bool = False) -> dict:
         await self._enter("complete_multipart", [p.number for p in parts])
+        if only_new and key in self.objects:
+            raise client_error("PreconditionFailed", "CompleteMultipartUpload", 412)
         upload = self._upload(upload_id, key, "CompleteMultipartUpload")
         numbers = [p.number for p in parts]
         if not numbers or numbers != sorted(set(numbers)):

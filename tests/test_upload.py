@@ -618,3 +618,19 @@ async def test_the_expected_encryption_is_accepted() -> None:
         await small.close()
         await large.close()
     assert set(store.objects) == {"small", "large"}
+
+
+# -------------------------------------------------------------------- new objects
+
+
+@pytest.mark.parametrize("size", [10, PART + 1])
+async def test_a_new_file_does_not_replace_an_object_created_meanwhile(size: int) -> None:
+    store = FakeStore()
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict, only_new=True)
+        await upload.write(0, payload(size))
+        store.add_object(KEY, b"another client's")
+        with pytest.raises(UploadFailed, match="another client created"):
+            await upload.close()
+    assert store.objects[KEY].data == b"another client's"
+    assert store.pending == {}
