@@ -61,6 +61,18 @@ class InvalidName(S3mpfsError):
     errno = errno.EILSEQ
 
 
+class NoAttribute(S3mpfsError):
+    """No such extended attribute."""
+
+    errno = errno.ENODATA
+
+
+class NoSpace(S3mpfsError):
+    """More than S3 can store (user metadata is limited to 2 KB per object)."""
+
+    errno = errno.ENOSPC
+
+
 class FileTooLarge(S3mpfsError):
     errno = errno.EFBIG
 

@@ -37,6 +37,7 @@ class Node:
     lookups: int = 0
     upload: Upload | None = None  # the write in progress, if any
     symlink_target: str | None = None
+    unlinked: bool = False  # removed while open: st_nlink is 0
     refreshed: float = field(default_factory=time.monotonic)
 
     @property

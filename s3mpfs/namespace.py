@@ -22,6 +22,8 @@ from .copying import Copier
 from .errors import (
     Exists,
     IsADirectory,
+    NoAttribute,
+    NoSpace,
     NotADirectory,
     NotEmpty,
     NotFound,
@@ -30,7 +32,7 @@ from .errors import (
     Unsupported,
 )
 from .inodes import Node
-from .metadata import Attributes, encode
+from .metadata import MAX_METADATA, Attributes, encode, format_mtime, metadata_size
 from .names import Names
 from .openfiles import OpenFiles
 from .store import ObjectInfo, S3Store
@@ -39,6 +41,7 @@ from .upload import Upload, UploadShared
 log = logging.getLogger(__name__)
 
 RENAME_NOREPLACE = 1
+XATTR_NAMESPACE = "user."  # the extended attributes stored; others are not supported
 
 
 class Namespace:
@@ -87,8 +90,8 @@ class Namespace:
         attrs = Attributes(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, time.time())
         await self.store.put_object(self.names.dir_key(path), b"", encode(attrs))
         node = self.table.put(path, attrs)
-        node.meta_known = True
-        self.names.listed(parent.path, name, True)
+        node.meta_known, node.unlinked = True, False
+        self._entries_changed(parent, name, present=True)
         self.names.created_dir(path)
         return node
 
@@ -99,7 +102,10 @@ class Namespace:
             raise NotADirectory(node.path)
         await self._check_empty(node.path)
         await self.store.delete(self.names.dir_key(node.path))
-        self.names.listed(node.parent_path, name, False)
+        node.unlinked = True
+        parent = self.table.at(node.parent_path)
+        if parent is not None:
+            self._entries_changed(parent, name, present=False)
         self.names.forget_dir(node.path)
         self.table.detach(node.path)
 
@@ -126,7 +132,10 @@ class Namespace:
             node.upload = None
         node.meta_dirty = False
         await self.store.delete(self.names.file_key(node.path))
-        self.names.listed(node.parent_path, name, False)
+        node.unlinked = True
+        parent = self.table.at(node.parent_path)
+        if parent is not None:
+            self._entries_changed(parent, name, present=False)
         self.table.detach(node.path)
 
     async def create(self, parent_inode: int, name: str, mode: int, uid: int,
@@ -156,8 +165,8 @@ class Namespace:
         attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, gid, time.time())
         node = self.table.put(path, attrs)
         node.meta_known, node.meta_dirty, node.size, node.etag = True, False, 0, ""
-        node.last_modified = None
-        self.names.listed(parent.path, name, True)
+        node.last_modified, node.unlinked = None, False
+        self._entries_changed(parent, name, present=True)
         fh = self.files.open_write(node, pid, truncate=True, must_commit=True, only_new=only_new)
         return fh, node
 
@@ -174,7 +183,10 @@ class Namespace:
             return self.files.open_read(node)
         self._writable()
         truncate = bool(flags & os.O_TRUNC) and node.size > 0
-        fh = self.files.open_write(node, pid, truncate=truncate, must_commit=truncate)
+        if truncate:
+            node.attrs.mtime = node.attrs.ctime = time.time()
+        fh = self.files.open_write(node, pid, truncate=truncate, must_commit=truncate,
+                                   readable=flags & os.O_ACCMODE == os.O_RDWR)
         return fh, False, False
 
     async def read(self, fh: int, offset: int, length: int) -> bytes:
@@ -200,33 +212,45 @@ class Namespace:
 
     async def setattr(self, inode: int, fh: int | None, *, size: int | None = None,
                       mode: int | None = None, uid: int | None = None, gid: int | None = None,
-                      mtime_ns: int | None = None) -> Node:
+                      atime_ns: int | None = None, mtime_ns: int | None = None) -> Node:
+        """chmod, chown, utimensat, truncate. As POSIX has it, each change sets ctime,
+        and a truncate sets mtime too (unless the same call sets it)."""
         node = self.table.get(inode)
         await self.names.fetch_metadata([node])
-        attrs = Attributes(node.attrs.mode, node.attrs.uid, node.attrs.gid, node.attrs.mtime)
+        attrs = node.attrs.copy()
         if mode is not None:
             attrs.mode = stat.S_IFMT(node.attrs.mode) | stat.S_IMODE(mode)
         if uid is not None:
             attrs.uid = uid
         if gid is not None:
             attrs.gid = gid
+        if atime_ns is not None:
+            attrs.atime = atime_ns / 1e9
         if mtime_ns is not None:
             attrs.mtime = mtime_ns / 1e9
-        if size is not None and size != node.current_size:
-            self._writable()
-            await self._truncate(node, size)
-        if attrs == node.attrs:
-            return node
+        if size is None and attrs == node.attrs:
+            return node  # nothing to store
         self._writable()
-        node.attrs, node.meta_known = attrs, True
+        now = time.time()
+        attrs.ctime = now
+        if size is not None and mtime_ns is None:
+            attrs.mtime = now
+        before, node.attrs, node.meta_known = node.attrs, attrs, True
+        resized = size is not None and size != node.current_size
+        if resized:
+            assert size is not None
+            try:
+                await self._truncate(node, size)  # stores the new attributes with it
+            except BaseException:
+                node.attrs = before
+                raise
         if mtime_ns is not None:
             for handle in self.files.write_handles(node):
                 handle.mtime_set = True
-        if node.upload is None:
-            if node.path:  # the root has no marker to carry attributes
-                self.attributes.write_soon(node)
-        else:  # carried by the pending upload, or written right after it completes
-            node.meta_dirty = True
+        if node.upload is not None:
+            node.meta_dirty = True  # carried by the upload, or stored right after it
+        elif node.path and not resized:  # (a truncate stored them; the root has no marker)
+            self.attributes.write_soon(node)
         return node
 
     async def _truncate(self, node: Node, size: int) -> None:
@@ -255,30 +279,101 @@ class Namespace:
         else:
             base = ObjectInfo(self.names.file_key(node.path), min(size, node.size), 0,
                               etag=node.etag)
-            upload = Upload(self.uploads, base.key, lambda: self.attributes.encode_now(node), base)
-            await upload.write(size, b"")
+            upload = Upload(self.uploads, base.key, lambda: self.attributes.encode_now(node),
+                            base)
+            try:
+                await upload.write(size, b"")
+            except BaseException:
+                await upload.discard()  # nothing to keep (EFBIG): no upload left pending
+                raise
             result = await upload.close()
         node.size, node.etag, node.last_modified = size, result.get("ETag", ""), None
+        node.meta_dirty = False  # the new object carries the attributes
 
     # -- links -----------------------------------------------------------------------------
 
     async def symlink(self, parent_inode: int, name: str, target: str, uid: int,
                       gid: int) -> Node:
         """A symbolic link as s3fs stores it: the body is the target, the mode S_IFLNK."""
+        attrs = Attributes(stat.S_IFLNK | 0o777, uid, gid, time.time())
+        node = await self._put_new(parent_inode, name, attrs, os.fsencode(target))
+        node.symlink_target = target
+        return node
+
+    async def mknod(self, parent_inode: int, name: str, mode: int, rdev: int, uid: int,
+                    gid: int) -> Node:
+        """A regular file (empty), FIFO, socket or device node, as s3fs stores them: a
+        zero-byte object whose mode carries the file type, and the device number."""
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR,
+                        stat.S_IFBLK):
+            raise Unsupported(f"{name}: file type {kind:o}")
+        device = rdev if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0
+        attrs = Attributes(kind | stat.S_IMODE(mode), uid, gid, time.time(), rdev=device)
+        return await self._put_new(parent_inode, name, attrs, b"")
+
+    async def _put_new(self, parent_inode: int, name: str, attrs: Attributes,
+                       body: bytes) -> Node:
+        """A new small object written at once (symlinks, special files)."""
         self._writable()
         parent = self.table.get(parent_inode)
         path = self.names.child_path(parent, name)
         if await self._exists(parent, name):
             raise Exists(path)
-        attrs = Attributes(stat.S_IFLNK | 0o777, uid, gid, time.time())
-        result = await self.store.put_object(self.names.file_key(path), os.fsencode(target),
-                                             encode(attrs))
+        result = await self.store.put_object(self.names.file_key(path), body, encode(attrs),
+                                             only_new=True)
         node = self.table.put(path, attrs)
-        node.meta_known, node.symlink_target = True, target
-        node.size, node.etag = len(os.fsencode(target)), result.get("ETag", "")
-        node.last_modified = None
-        self.names.listed(parent.path, name, True)
+        node.meta_known, node.meta_dirty, node.unlinked = True, False, False
+        node.size, node.etag, node.last_modified = len(body), result.get("ETag", ""), None
+        self._entries_changed(parent, name, present=True)
         return node
+
+    def _entries_changed(self, directory: Node, name: str, *, present: bool) -> None:
+        """An entry was added to or removed from a directory through this mount: keep
+        its cached listing true, and its mtime and ctime now (shown, not stored: storing
+        them would cost a request per change; see SEMANTICS.md)."""
+        self.names.listed(directory.path, name, present)
+        directory.attrs.mtime = directory.attrs.ctime = time.time()
+
+    # -- extended attributes -------------------------------------------------------------
+
+    async def getxattr(self, inode: int, name: str) -> bytes:
+        node = await self.getattr(inode)
+        try:
+            return node.attrs.xattrs[name]
+        except KeyError:
+            raise NoAttribute(name) from None
+
+    async def listxattr(self, inode: int) -> list[str]:
+        return sorted((await self.getattr(inode)).attrs.xattrs)
+
+    async def setxattr(self, inode: int, name: str, value: bytes) -> None:
+        if not name.startswith(XATTR_NAMESPACE):
+            raise Unsupported(f"extended attribute {name}: only user.* ones are stored")
+        node = await self.getattr(inode)
+        attrs = node.attrs.copy()
+        attrs.xattrs[name] = value
+        if metadata_size(encode(attrs)) > MAX_METADATA:
+            raise NoSpace(f"{node.path}: S3 stores at most {MAX_METADATA} bytes of metadata")
+        self._set_attributes(node, attrs)
+
+    async def removexattr(self, inode: int, name: str) -> None:
+        node = await self.getattr(inode)
+        if name not in node.attrs.xattrs:
+            raise NoAttribute(name)
+        attrs = node.attrs.copy()
+        del attrs.xattrs[name]
+        self._set_attributes(node, attrs)
+
+    def _set_attributes(self, node: Node, attrs: Attributes) -> None:
+        """New attributes (ctime now): stored shortly, or by the upload in progress."""
+        self._writable()
+        attrs.ctime = time.time()
+        node.attrs, node.meta_known = attrs, True
+        if node.upload is not None:
+            node.meta_dirty = True  # carried by the upload, or stored right after it
+        elif node.path:  # (the root has no marker to carry them)
+            self.attributes.write_soon(node)
 
     async def readlink(self, inode: int) -> str:
         node = self.table.get(inode)
@@ -321,14 +416,22 @@ class Namespace:
         if node.is_dir:
             await self._rename_dir(node, new_path)
         else:
-            metadata = encode(node.attrs) if node.meta_dirty or node.meta_writing else None
-            node.meta_dirty = False  # the copy carries the pending attributes
+            node.attrs.ctime = time.time()  # a rename changes the inode's ctime
+            if node.meta_dirty or node.meta_writing:
+                metadata = encode(node.attrs)  # the copy carries the pending attributes
+            else:  # the rest of the source's metadata is kept by the copy
+                metadata = {"ctime": format_mtime(node.attrs.ctime)}
+            node.meta_dirty = False
             moved = await self._move_object(self.names.file_key(old_path),
                                             self.names.file_key(new_path), metadata)
             node.etag, node.last_modified = moved.etag, None  # we wrote it
+        if existing is not None:
+            existing.unlinked = True
         self.table.move(old_path, new_path)
-        self.names.listed(old_dir, old_name, False)
-        self.names.listed(target_dir.path, new_name, True)
+        old_parent_node = self.table.at(old_dir)
+        if old_parent_node is not None:
+            self._entries_changed(old_parent_node, old_name, present=False)
+        self._entries_changed(target_dir, new_name, present=True)
         self.names.forget_dir(old_path)
 
     async def _move_object(self, src: str, dst: str,

@@ -35,6 +35,8 @@ class WriteHandle:
     upload: Upload | None = None
     must_commit: bool = False  # the file must become an object even with no new bytes
     mtime_set: bool = False  # utimens() while open: keep that mtime, not the close time
+    reader: ObjectReader | None = None  # O_RDWR: reads of the object until the first write
+    written: bool = False
 
 
 @dataclass
@@ -83,23 +85,28 @@ class OpenFiles:
         in the same second)."""
         if node.is_dir:
             raise IsADirectory(node.path)
-        reader = ObjectReader(self.names.store, self.uploads.nursery,
-                              self.names.file_key(node.path), node.size,
-                              self.config.read_ahead, node.etag)
         keep_cache, node.cached_etag = node.cached_etag == node.etag != "", node.etag
-        fh = self._add(ReadHandle(node, reader))
+        fh = self._add(ReadHandle(node, self._reader(node)))
         return fh, node.upload is not None, keep_cache
 
+    def _reader(self, node: Node) -> ObjectReader:
+        return ObjectReader(self.names.store, self.uploads.nursery,
+                            self.names.file_key(node.path), node.size,
+                            self.config.read_ahead, node.etag)
+
     def open_write(self, node: Node, pid: int, *, truncate: bool, must_commit: bool,
-                   only_new: bool = False) -> int:
+                   only_new: bool = False, readable: bool = False) -> int:
         """A writer of the node: a new upload, empty (`truncate`) or continuing the
-        object. `only_new`: the object must not exist when it is committed."""
+        object. `only_new`: the object must not exist when it is committed.
+        `readable` (O_RDWR): reads work until the first write."""
         if node.is_dir:
             raise IsADirectory(node.path)
         if node.upload is not None:
             raise Unsupported(f"{node.path} is already open for writing")
         node.cached_etag = ""  # what gets written replaces what the kernel cached
         handle = WriteHandle(node, opener_pid=pid, must_commit=must_commit)
+        if readable and not truncate and node.size:
+            handle.reader = self._reader(node)
         self._start_upload(handle, truncate=truncate, only_new=only_new)
         return self._add(handle)
 
@@ -109,15 +116,20 @@ class OpenFiles:
         key = self.names.file_key(node.path)
         base = ObjectInfo(key, node.size, 0, etag=node.etag) \
             if not truncate and node.size > 0 else None
-        handle.upload = node.upload = Upload(
-            self.uploads, key, lambda: self._upload_metadata(handle), base,
-            only_new=only_new)
-        return handle.upload
+        upload = Upload(self.uploads, key, lambda: self._upload_metadata(handle, upload),
+                        base, only_new=only_new)
+        handle.upload = node.upload = upload
+        return upload
 
-    def _upload_metadata(self, handle: WriteHandle) -> dict[str, str]:
-        """Metadata for the object being created: the mtime is now, unless set meanwhile."""
-        if not handle.mtime_set:
-            handle.node.attrs.mtime = time.time()
+    def _upload_metadata(self, handle: WriteHandle, upload: Upload) -> dict[str, str]:
+        """Metadata for the object being created. Written bytes make mtime and ctime now
+        (unless utimensat set mtime meanwhile): S3 fixes metadata when the object is
+        created, so what is shown is what is stored."""
+        attrs = handle.node.attrs
+        if upload.bytes_written:
+            attrs.ctime = time.time()
+            if not handle.mtime_set:
+                attrs.mtime = attrs.ctime
         return self.attributes.encode_now(handle.node)
 
     def _add(self, handle: Handle) -> int:
@@ -130,14 +142,18 @@ class OpenFiles:
 
     async def read(self, fh: int, offset: int, length: int) -> bytes:
         handle = self.handle(fh)
-        if not isinstance(handle, ReadHandle):
-            raise Unsupported("reading a file opened write-only or being written")
+        if isinstance(handle, WriteHandle):
+            if handle.written:
+                raise Unsupported("reading a file after writing to it through the same "
+                                  "descriptor")
+            return await handle.reader.read(offset, length) if handle.reader else b""
         return await handle.reader.read(offset, length)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self.handle(fh)
         if not isinstance(handle, WriteHandle):
             raise S3mpfsError("file not open for writing")
+        handle.written = True
         upload = handle.upload or self._start_upload(handle, truncate=False)
         return await upload.write(offset, data)
 
@@ -158,13 +174,13 @@ class OpenFiles:
     async def release(self, fh: int) -> None:
         """The last descriptor is gone: commit anything left (errors cannot be reported)."""
         handle = self._handles.pop(fh, None)
+        if handle is not None and handle.reader is not None:
+            handle.reader.close()
         if isinstance(handle, WriteHandle):
             try:
                 await self._commit(handle, final=True)
             except Exception as exc:
                 log.debug("release of %s: %s", handle.node.path, describe(exc))
-        elif isinstance(handle, ReadHandle):
-            handle.reader.close()
 
     async def _commit(self, handle: WriteHandle, *, final: bool) -> None:
         upload = handle.upload

@@ -123,9 +123,10 @@ class Upload:
             if self._closed:
                 raise UploadFailed(f"{self.key}: write after the upload was completed")
             await self._start_from_base()
+            self.planner.check_write(offset, len(data))
+            self.bytes_written += len(data)  # counted before a part reaches the driver
             for part in self.planner.write(offset, data):
                 await self._hand_over(part, last=False)
-            self.bytes_written += len(data)
             return len(data)
 
     async def close(self) -> dict:
