@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .attributes import AttributeWriter
@@ -57,6 +58,8 @@ class OpenFiles:
         self.attributes = attributes
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
+        # Tells the kernel to forget an inode's cached attributes (set by operations.py).
+        self.invalidate_attributes: Callable[[int], None] = lambda inode: None
 
     def being_written(self, dir_path: str) -> list[Node]:
         """Files of a directory being written now (S3 does not list them yet)."""
@@ -92,7 +95,21 @@ class OpenFiles:
     def _reader(self, node: Node) -> ObjectReader:
         return ObjectReader(self.names.store, self.uploads.nursery,
                             self.names.file_key(node.path), node.size,
-                            self.config.read_ahead, node.etag)
+                            self.config.read_ahead, node.etag, lambda: self._reopen(node))
+
+    async def _reopen(self, node: Node) -> tuple[int, str] | None:
+        """The version a reader opened is gone before it read a byte (replaced by another
+        client after the listing the open relied on): read the one there now, and make
+        the kernel ask for the file's new size if it grew."""
+        info = await self.names.head(self.names.file_key(node.path))
+        if info is None:
+            return None
+        grown = info.size > node.size
+        self.names.file_node(node.path, info)
+        node.cached_etag = info.etag  # the pages the kernel caches now are of this one
+        if grown:  # (a shorter answer than asked shrinks the kernel's size by itself)
+            self.invalidate_attributes(node.inode)
+        return info.size, info.etag
 
     def open_write(self, node: Node, pid: int, *, truncate: bool, must_commit: bool,
                    only_new: bool = False, readable: bool = False) -> int:

@@ -70,6 +70,15 @@ def entry(node: Node) -> pyfuse3.EntryAttributes:
     return attr
 
 
+def _invalidate_attributes(inode: int) -> None:
+    """Make the kernel ask for the inode's attributes again (its size changed behind its
+    back). Attributes only: invalidating pages from a request handler could deadlock."""
+    try:
+        pyfuse3.invalidate_inode(inode, attr_only=True)
+    except OSError as exc:  # the kernel forgot the inode meanwhile: nothing to do
+        log.debug("invalidate_inode(%d): %s", inode, exc)
+
+
 def _name(raw: bytes) -> str:
     return os.fsdecode(raw)
 
@@ -82,6 +91,7 @@ class S3Operations(pyfuse3.Operations):
     def __init__(self, namespace: Namespace) -> None:
         super().__init__()
         self.ns = namespace
+        namespace.files.invalidate_attributes = _invalidate_attributes
         self._dir_handles: dict[int, list[tuple[str, Node]]] = {}
         self._next_dir_fh = 1
 

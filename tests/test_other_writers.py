@@ -78,3 +78,18 @@ def test_truncating_create_replaces_as_asked(s3: Any, bucket: str, mount: Any) -
     s3.put_object(Bucket=bucket, Key="d/log.txt", Body=b"theirs")
     (m.path / "d" / "log.txt").write_bytes(b"ours")  # open(..., "wb"): O_TRUNC
     assert s3.get_object(Bucket=bucket, Key="d/log.txt")["Body"].read() == b"ours"
+
+
+@pytest.mark.parametrize("new", [b"a longer new version\n", b"new\n", b"same length\n"])
+def test_reading_a_file_another_client_just_replaced(
+    s3: Any, bucket: str, mount: Any, new: bytes
+) -> None:
+    old = b"old version\n"
+    s3.put_object(Bucket=bucket, Key="d/a.txt", Body=old)
+    m = mount(bucket)
+    assert (m.path / "d" / "a.txt").stat().st_size == len(old)  # listed and cached
+    s3.put_object(Bucket=bucket, Key="d/a.txt", Body=new)
+    result = subprocess.run(["cat", str(m.path / "d" / "a.txt")], capture_output=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr.decode() + m.log_text()
+    assert result.stdout in (old, new)
