@@ -99,8 +99,13 @@ class Names:
         node.size, node.etag, node.storage_class = info.size, info.etag, info.storage_class
         node.last_modified, node.meta_known = info.mtime, known
         if info.metadata is not None:
-            node.meta_fetched = time.time()
+            node.meta_fetched, node.head = time.time(), info
         return node
+
+    def replaced_version(self, node: Node) -> ObjectInfo | None:
+        """The HEAD of the object a new version of `node` replaces, if it is current."""
+        head = node.head
+        return head if head is not None and node.etag and head.etag == node.etag else None
 
     def dir_node(self, path: str, marker: ObjectInfo | None = None) -> Node:
         """Record a directory; `marker` is its `dir/` object, HEADed, if it has one."""

@@ -182,12 +182,19 @@ class Namespace:
         if flags & os.O_ACCMODE == os.O_RDONLY:
             return self.files.open_read(node)
         self._writable()
+        await self._know_replaced_version(node)
         truncate = bool(flags & os.O_TRUNC) and node.size > 0
         if truncate:
             node.attrs.mtime = node.attrs.ctime = time.time()
         fh = self.files.open_write(node, pid, truncate=truncate, must_commit=truncate,
                                    readable=flags & os.O_ACCMODE == os.O_RDWR)
         return fh, False, False
+
+    async def _know_replaced_version(self, node: Node) -> None:
+        """HEAD an object about to get a new version if its headers are not known yet:
+        the new version keeps those s3mpfs does not own (Content-Type, tags, ...)."""
+        if node.etag and node.upload is None and self.names.replaced_version(node) is None:
+            node.head = await self.names.head(self.names.file_key(node.path))
 
     async def read(self, fh: int, offset: int, length: int) -> bytes:
         return await self.files.read(fh, offset, length)
@@ -273,14 +280,17 @@ class Namespace:
     async def _truncate_object(self, node: Node, size: int) -> None:
         """Replace the object by its first `size` bytes, zero-filled beyond its end.
         Kept bytes are copied server-side (or re-sent, for small objects)."""
+        await self._know_replaced_version(node)
+        replacing = self.names.replaced_version(node)
         if size == 0:
             result = await self.store.put_object(self.names.file_key(node.path), b"",
-                                                 self.attributes.encode_now(node))
+                                                 self.attributes.encode_now(node),
+                                                 replacing=replacing)
         else:
             base = ObjectInfo(self.names.file_key(node.path), min(size, node.size), 0,
                               etag=node.etag)
             upload = Upload(self.uploads, base.key, lambda: self.attributes.encode_now(node),
-                            base)
+                            base, replacing=replacing)
             try:
                 await upload.write(size, b"")
             except BaseException:

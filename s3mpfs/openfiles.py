@@ -134,7 +134,8 @@ class OpenFiles:
         base = ObjectInfo(key, node.size, 0, etag=node.etag) \
             if not truncate and node.size > 0 else None
         upload = Upload(self.uploads, key, lambda: self._upload_metadata(handle, upload),
-                        base, only_new=only_new)
+                        base, only_new=only_new,
+                        replacing=self.names.replaced_version(node))
         handle.upload = node.upload = upload
         return upload
 
