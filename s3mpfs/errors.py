@@ -61,6 +61,12 @@ class InvalidName(S3mpfsError):
     errno = errno.EILSEQ
 
 
+class Gone(S3mpfsError):
+    """The file was deleted before its data reached S3: there is nothing to read."""
+
+    errno = errno.EIO
+
+
 class NoAttribute(S3mpfsError):
     """No such extended attribute."""
 

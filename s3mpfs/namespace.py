@@ -128,6 +128,7 @@ class Namespace:
         if node.is_dir:
             raise IsADirectory(node.path)
         if node.upload is not None:
+            node.size = node.upload.size  # what open descriptors still see (fstat)
             await node.upload.cancel("file was deleted while being written")
             node.upload = None
         node.meta_dirty = False

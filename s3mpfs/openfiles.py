@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .attributes import AttributeWriter
 from .config import MountConfig
-from .errors import IsADirectory, S3mpfsError, Unsupported, describe
+from .errors import Gone, IsADirectory, S3mpfsError, Unsupported, describe
 from .inodes import Node
 from .names import Names
 from .reader import ObjectReader
@@ -44,6 +44,7 @@ class WriteHandle:
 class ReadHandle:
     node: Node
     reader: ObjectReader
+    while_written: bool = False  # opened while the file was being written
 
 
 Handle = WriteHandle | ReadHandle
@@ -89,7 +90,7 @@ class OpenFiles:
         if node.is_dir:
             raise IsADirectory(node.path)
         keep_cache, node.cached_etag = node.cached_etag == node.etag != "", node.etag
-        fh = self._add(ReadHandle(node, self._reader(node)))
+        fh = self._add(ReadHandle(node, self._reader(node), node.upload is not None))
         return fh, node.upload is not None, keep_cache
 
     def _reader(self, node: Node) -> ObjectReader:
@@ -165,6 +166,8 @@ class OpenFiles:
                 raise Unsupported("reading a file after writing to it through the same "
                                   "descriptor")
             return await handle.reader.read(offset, length) if handle.reader else b""
+        if handle.while_written and handle.node.unlinked:
+            raise Gone(f"{handle.node.path} was deleted while being written")
         return await handle.reader.read(offset, length)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -212,6 +215,10 @@ class OpenFiles:
             return
         needed = upload.bytes_written > 0 or handle.must_commit
         if not needed and not final:
+            return
+        if node.unlinked:  # deleted meanwhile: its upload was aborted, nothing to commit
+            handle.upload = None
+            await upload.discard()
             return
         handle.upload = None
         if node.upload is upload:

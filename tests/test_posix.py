@@ -245,3 +245,37 @@ def test_a_truncate_past_the_limit_leaves_nothing_pending(s3: Any, bucket: str,
     wait_for(lambda: not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"),
              message="no upload pending")
     assert s3.head_object(Bucket=bucket, Key="f")["ContentLength"] == 6 * 1024 * 1024
+
+
+def test_reads_of_a_file_deleted_while_being_written_fail(bucket: str, mount: Any) -> None:
+    m = mount(bucket)
+    path = m.path / "f"
+    with open(path, "wb") as writer:
+        writer.write(b"data")
+        writer.flush()
+        with open(path, "rb") as reader:
+            os.unlink(path)
+            with pytest.raises(OSError) as failure:
+                reader.read()
+            assert failure.value.errno == errno.EIO
+    with open(m.path / "g", "w+b") as f:
+        f.write(b"data")
+        f.flush()
+        os.unlink(m.path / "g")
+        f.seek(0)
+        try:
+            got = f.read()
+        except OSError:
+            got = None
+        assert got in (None, b"data")  # an error or the data, never an empty file
+
+
+def test_chmod_keeps_storage_class_and_encryption(s3: Any, bucket: str, mount: Any) -> None:
+    s3.put_object(Bucket=bucket, Key="f", Body=b"data", StorageClass="STANDARD_IA",
+                  ServerSideEncryption="AES256")
+    m = mount(bucket)
+    os.chmod(m.path / "f", 0o600)
+    head = wait_for(lambda: (h := s3.head_object(Bucket=bucket, Key="f"))["Metadata"].get(
+        "mode") == str(stat.S_IFREG | 0o600) and h, message="the mode to be stored")
+    assert head["StorageClass"] == "STANDARD_IA"
+    assert head["ServerSideEncryption"] == "AES256"
