@@ -35,7 +35,7 @@ from .inodes import Node
 from .metadata import MAX_METADATA, Attributes, encode, format_mtime, metadata_size
 from .names import Names
 from .openfiles import OpenFiles
-from .store import ObjectInfo, S3Store
+from .store import DIRECTORY_TYPE, ObjectInfo, S3Store
 from .upload import Upload, UploadShared
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ class Namespace:
         if await self._exists(parent, name):
             raise Exists(path)
         attrs = Attributes(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, time.time())
-        await self.store.put_object(self.names.dir_key(path), b"", encode(attrs))
+        await self.store.put_object(self.names.dir_key(path), b"", encode(attrs),
+                                    content_type=DIRECTORY_TYPE)
         node = self.table.put(path, attrs)
         node.meta_known, node.unlinked = True, False
         self._entries_changed(parent, name, present=True)
@@ -475,5 +476,6 @@ class Namespace:
             for info in listing.objects:
                 nursery.start_soon(move, info)
         if not any(info.key == old_prefix for info in listing.objects):
-            await self.store.put_object(new_prefix, b"", encode(node.attrs))  # keep the dir
+            await self.store.put_object(new_prefix, b"", encode(node.attrs),  # keep the dir
+                                        content_type=DIRECTORY_TYPE)
 
