@@ -15,12 +15,14 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
+from . import control
 from .config import MountConfig
 from .errors import S3mpfsError, describe, s3_error_code
 from .integrity import ChecksumIgnored
 from .namespace import Namespace
 from .operations import S3Operations
 from .registry import UploadRegistry
+from .stats import MountStats
 from .store import S3Store
 from .upload import MemoryBudget, UploadShared
 
@@ -78,7 +80,8 @@ async def probe_server(store: S3Store, config: MountConfig) -> None:
 async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
     """Check the bucket, mount, serve FUSE requests until unmounted or signalled."""
     await check_bucket(config)
-    store = S3Store(config)
+    stats = MountStats()
+    store = S3Store(config, stats=stats)
     if not config.read_only:
         await probe_server(store, config)
     async with trio.open_nursery() as nursery:
@@ -86,7 +89,7 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         shared = UploadShared(
             store, nursery, MemoryBudget(config.memory_limit),
             trio.CapacityLimiter(config.upload_concurrency), config.part_size,
-            registry=registry, expected_sse=config.sse)
+            registry=registry, expected_sse=config.sse, stats=stats)
         namespace = Namespace(config, store, shared)
         options = set(pyfuse3.default_options)
         options |= {f"fsname=s3mpfs:{config.prefix_display}", "subtype=s3mpfs"}
@@ -98,6 +101,9 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
                              "mount point, and is /dev/fuse usable?") from None
         nursery.start_soon(_stop_on_signal)
         nursery.start_soon(_sweep, registry)
+        await _start_reporting(nursery, config, control.MountReport(
+            config, stats, shared, lambda: sum(
+                1 for node in namespace.names.table.nodes() if node.meta_dirty)))
         log.info("mounted %s on %s", config.prefix_display, config.mountpoint)
         ready()
         try:
@@ -109,6 +115,12 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
             pyfuse3.close(unmount=True)  # harmless when the kernel already unmounted
             nursery.cancel_scope.cancel()
     log.info("unmounted %s", config.mountpoint)
+
+
+async def _start_reporting(nursery: trio.Nursery, config: MountConfig,
+                           report: control.MountReport) -> None:
+    """The control socket (`s3mpfs status`) and, if asked for, the metrics endpoint."""
+    await nursery.start(control.serve, report)
 
 
 async def _sweep(registry: UploadRegistry) -> None:

@@ -28,6 +28,7 @@ from .config import MountConfig
 from .errors import UploadFailed, describe, s3_error_code
 from .integrity import ATTEMPTS, ChecksumIgnored, Corrupted, Integrity, Sent
 from .metadata import OWNED
+from .stats import MountStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,8 +104,10 @@ class ObjectStore(Protocol):
 class S3Store:
     """ObjectStore on boto3. One client, shared by all worker threads."""
 
-    def __init__(self, config: MountConfig, *, check_mode: bool = False) -> None:
+    def __init__(self, config: MountConfig, *, check_mode: bool = False,
+                 stats: MountStats | None = None) -> None:
         self.config = config
+        self.stats = stats or MountStats()  # every request is counted here
         self.bucket = config.bucket
         threads = config.upload_concurrency + 8  # parts in flight plus reads and metadata
         self._limiter = trio.CapacityLimiter(threads)
@@ -194,7 +197,8 @@ class S3Store:
     async def _call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         _log_request(fn, kwargs)
         return await trio.to_thread.run_sync(
-            functools.partial(fn, Bucket=self.bucket, **kwargs), limiter=self._limiter)
+            functools.partial(self.stats.counted(fn), Bucket=self.bucket, **kwargs),
+            limiter=self._limiter)
 
     async def _send(self, fn: Callable[..., dict], data: bytes, what: str, /,
                     **kwargs: Any) -> dict:
@@ -206,7 +210,8 @@ class S3Store:
 
         def send() -> tuple[dict, Sent]:
             sent = self.integrity.prepare(data)
-            resp = fn(Bucket=self.bucket, Body=io.BytesIO(data), **kwargs, **sent.params)
+            resp = self.stats.counted(fn, len(data))(
+                Bucket=self.bucket, Body=io.BytesIO(data), **kwargs, **sent.params)
             return resp, sent
 
         for attempt in range(1, ATTEMPTS + 1):
@@ -276,7 +281,7 @@ class S3Store:
         version = {"IfMatch": etag} if etag.startswith('"') else {}
 
         def fetch() -> bytes:
-            resp = self._client.get_object(
+            resp = self.stats.counted(self._client.get_object)(
                 Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **version,
                 **self._sse_c())
             return resp["Body"].read()

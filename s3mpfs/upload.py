@@ -26,6 +26,7 @@ from .store import CompletedPart, ObjectInfo, ObjectStore
 
 if TYPE_CHECKING:
     from .registry import UploadRegistry
+    from .stats import MountStats
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class UploadShared:
     registry: UploadRegistry | None = None  # records who started each multipart upload
     expected_sse: str | None = None  # what S3 must report for every object written
     uploads: set[Upload] = field(default_factory=set)  # live ones, for shutdown
+    stats: MountStats | None = None  # told when each upload ends
 
 
 def multipart_etag(parts: list[CompletedPart]) -> str:
@@ -237,6 +239,8 @@ class Upload:
             if self.error is not None:
                 await self._abort()
             self.shared.uploads.discard(self)
+            if self.shared.stats is not None:
+                self.shared.stats.upload_ended(self)
             self._done.set()
 
     async def _create(self) -> None:

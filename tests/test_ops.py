@@ -3,23 +3,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import is_mounted, list_keys, wait_for
-from s3proxy import FAULT_500, S3Proxy
+from helpers import is_mounted, list_keys, random_file, sha256_file, sha256_object, wait_for
+from s3proxy import FAULT_500, HOLD, S3Proxy
 
 from s3mpfs import __version__
 from s3mpfs.cli import SYSLOG_ENV
 from s3mpfs.config import build_config
+from s3mpfs.control import socket_path
 from s3mpfs.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,3 +156,105 @@ def test_background_mount_logs_a_failed_upload_to_syslog(
     wait_for(lambda: syslog.received("unmounted"), message="the daemon's last line")
     assert not list_keys(s3, bucket, "doomed")
     assert not any("testing" in x for x in syslog.lines)  # the test's secret key
+
+
+# --------------------------------------------------------------------------- status
+
+MiB = 1024 * 1024
+
+
+def status(run_cli: Run, mnt: Path) -> dict[str, Any]:
+    result = run_cli("status", str(mnt), "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def in_flight(snap: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((f for f in snap["uploads"] if f["name"] == name), None)
+
+
+def parts_in(records: list[Any], number: int) -> bool:
+    return any(r.kind == "UploadPart" and r.part_number == number for r in records)
+
+
+@pytest.mark.mount
+def test_status_follows_a_throttled_copy(proxy: S3Proxy, mount: Any, bucket: str,
+                                         run_cli: Run, tmp_path: Path, s3: Any) -> None:
+    src = random_file(tmp_path / "big.bin", 200 * MiB, seed=7)
+    m = mount(bucket + ":dir", f"endpoint_url={proxy.url}")
+    proxy.add_fault("UploadPart", FAULT_500, part_number=2, times=1)  # retried by botocore
+    # Holding as many parts as upload_concurrency (4) freezes the upload: the memory budget
+    # fills and cp's writes wait.
+    first = [proxy.add_fault("UploadPart", HOLD, part_number=n) for n in range(6, 10)]
+    second = [proxy.add_fault("UploadPart", HOLD, part_number=n) for n in range(20, 24)]
+    before = status(run_cli, m.path)
+    assert before["uploads"] == [] and before["totals"]["files_committed"] == 0
+    copy = subprocess.Popen(["cp", str(src), str(m.path / "big.bin")],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: all(r.held.is_set() for r in first), timeout=60,
+                 message="parts 6-9 held")
+        held = wait_for(lambda: (f := in_flight(status(run_cli, m.path), "big.bin"))
+                        and f["parts_retried"] >= 1 and f["parts_in_flight"] == 4 and f,
+                        timeout=30, message="status showing the retried part and 4 held")
+        assert 0 < held["bytes_written"] < 200 * MiB
+        assert 5 <= held["parts_sent"] < 25
+        for rule in first:
+            proxy.release(rule)
+        wait_for(lambda: all(r.held.is_set() for r in second), timeout=60,
+                 message="parts 20-23 held")
+        later = wait_for(lambda: (f := in_flight(status(run_cli, m.path), "big.bin"))
+                         and f["bytes_written"] > held["bytes_written"]
+                         and f["parts_sent"] > held["parts_sent"] and f,
+                         timeout=30, message="status showing more bytes")
+        assert later["parts_in_flight"] == 4 and later["parts_retried"] >= 1
+        snap = status(run_cli, m.path)
+        assert snap["totals"]["memory_in_use"] > 0
+        assert snap["totals"]["memory_limit"] == 64 * MiB
+        for rule in second:
+            proxy.release(rule)
+        assert copy.wait(timeout=120) == 0, copy.stderr.read() if copy.stderr else ""
+    finally:
+        proxy.clear_faults()
+        if copy.poll() is None:
+            copy.kill()
+            copy.wait()
+    after = status(run_cli, m.path)
+    assert in_flight(after, "big.bin") is None
+    totals = after["totals"]
+    assert totals["files_committed"] == 1
+    assert totals["bytes_committed"] == 200 * MiB
+    assert totals["retries"] >= 1
+    assert totals["requests"]["UploadPart"] == proxy.count("UploadPart") - 1  # one retry
+    assert totals["requests"]["CompleteMultipartUpload"] == 1
+    assert totals["files_failed"] == 0
+    assert sha256_object(s3, bucket, "dir/big.bin") == sha256_file(src)
+    text = run_cli("status", str(m.path))
+    assert text.returncode == 0, text.stderr
+    assert "1 files, 200.0 MiB" in text.stdout and "testing" not in text.stdout
+
+
+@pytest.mark.mount
+def test_another_user_cannot_read_the_status(mount: Any, bucket: str, run_cli: Run,
+                                             tmp_path: Path) -> None:
+    m = mount(bucket)
+    (m.path / "a.txt").write_bytes(b"x")
+    assert status(run_cli, m.path)["totals"]["files_committed"] == 1  # root can
+    nobody = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+         "-m", "s3mpfs", "status", str(m.path), "--json"],
+        capture_output=True, text=True, timeout=30, cwd="/", check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert nobody.returncode == 1, (nobody.stdout, nobody.stderr)
+    assert nobody.stdout == ""
+    assert "permission denied" in nobody.stderr, nobody.stderr
+    sock = socket_path(str(m.path), 0)
+    assert stat.S_IMODE(os.stat(os.path.dirname(sock)).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(sock).st_mode) & 0o077 == 0
+
+
+def test_status_of_something_not_mounted(run_cli: Run, tmp_path: Path) -> None:
+    result = run_cli("status", str(tmp_path), "--json")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip() == f"s3mpfs status: {tmp_path} is not mounted"
