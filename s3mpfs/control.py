@@ -98,6 +98,15 @@ class MountReport:
             await trio.sleep(SAMPLE_INTERVAL)
 
 
+def _answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 def _peer_uid(sock: trio.socket.SocketType) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", creds)[1]
@@ -112,7 +121,9 @@ async def serve(report: MountReport, *,
     try:
         _private_dir(os.path.dirname(path), uid)
         if os.path.exists(path):
-            os.unlink(path)  # a crashed mount's (two mounts on one point cannot coexist)
+            if _answers(path):
+                raise ControlError(f"another s3mpfs process answers on {path}")
+            os.unlink(path)  # a crashed mount's
         old = os.umask(0o177)
         try:
             await listener.bind(path)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
-from . import control
+from . import control, metrics
 from .config import MountConfig
 from .errors import S3mpfsError, describe, s3_error_code
 from .integrity import ChecksumIgnored
@@ -91,6 +91,9 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
             trio.CapacityLimiter(config.upload_concurrency), config.part_size,
             registry=registry, expected_sse=config.sse, stats=stats)
         namespace = Namespace(config, store, shared)
+        await _start_reporting(nursery, config, control.MountReport(
+            config, stats, shared, lambda: sum(
+                1 for node in namespace.names.table.nodes() if node.meta_dirty)))
         options = set(pyfuse3.default_options)
         options |= {f"fsname=s3mpfs:{config.prefix_display}", "subtype=s3mpfs"}
         options |= set(config.fuse_options)
@@ -101,9 +104,6 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
                              "mount point, and is /dev/fuse usable?") from None
         nursery.start_soon(_stop_on_signal)
         nursery.start_soon(_sweep, registry)
-        await _start_reporting(nursery, config, control.MountReport(
-            config, stats, shared, lambda: sum(
-                1 for node in namespace.names.table.nodes() if node.meta_dirty)))
         log.info("mounted %s on %s", config.prefix_display, config.mountpoint)
         ready()
         try:
@@ -121,6 +121,13 @@ async def _start_reporting(nursery: trio.Nursery, config: MountConfig,
                            report: control.MountReport) -> None:
     """The control socket (`s3mpfs status`) and, if asked for, the metrics endpoint."""
     await nursery.start(control.serve, report)
+    if config.metrics is not None:
+        host, port = config.metrics
+        try:
+            report.metrics_address = await nursery.start(metrics.serve, config.metrics, report)
+        except OSError as exc:
+            raise MountError(f"metrics={host}:{port}: cannot listen there: "
+                             f"{exc.strerror or exc}") from None
 
 
 async def _sweep(registry: UploadRegistry) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from helpers import is_mounted, list_keys, random_file, sha256_file, sha256_object, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 from s3proxy import FAULT_500, HOLD, S3Proxy
 
 from s3mpfs import __version__
@@ -258,3 +259,59 @@ def test_status_of_something_not_mounted(run_cli: Run, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.strip() == f"s3mpfs status: {tmp_path} is not mounted"
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def scrape(url: str) -> dict[str, float]:
+    """`curl` the endpoint; parse it as Prometheus text: {'name{label="v",...}': value}."""
+    result = subprocess.run(["curl", "-sSf", url], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(result.stdout):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items())
+                              if k != "mount")
+            values[f"{sample.name}{{{labels}}}"] = sample.value
+    return values
+
+
+@pytest.mark.mount
+def test_metrics_endpoint_serves_the_counters(proxy: S3Proxy, mount: Any, bucket: str,
+                                              run_cli: Run) -> None:
+    m = mount(bucket, f"endpoint_url={proxy.url}", "retries=1", "metrics=0")
+    address = status(run_cli, m.path)["mount"]["metrics"]
+    assert address.startswith("127.0.0.1:"), address  # loopback unless told otherwise
+    url = f"http://{address}/metrics"
+    assert scrape(url)["s3mpfs_files_committed_total{}"] == 0
+    (m.path / "good.txt").write_bytes(b"kept")
+    proxy.add_fault("PutObject", FAULT_500, key_contains="doomed")
+    with pytest.raises(OSError):
+        with open(m.path / "doomed.txt", "wb") as f:
+            f.write(b"never stored")
+    metrics = scrape(url)
+    assert metrics["s3mpfs_files_committed_total{}"] == 1
+    assert metrics["s3mpfs_bytes_committed_total{}"] == 4
+    assert metrics["s3mpfs_uploads_failed_total{}"] == 1
+    assert metrics["s3mpfs_request_errors_total{}"] >= 1
+    assert metrics['s3mpfs_requests_total{operation="PutObject"}'] == \
+        status(run_cli, m.path)["totals"]["requests"]["PutObject"] >= 2
+    assert metrics["s3mpfs_uploads_in_flight{}"] == 0
+    assert metrics["s3mpfs_memory_limit_bytes{}"] == 64 * MiB
+    result = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                             f"http://{address}/other"], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.stdout == "404"
+
+
+@pytest.mark.mount
+def test_metrics_address_taken_refuses_the_mount(mount: Any, bucket: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        m = mount(bucket, f"metrics=127.0.0.1:{port}", expect_failure=True)
+    assert m.returncode == 1
+    assert f"metrics=127.0.0.1:{port}: cannot listen there" in m.log_text()
