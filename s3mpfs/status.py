@@ -25,7 +25,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .control import ControlError, mount_owner, request_status
+from .control import ControlError, mount_owner, request_status, socket_path
 
 POLL_INTERVAL = 0.5  # seconds between status requests of --watch and --wait
 EXIT_TIMEOUT = 120.0  # seconds unmount waits for the mount's process after fusermount3 -u
@@ -134,13 +134,12 @@ def status_main(args: Sequence[str]) -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Running (a zombie, ended but not yet reaped by its parent, is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def unmount_main(args: Sequence[str]) -> int:
@@ -151,8 +150,11 @@ def unmount_main(args: Sequence[str]) -> int:
                         help="wait for files being written, showing their progress")
     parsed = parser.parse_args(args)
     mnt = parsed.mountpoint
+    owner = mount_owner(mnt)
+    path = socket_path(mnt, owner if owner is not None else os.getuid())
     fusermount = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
     console = Console(stderr=True)
+    said = ""
     try:
         with Live(console=console, auto_refresh=False, transient=True) as live:
             while True:
@@ -165,9 +167,14 @@ def unmount_main(args: Sequence[str]) -> int:
                     return _fail("unmount", f"{len(files)} file(s) still being written "
                                  f"({names}); wait with: s3mpfs unmount --wait {mnt}")
                 if files:
-                    live.update(Group(Text(f"waiting for {len(files)} file(s) being "
-                                           "written before unmounting", style="bold"),
-                                      render(snap)), refresh=True)
+                    waiting = (f"waiting for {len(files)} file(s) being written before "
+                               f"unmounting: {', '.join(f['name'] for f in files)}")
+                    if console.is_terminal:
+                        live.update(Group(Text(waiting, style="bold"), render(snap)),
+                                    refresh=True)
+                    elif waiting != said:  # a log, not a screen: say it once
+                        console.print(waiting, soft_wrap=True)
+                        said = waiting
                     time.sleep(POLL_INTERVAL)
                     continue
                 result = subprocess.run([fusermount, "-u", mnt], capture_output=True,
@@ -182,11 +189,12 @@ def unmount_main(args: Sequence[str]) -> int:
                 time.sleep(POLL_INTERVAL)
         pid = int(snap["mount"]["pid"])
         deadline = time.monotonic() + EXIT_TIMEOUT
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)  # the process stores pending attributes, then exits
+        while _pid_alive(pid) and os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.1)  # it stores pending attributes, then removes its socket
         totals = snap["totals"]
         console.print(f"unmounted {mnt} ({totals['files_committed']} files, "
-                      f"{size(totals['bytes_committed'])} committed since mount)")
+                      f"{size(totals['bytes_committed'])} committed since mount)",
+                      soft_wrap=True)
         return 0
     except ControlError as exc:
         return _fail("unmount", str(exc))

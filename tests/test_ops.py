@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import is_mounted, list_keys, random_file, sha256_file, sha256_object, wait_for
+from helpers import (
+    is_mounted,
+    list_keys,
+    no_pending_uploads,
+    random_file,
+    sha256_file,
+    sha256_object,
+    wait_for,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from s3proxy import FAULT_500, HOLD, S3Proxy
 
@@ -315,3 +323,59 @@ def test_metrics_address_taken_refuses_the_mount(mount: Any, bucket: str) -> Non
         m = mount(bucket, f"metrics=127.0.0.1:{port}", expect_failure=True)
     assert m.returncode == 1
     assert f"metrics=127.0.0.1:{port}: cannot listen there" in m.log_text()
+
+
+# --------------------------------------------------------------------------- unmount
+
+
+@pytest.mark.mount
+def test_unmount_wait_waits_for_a_copy(proxy: S3Proxy, mount: Any, bucket: str,
+                                       run_cli: Run, tmp_path: Path, s3: Any) -> None:
+    src = random_file(tmp_path / "big.bin", 48 * MiB, seed=3)
+    m = mount(bucket, f"endpoint_url={proxy.url}")
+    holds = [proxy.add_fault("UploadPart", HOLD, part_number=n) for n in range(2, 6)]
+    copy = subprocess.Popen(["cp", str(src), str(m.path / "big.bin")],
+                            stderr=subprocess.PIPE, text=True)
+    log_path = tmp_path / "unmount.log"
+    try:
+        wait_for(lambda: all(r.held.is_set() for r in holds), timeout=60,
+                 message="parts 2-5 held")
+        refused = run_cli("unmount", str(m.path))
+        assert refused.returncode == 1
+        assert "1 file(s) still being written (big.bin)" in refused.stderr
+        assert "--wait" in refused.stderr and m.is_mounted()
+        with open(log_path, "wb") as log:
+            waiter = subprocess.Popen(
+                [sys.executable, "-m", "s3mpfs", "unmount", str(m.path), "--wait"],
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(REPO)})
+        wait_for(lambda: "waiting for 1 file(s) being written before unmounting: big.bin"
+                 in log_path.read_text(), timeout=30, message="unmount saying what it waits for")
+        assert waiter.poll() is None and m.is_mounted()
+        for rule in holds:
+            proxy.release(rule)
+        assert copy.wait(timeout=120) == 0, copy.stderr.read() if copy.stderr else ""
+        assert waiter.wait(timeout=120) == 0, log_path.read_text()
+    finally:
+        proxy.clear_faults()
+        for proc in (copy,):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert not m.is_mounted()
+    assert m.proc.wait(timeout=30) == 0  # the mount's process has ended, cleanly
+    assert "unmounted" in log_path.read_text() and "1 files, 48.0 MiB" in log_path.read_text()
+    assert no_pending_uploads(s3, bucket) == []
+    assert sha256_object(s3, bucket, "big.bin") == sha256_file(src)
+    assert "aborting" not in m.log_text()
+
+
+@pytest.mark.mount
+def test_unmount_without_uploads(mount: Any, bucket: str, run_cli: Run) -> None:
+    m = mount(bucket)
+    (m.path / "a.txt").write_bytes(b"a")
+    result = run_cli("unmount", str(m.path))
+    assert result.returncode == 0, result.stderr
+    assert not m.is_mounted() and m.proc.wait(timeout=30) == 0
+    again = run_cli("unmount", str(m.path))
+    assert again.returncode == 1 and "is not mounted" in again.stderr
