@@ -12,6 +12,7 @@ import ctypes
 import logging
 import logging.handlers
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -149,8 +150,13 @@ def _run(config: MountConfig, ready_fd: int | None = None) -> int:
             os.write(fd, message.encode() + b"\n")
             os.close(fd)
 
+    def mounted() -> None:
+        tell_parent("OK")
+        notify_systemd(f"READY=1\nSTATUS=mounted {config.prefix_display} on "
+                       f"{config.mountpoint}")
+
     try:
-        trio.run(serve, config, lambda: tell_parent("OK"))
+        trio.run(serve, config, mounted)
     except S3mpfsError as exc:
         tell_parent(f"ERR {exc}")
         return _fail(str(exc))
@@ -160,6 +166,21 @@ def _run(config: MountConfig, ready_fd: int | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def notify_systemd(message: str) -> None:
+    """sd_notify(3), for Type=notify services: a datagram to $NOTIFY_SOCKET, if set."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return
+    if address.startswith("@"):  # abstract namespace
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        except OSError as exc:
+            log.warning("could not tell systemd the mount is ready: %s", exc)
 
 
 def _daemonize(config: MountConfig) -> int:

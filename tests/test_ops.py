@@ -379,3 +379,51 @@ def test_unmount_without_uploads(mount: Any, bucket: str, run_cli: Run) -> None:
     assert not m.is_mounted() and m.proc.wait(timeout=30) == 0
     again = run_cli("unmount", str(m.path))
     assert again.returncode == 1 and "is not mounted" in again.stderr
+
+
+# --------------------------------------------------------------------------- systemd
+
+
+@pytest.mark.mount
+def test_mount_tells_systemd_it_is_ready(mount: Any, bucket: str,
+                                         syslog: SyslogStandIn) -> None:
+    """Type=notify: READY=1 reaches $NOTIFY_SOCKET once the mount answers."""
+    mount(bucket, env={"NOTIFY_SOCKET": syslog.path})
+    ready = wait_for(lambda: syslog.received("READY=1"), message="READY=1")
+    assert f"STATUS=mounted {bucket} on " in ready
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_systemd_units_verify(tmp_path: Path) -> None:
+    """The template unit and the units systemd makes of the fstab example verify."""
+    s3mpfs = Path(sys.executable).parent / "s3mpfs"  # the unit names /usr/local/bin/s3mpfs
+    unit = (REPO / "contrib" / "s3mpfs@.service").read_text()
+    assert "Type=notify" in unit and "network-online.target" in unit
+    assert "unmount --wait" in unit
+    (tmp_path / "s3mpfs@.service").write_text(unit.replace("/usr/local/bin/s3mpfs",
+                                                           str(s3mpfs)))
+    (tmp_path / "s3mpfs@mnt-backups.service").symlink_to("s3mpfs@.service")
+    verify = subprocess.run(["systemd-analyze", "verify",
+                             str(tmp_path / "s3mpfs@mnt-backups.service")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+
+    generator = Path("/lib/systemd/system-generators/systemd-fstab-generator")
+    if not generator.exists():
+        pytest.skip("no systemd-fstab-generator")
+    out = tmp_path / "generated"
+    out.mkdir()
+    env = {**os.environ, "SYSTEMD_FSTAB": str(REPO / "contrib" / "fstab.example"),
+           "SYSTEMD_PROC_CMDLINE": ""}
+    subprocess.run([str(generator), str(out), str(out), str(out)], env=env, check=True,
+                   timeout=60)
+    mount_unit = (out / "mnt-backups.mount").read_text()
+    assert "Type=fuse.s3mpfs" in mount_unit and "What=mybucket:backups" in mount_unit
+    assert (out / "mnt-backups.automount").exists()
+    assert (out / "remote-fs.target.requires" / "mnt-backups.automount").exists()
+    verify = subprocess.run(["systemd-analyze", "verify", str(out / "mnt-backups.automount"),
+                             str(out / "mnt-backups.mount")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    readme = (REPO / "README.md").read_text()
+    assert (REPO / "contrib" / "fstab.example").read_text().splitlines()[-1] in readme
