@@ -46,6 +46,10 @@ def size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def files_count(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
 def render(snap: dict[str, Any]) -> RenderableType:
     """The status as rich renderables: header, files being written, totals."""
     m, t = snap["mount"], snap["totals"]
@@ -53,23 +57,23 @@ def render(snap: dict[str, Any]) -> RenderableType:
                            (m.get("mountpoint", ""), "bold"),
                            f"  pid {m.get('pid')}  up {_duration(m.get('uptime', 0))}")
     files = Table(title=None, expand=True, show_edge=False, pad_edge=False)
-    for name, justify in (("file", "left"), ("written", "right"), ("sent", "right"),
-                          ("parts sent", "right"), ("in flight", "right"),
-                          ("retried", "right"), ("rate", "right"), ("", "left")):
-        files.add_column(name, justify=justify, no_wrap=name != "file")  # type: ignore[arg-type]
+    files.add_column("file", ratio=2, min_width=8, overflow="fold")
+    for name in ("written", "sent", "parts\nsent", "in\nflight", "re-\ntried", "rate"):
+        files.add_column(name, justify="right", no_wrap=True)
+    files.add_column("", ratio=1, min_width=8, no_wrap=True)
     for f in snap["uploads"]:
         total = max(f["bytes_written"], 1)
         files.add_row(
             Text(f["name"], style="red" if f.get("failed") else ""),
             size(f["bytes_written"]), size(f["bytes_sent"]), str(f["parts_sent"]),
             str(f["parts_in_flight"]), str(f["parts_retried"]), f"{size(f['rate'])}/s",
-            ProgressBar(total=total, completed=min(f["bytes_sent"], total), width=24))
+            ProgressBar(total=total, completed=min(f["bytes_sent"], total)))
     if not snap["uploads"]:
         files.add_row(Text("no file is being written", style="dim"))
     totals = Table.grid(padding=(0, 2))
     totals.add_column(style="bold")
     totals.add_column()
-    requests = ", ".join(f"{k} {v}" for k, v in t["requests"].items()) or "none"
+    requests = "  ".join(f"{k}={v}" for k, v in t["requests"].items()) or "none"
     failed = str(t["files_failed"])
     if t["last_failure"]:
         failed += f"  (last: {t['last_failure']})"
@@ -77,7 +81,7 @@ def render(snap: dict[str, Any]) -> RenderableType:
     if t["last_request_error"]:
         errors += f"  (last: {t['last_request_error']})"
     rows = [
-        ("committed", f"{t['files_committed']} files, {size(t['bytes_committed'])}"),
+        ("committed", f"{files_count(t['files_committed'])}, {size(t['bytes_committed'])}"),
         ("failed uploads", failed),
         ("requests", requests),
         ("retries", str(t["retries"])),
@@ -192,7 +196,7 @@ def unmount_main(args: Sequence[str]) -> int:
         while _pid_alive(pid) and os.path.exists(path) and time.monotonic() < deadline:
             time.sleep(0.1)  # it stores pending attributes, then removes its socket
         totals = snap["totals"]
-        console.print(f"unmounted {mnt} ({totals['files_committed']} files, "
+        console.print(f"unmounted {mnt} ({files_count(totals['files_committed'])}, "
                       f"{size(totals['bytes_committed'])} committed since mount)",
                       soft_wrap=True)
         return 0

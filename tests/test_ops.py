@@ -240,7 +240,7 @@ def test_status_follows_a_throttled_copy(proxy: S3Proxy, mount: Any, bucket: str
     assert sha256_object(s3, bucket, "dir/big.bin") == sha256_file(src)
     text = run_cli("status", str(m.path))
     assert text.returncode == 0, text.stderr
-    assert "1 files, 200.0 MiB" in text.stdout and "testing" not in text.stdout
+    assert "1 file, 200.0 MiB" in text.stdout and "testing" not in text.stdout
 
 
 @pytest.mark.mount
@@ -364,7 +364,7 @@ def test_unmount_wait_waits_for_a_copy(proxy: S3Proxy, mount: Any, bucket: str,
                 proc.wait()
     assert not m.is_mounted()
     assert m.proc.wait(timeout=30) == 0  # the mount's process has ended, cleanly
-    assert "unmounted" in log_path.read_text() and "1 files, 48.0 MiB" in log_path.read_text()
+    assert "unmounted" in log_path.read_text() and "1 file, 48.0 MiB" in log_path.read_text()
     assert no_pending_uploads(s3, bucket) == []
     assert sha256_object(s3, bucket, "big.bin") == sha256_file(src)
     assert "aborting" not in m.log_text()
