@@ -103,12 +103,8 @@ class Namespace:
             raise NotADirectory(node.path)
         await self._check_empty(node.path)
         await self.store.delete(self.names.dir_key(node.path))
-        node.unlinked = True
-        parent = self.table.at(node.parent_path)
-        if parent is not None:
-            self._entries_changed(parent, name, present=False)
         self.names.forget_dir(node.path)
-        self.table.detach(node.path)
+        self._removed(node)
 
     async def _check_empty(self, path: str) -> None:
         listing = await self.store.list(self.names.dir_key(path), max_keys=2)
@@ -134,10 +130,14 @@ class Namespace:
             node.upload = None
         node.meta_dirty = False
         await self.store.delete(self.names.file_key(node.path))
+        self._removed(node)
+
+    def _removed(self, node: Node) -> None:
+        """The node's name is gone (unlinked or removed); open descriptors keep it."""
         node.unlinked = True
         parent = self.table.at(node.parent_path)
         if parent is not None:
-            self._entries_changed(parent, name, present=False)
+            self._entries_changed(parent, node.name, present=False)
         self.table.detach(node.path)
 
     async def create(self, parent_inode: int, name: str, mode: int, uid: int,
