@@ -12,6 +12,7 @@ import json
 import os
 import re
 import stat
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -390,7 +391,9 @@ def options_help() -> str:
         lines.append(f"  {o.name:<24} {o.values}{default}")
         lines.append(f"  {'':<24} {o.meaning}")
     fuse = sorted(FUSE_FLAGS - MOUNT_ONLY) + sorted(n + "=" for n in FUSE_VALUED - MOUNT_ONLY)
-    lines.append(f"  {'FUSE options':<24} {', '.join(fuse)}")
+    wrapped = textwrap.wrap(", ".join(fuse), width=72)
+    lines.append(f"  {'FUSE options':<24} {wrapped[0]}")
+    lines.extend(f"  {'':<24} {line}" for line in wrapped[1:])
     lines.append(f"  {'':<24} passed to FUSE; {', '.join(sorted(MOUNT_ONLY))} are accepted "
                  "and ignored")
     return "\n".join(lines)
