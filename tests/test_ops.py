@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -427,3 +428,26 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
     readme = (REPO / "README.md").read_text()
     assert (REPO / "contrib" / "fstab.example").read_text().splitlines()[-1] in readme
+
+
+@pytest.mark.mount
+def test_status_and_metrics_never_show_keys(mount: Any, bucket: str, run_cli: Run,
+                                            tmp_path: Path) -> None:
+    key = b"STATUS-SSE-C-KEY-never-printed!!"
+    key_file = tmp_path / "key"
+    key_file.write_bytes(key)
+    key_file.chmod(0o600)
+    m = mount(bucket, f"sse_c_key_file={key_file}", "metrics=0")
+    (m.path / "secret.txt").write_bytes(b"data")
+    outputs = [run_cli("status", str(m.path), "--json").stdout,
+               run_cli("status", str(m.path)).stdout]
+    address = json.loads(outputs[0])["mount"]["metrics"]
+    outputs.append(subprocess.run(["curl", "-sSf", f"http://{address}/metrics"],
+                                  capture_output=True, text=True, timeout=30).stdout)
+    assert json.loads(outputs[0])["totals"]["files_committed"] == 1
+    forbidden = [base64.b64encode(key).decode(), key.hex(), key.decode(), "testing",
+                 str(key_file)]
+    for text in outputs:
+        assert text
+        for secret in forbidden:
+            assert secret not in text
