@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pty
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -451,3 +453,39 @@ def test_status_and_metrics_never_show_keys(mount: Any, bucket: str, run_cli: Ru
         assert text
         for secret in forbidden:
             assert secret not in text
+
+
+@pytest.mark.mount
+def test_status_watch_redraws_in_place(mount: Any, bucket: str) -> None:
+    """On a terminal, --watch redraws the same lines (cursor up, erase line) each interval
+    and leaves on Ctrl-C with status 0."""
+    m = mount(bucket)
+    master, slave = pty.openpty()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "s3mpfs", "status", str(m.path), "--watch",
+         "--interval", "0.2"], stdin=slave, stdout=slave, stderr=slave,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm", "COLUMNS": "100"})
+    os.close(slave)
+    os.set_blocking(master, False)
+    screen = bytearray()
+
+    def drawn(times: int) -> bool:
+        try:
+            screen.extend(os.read(master, 65536))
+        except BlockingIOError:
+            pass
+        return screen.count(b"pending attribute writes") >= times
+
+    try:
+        wait_for(lambda: drawn(1), timeout=30, message="the first frame")
+        (m.path / "new.txt").write_bytes(b"x")
+        wait_for(lambda: drawn(3) and b"1 file," in screen, timeout=30,
+                 message="frames showing the new file committed")
+        assert b"\x1b[1A" in screen and b"\x1b[2K" in screen  # cursor up, erase line
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=30) == 0
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+        os.close(master)
