@@ -28,6 +28,7 @@ MAX_PART_SIZE = 5 * GiB
 DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_UPLOAD_CONCURRENCY = 4
 DEFAULT_MEMORY_LIMIT = 64 * MiB
+DEFAULT_CACHE_SIZE = 4 * GiB  # bytes written out of order, spooled on local disk, mount-wide
 
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
 CHECKSUMS = ("auto", "crc32", "crc32c", "sha1", "sha256", "md5", "off")
@@ -86,6 +87,8 @@ class MountConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     read_ahead: int = 8 * MiB
+    cache_dir: str = field(default_factory=lambda: default_cache_dir())
+    cache_size: int = DEFAULT_CACHE_SIZE  # 0: no spool, writes out of order are refused
     debug: bool = False
     log_file: str | None = None
     read_only: bool = False
@@ -94,6 +97,17 @@ class MountConfig:
     @property
     def prefix_display(self) -> str:
         return f"{self.bucket}:{self.prefix}" if self.prefix else self.bucket
+
+
+def default_cache_dir() -> str:
+    """Where files written at random offsets are spooled: $XDG_CACHE_HOME/s3mpfs, else
+    /var/cache/s3mpfs for root, ~/.cache/s3mpfs for others."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return os.path.join(os.path.abspath(xdg), "s3mpfs")
+    if os.geteuid() == 0:
+        return "/var/cache/s3mpfs"
+    return os.path.join(os.path.expanduser("~"), ".cache", "s3mpfs")
 
 
 _SIZE_RE = re.compile(r"^(\d+)([kKmMgGtT]?)(i?[bB])?$")
@@ -322,4 +336,6 @@ _VALUED = {
     "read_timeout": _parse_float,
     "read_ahead": lambda v, o: parse_size(v, o),
     "log_file": lambda v, o: os.path.abspath(v),
+    "cache_dir": lambda v, o: os.path.abspath(v),
+    "cache_size": lambda v, o: parse_size(v, o),
 }

@@ -21,6 +21,7 @@ from .integrity import ChecksumIgnored
 from .namespace import Namespace
 from .operations import S3Operations
 from .registry import UploadRegistry
+from .spool import SpoolSpace
 from .store import S3Store
 from .upload import MemoryBudget, UploadShared
 
@@ -86,7 +87,13 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         shared = UploadShared(
             store, nursery, MemoryBudget(config.memory_limit),
             trio.CapacityLimiter(config.upload_concurrency), config.part_size,
-            registry=registry, expected_sse=config.sse)
+            registry=registry, expected_sse=config.sse,
+            spool=SpoolSpace(config.cache_dir, config.cache_size), read_ahead=config.read_ahead)
+        try:
+            shared.spool.prepare()
+        except OSError as exc:
+            raise MountError(f"cannot use cache_dir={config.cache_dir}: {exc.strerror}; "
+                             "choose another with -o cache_dir=... or cache_size=0") from None
         namespace = Namespace(config, store, shared)
         options = set(pyfuse3.default_options)
         options |= {f"fsname=s3mpfs:{config.prefix_display}", "subtype=s3mpfs"}

@@ -3,7 +3,6 @@ moto, files written with ordinary tools, the bucket checked afterwards with boto
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -351,24 +350,6 @@ def test_failed_upload_reports_error_and_keeps_old_version(
 def _write_at(fd: int, offset: int, data: bytes) -> int:
     os.lseek(fd, offset, os.SEEK_SET)
     return os.write(fd, data)
-
-
-def test_write_before_the_end_fails_loudly(s3: Any, bucket: str, mount: Any) -> None:
-    m = mount(bucket)
-    fd = os.open(m.path / "rewrite", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        assert _write_at(fd, 0, b"0123456789") == 10
-        with pytest.raises(OSError) as info:
-            _write_at(fd, 0, b"ABCDEFGHIJ")
-        assert info.value.errno in (errno.EINVAL, errno.EOPNOTSUPP), info.value
-        with pytest.raises(OSError) as info:
-            _write_at(fd, 5, b"xx")
-        assert info.value.errno in (errno.EINVAL, errno.EOPNOTSUPP), info.value
-    finally:
-        os.close(fd)
-    # The refused writes changed nothing: what was accepted is what S3 holds.
-    body = s3.get_object(Bucket=bucket, Key="rewrite")["Body"].read()
-    assert body == b"0123456789"
 
 
 @pytest.mark.parametrize(
