@@ -243,3 +243,55 @@ def test_spool_full_fails_the_write_with_enospc(
         os.close(fd)
     assert body(s3, bucket, "obj") == b"a" * 10 + b"b" * 1000 + b"a" * (100_000 - 1010)
     assert "spool" in m.log_text() and "full" in m.log_text()
+
+
+def test_fsync_publishes_what_was_written_and_writing_goes_on(
+    s3: Any, bucket: str, mount: Any
+) -> None:
+    m = mount(bucket, "part_size=5M")
+    first = random_bytes(6 * MiB, seed=7)
+    fd = os.open(m.path / "log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, first)
+        os.fsync(fd)
+        assert body(s3, bucket, "log") == first  # durable before close
+        os.write(fd, b"more")
+        os.fsync(fd)
+        assert body(s3, bucket, "log") == first + b"more"
+        os.write(fd, b"tail")
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "log") == first + b"moretail"
+    assert pending(s3, bucket) == []
+
+
+def test_two_writers_on_one_file_last_close_publishes_both(
+    s3: Any, bucket: str, mount: Any
+) -> None:
+    m = mount(bucket)
+    path = m.path / "shared"
+    a = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    b = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(a, b"A" * 100, 0)
+        os.pwrite(b, b"B" * 50, 100)
+        os.pwrite(a, b"a" * 10, 120)
+        assert os.pread(b, 200, 0) == b"A" * 100 + b"B" * 20 + b"a" * 10 + b"B" * 20
+        os.close(a)
+        a = -1
+        os.pwrite(b, b"!", 0)
+    finally:
+        if a >= 0:
+            os.close(a)
+        os.close(b)
+    assert body(s3, bucket, "shared") == b"!" + b"A" * 99 + b"B" * 20 + b"a" * 10 + b"B" * 20
+    # A second process writing the same file through its own descriptor.
+    fd = os.open(path, os.O_RDWR)
+    try:
+        script = (f"import os; f = os.open({str(path)!r}, os.O_RDWR); "
+                  "os.pwrite(f, b'P', 5); os.close(f)")
+        subprocess.run(["python3", "-c", script], check=True, timeout=60)
+        os.pwrite(fd, b"Q", 6)
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "shared")[:8] == b"!AAAAPQA"
