@@ -219,9 +219,13 @@ def _memory_kib(pid: int) -> dict[str, int]:
     return values
 
 
-def test_1gib_copy_keeps_memory_bounded(s3: Any, bucket: str, mount: Any) -> None:
+def test_1gib_copy_keeps_memory_bounded(
+    s3: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
     size = 1 * GiB
-    m = mount(bucket)
+    spool = tmp_path / "spool"
+    m = mount(bucket, f"cache_dir={spool}")
+    spool_before = spool.stat().st_mtime_ns  # a spool file created (even unlinked) moves it
     pid = m.proc.pid
     baseline = _memory_kib(pid)
     peak = dict(baseline)
@@ -259,6 +263,8 @@ def test_1gib_copy_keeps_memory_bounded(s3: Any, bucket: str, mount: Any) -> Non
     assert parts == 64 + (size - 64 * DEFAULT_PART) // part_size_for(65, DEFAULT_PART) == 96
     assert etag_parts(head["ETag"]) == parts
     assert no_pending_uploads(s3, bucket) == []
+    assert spool.stat().st_mtime_ns == spool_before, "a sequential copy touched the spool"
+    assert list(spool.iterdir()) == []
     # Last, so that everything above is checked even while this is a known failure.
     assert peak_mib < 200, f"mount peaked at {peak_mib:.0f} MiB (baseline {baseline} KiB)"
 
