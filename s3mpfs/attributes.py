@@ -20,7 +20,7 @@ from .errors import describe, root_cause
 from .inodes import Node
 from .metadata import encode
 from .names import Names
-from .store import S3Store
+from .store import DIRECTORY_TYPE, S3Store
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,11 @@ class AttributeWriter:
             node.meta_writing = False
 
     async def _store(self, node: Node) -> None:
-        if node.is_dir:  # its marker object carries them
-            await self.store.put_object(self.names.dir_key(node.path), b"",
-                                        encode(node.attrs))
+        if node.is_dir:  # its marker object carries them, and keeps what else it had
+            key = self.names.dir_key(node.path)
+            marker = node.head or await self.names.head(key)
+            await self.store.put_object(key, b"", encode(node.attrs), replacing=marker,
+                                        content_type=DIRECTORY_TYPE)
             node.meta_known = True
             return
         key = self.names.file_key(node.path)

@@ -116,7 +116,7 @@ class Names:
                        last_modified=marker.mtime if marker else self.mounted_at,
                        defaults=self.defaults)
         node = self.table.put(path, attrs)
-        node.size, node.meta_known = 0, marker is not None
+        node.size, node.meta_known, node.head = 0, marker is not None, marker
         return node
 
     async def head(self, key: str) -> ObjectInfo | None:

@@ -35,7 +35,7 @@ from .inodes import Node
 from .metadata import MAX_METADATA, Attributes, encode, format_mtime, metadata_size
 from .names import Names
 from .openfiles import OpenFiles
-from .store import ObjectInfo, S3Store
+from .store import DIRECTORY_TYPE, ObjectInfo, S3Store
 from .upload import Upload, UploadShared
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ class Namespace:
         if await self._exists(parent, name):
             raise Exists(path)
         attrs = Attributes(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, time.time())
-        await self.store.put_object(self.names.dir_key(path), b"", encode(attrs))
+        await self.store.put_object(self.names.dir_key(path), b"", encode(attrs),
+                                    content_type=DIRECTORY_TYPE)
         node = self.table.put(path, attrs)
         node.meta_known, node.unlinked = True, False
         self._entries_changed(parent, name, present=True)
@@ -102,12 +103,8 @@ class Namespace:
             raise NotADirectory(node.path)
         await self._check_empty(node.path)
         await self.store.delete(self.names.dir_key(node.path))
-        node.unlinked = True
-        parent = self.table.at(node.parent_path)
-        if parent is not None:
-            self._entries_changed(parent, name, present=False)
         self.names.forget_dir(node.path)
-        self.table.detach(node.path)
+        self._removed(node)
 
     async def _check_empty(self, path: str) -> None:
         listing = await self.store.list(self.names.dir_key(path), max_keys=2)
@@ -133,10 +130,14 @@ class Namespace:
             node.upload = None
         node.meta_dirty = False
         await self.store.delete(self.names.file_key(node.path))
+        self._removed(node)
+
+    def _removed(self, node: Node) -> None:
+        """The node's name is gone (unlinked or removed); open descriptors keep it."""
         node.unlinked = True
         parent = self.table.at(node.parent_path)
         if parent is not None:
-            self._entries_changed(parent, name, present=False)
+            self._entries_changed(parent, node.name, present=False)
         self.table.detach(node.path)
 
     async def create(self, parent_inode: int, name: str, mode: int, uid: int,
@@ -474,7 +475,8 @@ class Namespace:
             for info in listing.objects:
                 nursery.start_soon(move, info)
         if not any(info.key == old_prefix for info in listing.objects):
-            await self.store.put_object(new_prefix, b"", encode(node.attrs))  # keep the dir
+            await self.store.put_object(new_prefix, b"", encode(node.attrs),  # keep the dir
+                                        content_type=DIRECTORY_TYPE)
 
 
 def _readable(flags: int) -> bool:

@@ -39,6 +39,7 @@ _BAD_DIGEST = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch",
 COPIED_HEADERS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding",
                   "ContentLanguage", "Expires", "WebsiteRedirectLocation")
 PROBE_DIR = ".s3mpfs/"  # under the mount's prefix, hidden from the mount
+DIRECTORY_TYPE = "application/x-directory"  # the Content-Type of `dir/` markers, as s3fs
 
 
 @dataclass
@@ -84,8 +85,8 @@ class ObjectStore(Protocol):
     async def head(self, key: str) -> ObjectInfo: ...
     async def get_range(self, key: str, start: int, end: int, etag: str = "") -> bytes: ...
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
-                         only_new: bool = False,
-                         replacing: ObjectInfo | None = None) -> dict: ...
+                         only_new: bool = False, replacing: ObjectInfo | None = None,
+                         content_type: str | None = None) -> dict: ...
     async def create_multipart(self, key: str, metadata: dict[str, str],
                                replacing: ObjectInfo | None = None) -> str: ...
     async def upload_part(self, key: str, upload_id: str, number: int,
@@ -283,12 +284,16 @@ class S3Store:
         return await trio.to_thread.run_sync(fetch, limiter=self._limiter)
 
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
-                         only_new: bool = False, replacing: ObjectInfo | None = None) -> dict:
+                         only_new: bool = False, replacing: ObjectInfo | None = None,
+                         content_type: str | None = None) -> dict:
         """Store a whole object. `only_new`: fail with PreconditionFailed rather than
         replace an object someone else created meanwhile (where the server can tell).
-        `replacing`: the version it replaces, whose headers and tags it keeps."""
+        `replacing`: the version it replaces, whose headers and tags it keeps.
+        `content_type`: unless the replaced version has one."""
         condition = {"IfNoneMatch": "*"} if only_new and self.conditional_create else {}
         params = {**self._new_object(metadata, replacing), **await self._tags_of(replacing)}
+        if content_type:
+            params.setdefault("ContentType", content_type)
         return await self._send(self._client.put_object, data, f"PutObject of {key}",
                                 Key=key, **params, **condition)
 

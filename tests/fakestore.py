@@ -164,7 +164,8 @@ class FakeStore:
         return self.objects[key].data[start:end]
 
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
-                         only_new: bool = False, replacing: ObjectInfo | None = None) -> dict:
+                         only_new: bool = False, replacing: ObjectInfo | None = None,
+                         content_type: str | None = None) -> dict:
         await self._enter("put_object", (key, len(data)))
         if only_new and key in self.objects:
             raise client_error("PreconditionFailed", "PutObject", 412)

@@ -218,3 +218,16 @@ def test_a_new_version_keeps_every_header(
         assert cp(src, path).returncode == 0, m.log_text()
     head = assert_foreign_kept(s3, bucket, "a.html")
     assert "mode" in head["Metadata"]
+
+
+def test_directory_markers_keep_their_headers(s3: Any, bucket: str, mount: Any) -> None:
+    s3.put_object(Bucket=bucket, Key="d/", Body=b"", ContentType="application/x-directory",
+                  Metadata={"foreign": "keepme"})
+    m = mount(bucket)
+    os.chmod(m.path / "d", 0o700)
+    head = wait_for(lambda: (h := s3.head_object(Bucket=bucket, Key="d/"))["Metadata"].get(
+        "mode") == str(stat.S_IFDIR | 0o700) and h, message="the mode to be stored")
+    assert head["ContentType"] == "application/x-directory"
+    assert head["Metadata"]["foreign"] == "keepme"
+    (m.path / "new").mkdir()
+    assert s3.head_object(Bucket=bucket, Key="new/")["ContentType"] == "application/x-directory"
