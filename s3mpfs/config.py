@@ -30,6 +30,7 @@ MAX_PART_SIZE = 5 * GiB
 DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_UPLOAD_CONCURRENCY = 4
 DEFAULT_MEMORY_LIMIT = 64 * MiB
+DEFAULT_CACHE_SIZE = 4 * GiB  # bytes written out of order, spooled on local disk, mount-wide
 
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
 CHECKSUMS = ("auto", "crc32", "crc32c", "sha1", "sha256", "md5", "off")
@@ -88,6 +89,8 @@ class MountConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     read_ahead: int = 8 * MiB
+    cache_dir: str = field(default_factory=lambda: default_cache_dir())
+    cache_size: int = DEFAULT_CACHE_SIZE  # 0: no spool, writes out of order are refused
     debug: bool = False
     log_file: str | None = None
     metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
@@ -97,6 +100,17 @@ class MountConfig:
     @property
     def prefix_display(self) -> str:
         return f"{self.bucket}:{self.prefix}" if self.prefix else self.bucket
+
+
+def default_cache_dir() -> str:
+    """Where files written at random offsets are spooled: $XDG_CACHE_HOME/s3mpfs, else
+    /var/cache/s3mpfs for root, ~/.cache/s3mpfs for others."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return os.path.join(os.path.abspath(xdg), "s3mpfs")
+    if os.geteuid() == 0:
+        return "/var/cache/s3mpfs"
+    return os.path.join(os.path.expanduser("~"), ".cache", "s3mpfs")
 
 
 _SIZE_RE = re.compile(r"^(\d+)([kKmMgGtT]?)(i?[bB])?$")
@@ -374,6 +388,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("debug", "flag", "off", "log every S3 request (never keys or bodies)"),
     Option("log_file", "path", "syslog; with -f, stderr",
            "log to this file instead", lambda v, o: os.path.abspath(v)),
+    Option("cache_dir", "path", "$XDG_CACHE_HOME/s3mpfs, /var/cache/s3mpfs for root",
+           "local spool of files written at random offsets", lambda v, o: os.path.abspath(v)),
+    Option("cache_size", "size; 0 disables", "4G",
+           "spooled bytes across the mount; a write beyond it fails with ENOSPC",
+           lambda v, o: parse_size(v, o)),
     Option("metrics", "PORT or HOST:PORT", "off",
            "serve Prometheus metrics over HTTP (HOST defaults to 127.0.0.1)",
            _metrics_address),

@@ -22,6 +22,7 @@ from .integrity import ChecksumIgnored
 from .namespace import Namespace
 from .operations import S3Operations
 from .registry import UploadRegistry
+from .spool import SpoolSpace
 from .stats import MountStats
 from .store import S3Store
 from .upload import MemoryBudget, UploadShared
@@ -89,7 +90,14 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         shared = UploadShared(
             store, nursery, MemoryBudget(config.memory_limit),
             trio.CapacityLimiter(config.upload_concurrency), config.part_size,
-            registry=registry, expected_sse=config.sse, stats=stats)
+            registry=registry, expected_sse=config.sse,
+            spool=SpoolSpace(config.cache_dir, config.cache_size), read_ahead=config.read_ahead,
+            stats=stats)
+        try:
+            shared.spool.prepare()
+        except OSError as exc:
+            raise MountError(f"cannot use cache_dir={config.cache_dir}: {exc.strerror}; "
+                             "choose another with -o cache_dir=... or cache_size=0") from None
         namespace = Namespace(config, store, shared)
         await _start_reporting(nursery, config, control.MountReport(
             config, stats, shared, lambda: sum(

@@ -106,7 +106,7 @@ class MountStats:
                 self.last_failure = str(upload.error)
             elif upload.result is not None:
                 self.files_committed += 1
-                self.bytes_committed += upload.planner.size
+                self.bytes_committed += upload.size
             for table in (self._retried, self._sent):
                 table.pop(upload.key, None)
             self._history.pop(upload.key, None)
