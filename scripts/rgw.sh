@@ -253,6 +253,8 @@ EOF
 }
 
 stop_daemons() {
+    # SIGKILL: the cluster is thrown away, so there is nothing to shut down cleanly (a memstore
+    # OSD would otherwise spend seconds on it).
     local pids=() f pid
     for f in "$DIR"/run/*.pid; do
         [[ -s "$f" ]] || continue
@@ -260,15 +262,14 @@ stop_daemons() {
         # Only our daemons: the process must be a ceph daemon using this directory's config.
         if [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" \
             | grep -qF -- "$DIR/ceph.conf"; then
-            kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+            kill -KILL "$pid" 2>/dev/null && pids+=("$pid")
         fi
     done
     local deadline=$((SECONDS + 10))
     for pid in "${pids[@]}"; do
         while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-            sleep 0.1
+            sleep 0.05
         done
-        kill -KILL "$pid" 2>/dev/null || true
     done
 }
 

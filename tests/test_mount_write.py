@@ -78,11 +78,14 @@ def proxy(s3_server: str) -> Iterator[S3Proxy]:
 
 
 @pytest.fixture(scope="module")
-def kms_key_id(s3_server: str) -> str:
-    """A KMS key created in moto's KMS (same endpoint as its S3)."""
+def kms_key_id(s3_backend: Any) -> str:
+    """A KMS key: RGW's (its "testing" KMS backend has fixed keys), or one created in moto's
+    KMS (same endpoint as its S3)."""
     import boto3
 
-    kms = boto3.client("kms", endpoint_url=s3_server, region_name="us-east-1")
+    if s3_backend.kms_key_id:
+        return s3_backend.kms_key_id
+    kms = boto3.client("kms", endpoint_url=s3_backend.endpoint, region_name="us-east-1")
     return kms.create_key(Description="s3mpfs tests")["KeyMetadata"]["KeyId"]
 
 
