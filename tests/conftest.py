@@ -436,6 +436,13 @@ def _stat_within(path: Path, timeout: float) -> bool:
 MountFactory = Callable[..., Mount]
 
 
+def extra_mount_options() -> list[str]:
+    """Options from $S3MPFS_TEST_MOUNT_OPTIONS (comma-separated) for every test mount, before
+    the test's own (which win), e.g. `checksum=md5` to try a server without flexible
+    checksums."""
+    return [o for o in os.environ.get("S3MPFS_TEST_MOUNT_OPTIONS", "").split(",") if o.strip()]
+
+
 @pytest.fixture
 def mount(
     s3_server: str, bucket: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -464,7 +471,8 @@ def mount(
         mountpoint = tmp_path / f"mnt{n}"
         mountpoint.mkdir()
         log_path = tmp_path / f"mount{n}.log"
-        opts = ",".join([f"endpoint_url={s3_server}", f"region={REGION}", *options])
+        opts = ",".join([f"endpoint_url={s3_server}", f"region={REGION}", *extra_mount_options(),
+                         *options])
         argv = [sys.executable, "-m", "s3mpfs", bucket_spec, str(mountpoint), "-f", "-o", opts]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(

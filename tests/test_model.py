@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REGION, REPO_ROOT, Mount
+from conftest import REGION, REPO_ROOT, Mount, extra_mount_options
 from helpers import no_pending_uploads, wait_for
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
@@ -95,7 +95,8 @@ def shared_mount(
     mountpoint = base / "mnt"
     mountpoint.mkdir()
     log_path = base / "mount.log"
-    opts = f"endpoint_url={s3_server},region={REGION},part_size=5M"
+    opts = ",".join([f"endpoint_url={s3_server}", f"region={REGION}", *extra_mount_options(),
+                     "part_size=5M"])
     argv = [sys.executable, "-m", "s3mpfs", bucket, str(mountpoint), "-f", "-o", opts]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
     with open(log_path, "wb") as log:
