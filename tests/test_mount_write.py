@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from helpers import (
+    list_keys,
     no_pending_uploads,
     random_bytes,
     random_file,
@@ -136,8 +137,20 @@ def _encryption_cases() -> list[Any]:
     ]
 
 
+def _unsupported(s3_backend: Any, expected: dict[str, str]) -> str | None:
+    """Which requested encryption the backend cannot do (Ceph 16.2: SSE-S3 is silently
+    ignored, DSSE-KMS refused with 400), or None."""
+    sse = expected.get("ServerSideEncryption")
+    if sse == "AES256" and not s3_backend.sse_s3:
+        return "AES256"
+    if sse == "aws:kms:dsse" and not s3_backend.dsse_kms:
+        return "aws:kms:dsse"
+    return None
+
+
 @pytest.mark.parametrize(("options", "size", "expected"), _encryption_cases())
 def test_cp_big_file(
+    s3_backend: Any,
     s3: Any,
     bucket: str,
     mount: Any,
@@ -155,6 +168,19 @@ def test_cp_big_file(
     m = mount(bucket, *options)
 
     result = cp(src, m.path / "big.bin")
+    unsupported = _unsupported(s3_backend, expected)
+    if unsupported:
+        # The server cannot store it encrypted as asked: close() fails, one log line says
+        # why, and no object (and no pending upload) is left that could pass for the file.
+        assert result.returncode != 0 and "Input/output error" in result.stderr, result.stderr
+        errors = [line for line in m.log_text().splitlines()
+                  if "ERROR" in line and "big.bin" in line]
+        assert errors, m.log_text()
+        if unsupported == "AES256":
+            assert "AES256" in errors[0], errors
+        assert "big.bin" not in list_keys(s3, bucket)
+        assert no_pending_uploads(s3, bucket) == []
+        return
     assert result.returncode == 0, result.stderr
 
     parts = expected_parts(size, base)

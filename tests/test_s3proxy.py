@@ -184,6 +184,9 @@ def test_forwards_and_classifies_an_s3_session(
     assert proxy.requests == []
 
 
+@pytest.mark.moto_only(
+    "Ceph 16.2's RGW refuses aws-chunked bodies with trailing checksums (MissingContentLength)"
+)
 def test_aws_chunked_bodies_arrive_byte_exact(
     proxy: S3Proxy, client: Any, direct: Any, bkt: str
 ) -> None:
@@ -212,7 +215,9 @@ def test_aws_chunked_bodies_arrive_byte_exact(
     assert direct.get_object(Bucket=bkt, Key="chunked-put")["Body"].read() == b"small body"
 
 
-def test_client_keep_alive(proxy: S3Proxy, bkt: str) -> None:
+def test_client_keep_alive(proxy: S3Proxy, direct: Any, bkt: str) -> None:
+    # Unsigned requests: a real server answers them only for a public bucket.
+    direct.put_bucket_acl(Bucket=bkt, ACL="public-read")
     conn = http.client.HTTPConnection("127.0.0.1", int(proxy.url.rsplit(":", 1)[1]), timeout=5)
     try:
         conn.request("GET", f"/{bkt}?list-type=2")
