@@ -185,6 +185,7 @@ class S3Backend:
     kms_key_id: str | None = None  # a KMS key that exists up front (RGW); moto makes its own
     sse_s3: bool = True  # honours x-amz-server-side-encryption: AES256 (Ceph 16.2 ignores it)
     dsse_kms: bool = True  # accepts aws:kms:dsse (Ceph 16.2 answers 400 InvalidArgument)
+    sse_c_enforced: bool = False  # an SSE-C object cannot be read without its key (moto: can)
 
 
 @pytest.fixture(scope="session")
@@ -260,6 +261,7 @@ def _start_rgw() -> Iterator[S3Backend]:
             values.get("S3MPFS_RGW_KMS_KEY_ID"),
             sse_s3=False,
             dsse_kms=False,
+            sse_c_enforced=True,
         )
     finally:
         subprocess.run(
