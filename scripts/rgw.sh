@@ -66,19 +66,34 @@ install_packages() {
     as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# A free port below the kernel's ephemeral range (32768-60999), so that no program binding
+# port 0 in the meantime (a test's moto server or proxy) can take it before our daemon does.
 free_port() {
     python3 - <<'PY'
-import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
+import random, socket
+low, high = 20000, 32000
+for port in random.sample(range(low, high), 200):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit("no free port")
 PY
 }
 
 pid_alive() { [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 running() {
-    [[ -f "$DIR/env" ]] || return 1
+    [[ -f "$DIR/env" ]] && running_daemons
+}
+
+running_daemons() {
     local d
     for d in mon.a osd.0 client.rgw; do
         pid_alive "$DIR/run/$d.pid" || return 1
@@ -86,16 +101,13 @@ running() {
 }
 
 s3_answers() {
-    # Any HTTP answer from the S3 port (anonymous ListBuckets) means radosgw serves requests.
+    # radosgw (its request ids look like "tx0000...-default") serves anonymous ListBuckets.
     local port="$1"
     python3 - "$port" <<'PY'
-import sys, urllib.error, urllib.request
-try:
-    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/", timeout=2).read()
-except urllib.error.HTTPError:
-    pass
-except Exception:
-    sys.exit(1)
+import sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/", timeout=2) as resp:
+    assert resp.headers.get("x-amz-request-id", "").startswith("tx"), dict(resp.headers)
+    assert b"ListAllMyBucketsResult" in resp.read()
 PY
 }
 
@@ -242,6 +254,7 @@ start() {
     # radosgw.
     radosgw -c "$DIR/ceph.conf" -n client.rgw 2>>"$DIR/log/stderr.log"
     wait_until "$START_TIMEOUT" "radosgw on 127.0.0.1:$rgw_port" s3_answers "$rgw_port"
+    running_daemons || die "a daemon exited during start-up; logs in $DIR/log"
 
     cat >"$DIR/env" <<EOF
 export S3MPFS_RGW_DIR=$DIR

@@ -40,7 +40,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from helpers import is_mounted, wait_for
+from helpers import WaitTimeout, is_mounted, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -186,6 +186,7 @@ class S3Backend:
     sse_s3: bool = True  # honours x-amz-server-side-encryption: AES256 (Ceph 16.2 ignores it)
     dsse_kms: bool = True  # accepts aws:kms:dsse (Ceph 16.2 answers 400 InvalidArgument)
     sse_c_enforced: bool = False  # an SSE-C object cannot be read without its key (moto: can)
+    state_dir: str | None = None  # RGW: scripts/rgw.sh's directory (config, logs)
 
 
 @pytest.fixture(scope="session")
@@ -206,8 +207,7 @@ def s3_backend(
         os.environ.update(keys)
         aws_env.update(keys)
         try:
-            probe = _client(backend.endpoint)
-            wait_for(lambda: _answers(probe), timeout=20, message=f"{name} at {backend.endpoint}")
+            _wait_until_it_answers(backend)
             yield backend
         finally:
             os.environ.update(saved)
@@ -262,6 +262,7 @@ def _start_rgw() -> Iterator[S3Backend]:
             sse_s3=False,
             dsse_kms=False,
             sse_c_enforced=True,
+            state_dir=state,
         )
     finally:
         subprocess.run(
@@ -291,6 +292,26 @@ def s3_server(s3_backend: S3Backend) -> str:
     return s3_backend.endpoint
 
 
+def _wait_until_it_answers(backend: S3Backend, timeout: float = 20) -> None:
+    """Poll ListBuckets with the backend's keys; fail with the last error (and RGW's logs)."""
+    probe = _client(backend.endpoint)
+    errors: list[Exception] = []
+
+    def answers() -> bool:
+        try:
+            probe.list_buckets()
+        except Exception as exc:
+            errors[:] = [exc]
+            return False
+        return True
+
+    try:
+        wait_for(answers, timeout=timeout, message=f"{backend.name} at {backend.endpoint}")
+    except WaitTimeout as exc:
+        logs = _rgw_logs(backend.state_dir) if backend.state_dir else ""
+        pytest.fail(f"{exc}; last error: {errors[-1]!r}{logs}", pytrace=False)
+
+
 def _client(endpoint: str) -> Any:
     return boto3.client(
         "s3",
@@ -298,14 +319,6 @@ def _client(endpoint: str) -> Any:
         region_name=REGION,
         config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"}),
     )
-
-
-def _answers(s3: Any) -> bool:
-    try:
-        s3.list_buckets()
-    except Exception:
-        return False
-    return True
 
 
 @pytest.fixture(scope="session")
