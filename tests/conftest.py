@@ -145,13 +145,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "moto_only(reason): relies on moto internals; runs on the moto backend only",
-    )
-
-
 def selected_backends(config: pytest.Config) -> list[str]:
     value = config.getoption("--backend") or os.environ.get("S3MPFS_TEST_BACKEND") or "both"
     if value == "both":
