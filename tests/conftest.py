@@ -199,12 +199,16 @@ def s3_backend(
         }
         os.environ.update(keys)
         aws_env.update(keys)
+        # boto3's default session caches the credentials it first found: forget them, so that
+        # `boto3.client(...)` anywhere in the tests picks up this backend's keys.
+        boto3.DEFAULT_SESSION = None
         try:
             _wait_until_it_answers(backend)
             yield backend
         finally:
             os.environ.update(saved)
             aws_env.update(saved)
+            boto3.DEFAULT_SESSION = None
 
 
 @contextlib.contextmanager
