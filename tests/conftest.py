@@ -8,7 +8,8 @@ Every test that uses S3 runs once per selected backend (test ids end in [moto] /
 `--backend moto|rgw|both`, else $S3MPFS_TEST_BACKEND, else both. `moto` is moto's server in
 this process; `rgw` is a throwaway single-node Ceph cluster with radosgw started once per
 session by scripts/rgw.sh (which installs Debian's ceph packages when missing). Tests that
-rely on moto internals are marked `@pytest.mark.moto_only("why")` and run on moto only.
+rely on moto internals are marked `@pytest.mark.moto_only("why")`: skipped, with that reason,
+on the other backends.
 
     s3_backend                session: the S3Backend in use (name, endpoint, keys, KMS key)
     s3_server                 session: its endpoint URL ("http://127.0.0.1:PORT")
@@ -158,13 +159,19 @@ def selected_backends(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test whose fixtures reach `s3_backend` runs once per selected backend; tests
-    marked moto_only only on moto (not at all when moto is not selected)."""
+    marked moto_only are skipped, with the marker's reason, on the others."""
     if "s3_backend" not in metafunc.fixturenames:
         return
-    backends = selected_backends(metafunc.config)
-    if metafunc.definition.get_closest_marker("moto_only") is not None:
-        backends = [b for b in backends if b == "moto"]
-    metafunc.parametrize("s3_backend", backends, indirect=True, scope="session")
+    marker = metafunc.definition.get_closest_marker("moto_only")
+    params = []
+    for backend in selected_backends(metafunc.config):
+        if marker is not None and backend != "moto":
+            why = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            skip = pytest.mark.skip(reason=f"moto only: {why}")
+            params.append(pytest.param(backend, marks=skip, id=backend))
+        else:
+            params.append(pytest.param(backend, id=backend))
+    metafunc.parametrize("s3_backend", params, indirect=True, scope="session")
 
 
 @dataclass(frozen=True)
