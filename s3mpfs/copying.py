@@ -49,7 +49,13 @@ class Copier:
         replaced when `metadata` is a full set of them). Returns the new object (its
         LastModified is 0 when the server did not say)."""
         source = await self.store.head(src)
-        params = self.store.copy_params(source, metadata or {})
+        tags = await self.store.tags_of(source)
+        copied = await self._copy(source, dst, self.store.copy_params(source, metadata or {}))
+        await self.store.put_tags(dst, tags)  # copies drop them on some servers
+        return copied
+
+    async def _copy(self, source: ObjectInfo, dst: str, params: dict) -> ObjectInfo:
+        src = source.key
         kind = source.headers.get("SSECustomerAlgorithm") and "SSE-C" or source.sse or ""
         if source.size <= ONE_REQUEST_LIMIT and kind not in self._one_request_refused:
             try:
@@ -60,8 +66,6 @@ class Copier:
                 self._one_request_refused.add(kind)
                 log.warning("%s; copying %s objects part by part with UploadPartCopy "
                             "instead", describe(exc), kind or "unencrypted")
-        if source.headers.get("TagCount"):
-            params["Tagging"] = await self.store.tagging(src)
         try:
             return await self._copy_in_parts(source, dst, params)
         except Exception as exc:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlencode
 
 import boto3
 import trio
@@ -114,6 +113,7 @@ class S3Store:
         self._client = make_client(config, pool=threads, check_mode=check_mode)
         self.integrity = Integrity(config.checksum)
         self.conditional_create = False  # the server honours If-None-Match: * (probed)
+        self._tags_at_completion: dict[str, list[dict[str, str]]] = {}  # by upload id
 
     # -- request parameters, built in exactly one place ---------------------------------
 
@@ -186,11 +186,20 @@ class S3Store:
                 params["SSEKMSEncryptionContext"] = self.config.sse_kms_context
         return params
 
-    async def _tags_of(self, source: ObjectInfo | None) -> dict[str, Any]:
-        """The Tagging parameter that keeps `source`'s tags (one request, if it has any)."""
+    async def tags_of(self, source: ObjectInfo | None) -> list[dict[str, str]]:
+        """`source`'s tags (one request, only if its HEAD counted some)."""
         if source is None or not source.headers.get("TagCount"):
-            return {}
-        return {"Tagging": await self.tagging(source.key)}
+            return []
+        resp = await self._call(self._client.get_object_tagging, Key=source.key)
+        return resp.get("TagSet", [])
+
+    async def put_tags(self, key: str, tags: list[dict[str, str]]) -> None:
+        """Set an object's tags. New versions and copies get their tags this way, after
+        they exist: some servers (Ceph RGW) drop tags on copies and ignore the Tagging
+        parameter of multipart uploads."""
+        if tags:
+            await self._call(self._client.put_object_tagging, Key=key,
+                             Tagging={"TagSet": tags})
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -296,11 +305,14 @@ class S3Store:
         `replacing`: the version it replaces, whose headers and tags it keeps.
         `content_type`: unless the replaced version has one."""
         condition = {"IfNoneMatch": "*"} if only_new and self.conditional_create else {}
-        params = {**self._new_object(metadata, replacing), **await self._tags_of(replacing)}
+        params = self._new_object(metadata, replacing)
         if content_type:
             params.setdefault("ContentType", content_type)
-        return await self._send(self._client.put_object, data, f"PutObject of {key}",
+        tags = await self.tags_of(replacing)
+        resp = await self._send(self._client.put_object, data, f"PutObject of {key}",
                                 Key=key, **params, **condition)
+        await self.put_tags(key, tags)
+        return resp
 
     def _plain(self) -> dict[str, Any]:
         """Parameters of a small bookkeeping object: the mount's encryption, no user
@@ -367,10 +379,14 @@ class S3Store:
 
     async def create_multipart(self, key: str, metadata: dict[str, str],
                                replacing: ObjectInfo | None = None) -> str:
-        params = {**self._new_object(metadata, replacing), **await self._tags_of(replacing)}
+        params = self._new_object(metadata, replacing)
         if self.integrity.algorithm:
             params["ChecksumAlgorithm"] = self.integrity.algorithm
-        return await self.create_multipart_with(key, params)
+        tags = await self.tags_of(replacing)
+        upload_id = await self.create_multipart_with(key, params)
+        if tags:
+            self._tags_at_completion[upload_id] = tags
+        return upload_id
 
     async def create_multipart_with(self, key: str, params: dict[str, Any]) -> str:
         """CreateMultipartUpload with parameters built by the caller (copies)."""
@@ -406,11 +422,14 @@ class S3Store:
                                  only_new: bool = False) -> dict:
         listed = [{"PartNumber": p.number, "ETag": p.etag, **p.checksum} for p in parts]
         condition = {"IfNoneMatch": "*"} if only_new and self.conditional_create else {}
-        return await self._call(
+        resp = await self._call(
             self._client.complete_multipart_upload, Key=key, UploadId=upload_id,
             MultipartUpload={"Parts": listed}, **self._sse_c(), **condition)
+        await self.put_tags(key, self._tags_at_completion.pop(upload_id, []))
+        return resp
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
+        self._tags_at_completion.pop(upload_id, None)
         await self._call(self._client.abort_multipart_upload, Key=key, UploadId=upload_id)
 
     async def delete(self, key: str) -> None:
@@ -445,11 +464,6 @@ class S3Store:
         """PutObject with parameters built by the caller (copies of empty objects)."""
         return await self._send(self._client.put_object, data, f"PutObject of {key}",
                                 Key=key, **params)
-
-    async def tagging(self, key: str) -> str:
-        """The object's tags, URL-encoded as the Tagging parameter wants them."""
-        resp = await self._call(self._client.get_object_tagging, Key=key)
-        return urlencode([(t["Key"], t["Value"]) for t in resp.get("TagSet", [])])
 
     async def pending_uploads(self, prefix: str) -> list[PendingUpload]:
         uploads: list[PendingUpload] = []

@@ -67,7 +67,10 @@ def test_a_part_damaged_on_its_way_is_sent_again(
     assert cp(src, m.path / "f.bin").returncode == 0, m.log_text()
     assert_object(s3, bucket, "f.bin", src, parts=3)
     assert len(uploaded_parts(proxy, 2)) == 2
-    assert log_lines(m, "part 2 of f.bin", "other bytes than were sent")
+    # caught by s3mpfs (the ETag is not the MD5 sent: moto verifies nothing), or by the
+    # server's own Content-MD5 check (Ceph RGW answers BadDigest)
+    assert (log_lines(m, "part 2 of f.bin", "other bytes than were sent")
+            or log_lines(m, "part 2 of f.bin", "damaged in transit"))
 
 
 def test_a_part_damaged_every_time_fails_the_file_and_keeps_the_old_one(
@@ -138,7 +141,7 @@ def assert_foreign_kept(s3: Any, bucket: str, key: str) -> dict[str, Any]:
             assert head["Metadata"]["foreign"] == "keepme", head["Metadata"]
         else:
             assert head.get(name) == value, (name, head.get(name))
-    tags = s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+    tags = s3.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
     assert tags == [{"Key": "team", "Value": "backup"}]
     return head
 

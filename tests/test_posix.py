@@ -270,12 +270,16 @@ def test_reads_of_a_file_deleted_while_being_written_fail(bucket: str, mount: An
         assert got in (None, b"data")  # an error or the data, never an empty file
 
 
-def test_chmod_keeps_storage_class_and_encryption(s3: Any, bucket: str, mount: Any) -> None:
+def test_chmod_keeps_storage_class_and_encryption(
+    s3: Any, bucket: str, mount: Any, s3_backend: Any
+) -> None:
+    encryption = {"ServerSideEncryption": "AES256"} if s3_backend.sse_s3 else {
+        "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": s3_backend.kms_key_id}
     s3.put_object(Bucket=bucket, Key="f", Body=b"data", StorageClass="STANDARD_IA",
-                  ServerSideEncryption="AES256")
+                  **encryption)
     m = mount(bucket)
     os.chmod(m.path / "f", 0o600)
     head = wait_for(lambda: (h := s3.head_object(Bucket=bucket, Key="f"))["Metadata"].get(
         "mode") == str(stat.S_IFREG | 0o600) and h, message="the mode to be stored")
     assert head["StorageClass"] == "STANDARD_IA"
-    assert head["ServerSideEncryption"] == "AES256"
+    assert head["ServerSideEncryption"] == encryption["ServerSideEncryption"]
