@@ -1,0 +1,305 @@
+"""The hot requests (HeadObject, ranged GetObject, PutObject, UploadPart) through awscrt.
+
+botocore spends about a millisecond of Python per request (serialising, event hooks,
+signing, urllib3, parsing) with the GIL held. awscrt's S3 client does the connection
+pooling, SigV4 signing, retries and HTTP in C threads that do not hold the GIL; what is
+left in Python is building the headers and reading the answer.
+
+`store.S3Store` hands this module the same boto3-style parameters it would give boto3.
+`headers_for` translates them to HTTP headers and returns None for any parameter it does not
+know, and the store then sends that request through boto3: whatever the store asks for is
+sent, one way or the other. Answers come back as boto3-shaped dicts; a failure is a
+`CrtRequestError` carrying the status, the S3 error code and message, which the store turns
+into the same botocore ClientError the boto3 path raises. Nothing here imports boto3.
+
+Retries: awscrt's standard strategy (5xx, throttling, connection errors, a 200 carrying an
+error), `retries - 1` of them, with exponential backoff. A request that has not finished
+within `read_timeout` x attempts (+ connect time) is cancelled and fails as a timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import io
+import logging
+import os
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import trio
+
+try:
+    from awscrt import auth, http
+    from awscrt import io as crt_io
+    from awscrt import s3 as crt_s3
+    from awscrt.checksums import crc32 as _crt_crc32
+except ImportError:  # pragma: no cover - awscrt is a dependency; boto3 does everything then
+    crt_s3 = None  # type: ignore[assignment]
+    _crt_crc32 = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+# boto3 parameter -> header, for the parameters the hot requests use.
+_HEADERS = {
+    "ServerSideEncryption": "x-amz-server-side-encryption",
+    "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id",
+    "SSEKMSEncryptionContext": "x-amz-server-side-encryption-context",
+    "StorageClass": "x-amz-storage-class",
+    "ACL": "x-amz-acl",
+    "ObjectLockMode": "x-amz-object-lock-mode",
+    "ObjectLockLegalHoldStatus": "x-amz-object-lock-legal-hold",
+    "SSECustomerAlgorithm": "x-amz-server-side-encryption-customer-algorithm",
+    "ContentMD5": "Content-MD5",
+    "ContentType": "Content-Type",
+    "ChecksumAlgorithm": "x-amz-sdk-checksum-algorithm",
+    "ChecksumCRC32": "x-amz-checksum-crc32",
+    "ChecksumCRC32C": "x-amz-checksum-crc32c",
+    "ChecksumCRC64NVME": "x-amz-checksum-crc64nvme",
+    "ChecksumSHA1": "x-amz-checksum-sha1",
+    "ChecksumSHA256": "x-amz-checksum-sha256",
+    "IfMatch": "If-Match",
+    "IfNoneMatch": "If-None-Match",
+    "Range": "Range",
+}
+# response header -> boto3 member, for the answers the callers read.
+_MEMBERS = {
+    "etag": "ETag",
+    "x-amz-server-side-encryption": "ServerSideEncryption",
+    "x-amz-server-side-encryption-aws-kms-key-id": "SSEKMSKeyId",
+    "x-amz-version-id": "VersionId",
+    "x-amz-storage-class": "StorageClass",
+    "x-amz-restore": "Restore",
+    "x-amz-checksum-type": "ChecksumType",
+    "x-amz-checksum-crc32": "ChecksumCRC32",
+    "x-amz-checksum-crc32c": "ChecksumCRC32C",
+    "x-amz-checksum-crc64nvme": "ChecksumCRC64NVME",
+    "x-amz-checksum-sha1": "ChecksumSHA1",
+    "x-amz-checksum-sha256": "ChecksumSHA256",
+    "content-range": "ContentRange",
+}
+_CODE = re.compile(rb"<Code>([^<]*)</Code>")
+_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
+
+
+class CrtRequestError(Exception):
+    """A request that failed: an S3 error answer (status > 0) or no answer (status 0)."""
+
+    def __init__(self, operation: str, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(f"{operation}: {code}: {message}")
+        self.operation, self.status, self.code, self.message = operation, status, code, message
+        self.headers = headers or {}
+
+
+def available() -> bool:
+    return crt_s3 is not None
+
+
+def crc32(data: bytes) -> int:
+    """CRC32 in C (awscrt's, hardware-assisted) when available, else zlib's."""
+    if _crt_crc32 is not None:
+        return _crt_crc32(data)
+    import zlib
+
+    return zlib.crc32(data)
+
+
+def headers_for(params: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """HTTP headers for boto3-style request parameters; None if one is not known here."""
+    out: list[tuple[str, str]] = []
+    for name, value in params.items():
+        header = _HEADERS.get(name)
+        if header is not None:
+            out.append((header, str(value)))
+        elif name == "Metadata":
+            out.extend((f"x-amz-meta-{k}", v) for k, v in value.items())
+        elif name == "BucketKeyEnabled":
+            out.append(("x-amz-server-side-encryption-bucket-key-enabled",
+                        "true" if value else "false"))
+        elif name == "ObjectLockRetainUntilDate":
+            out.append(("x-amz-object-lock-retain-until-date",
+                        value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"))
+        elif name == "SSECustomerKey":  # boto3 encodes the key and adds its MD5 the same way
+            key = value.encode() if isinstance(value, str) else value
+            out.append(("x-amz-server-side-encryption-customer-key",
+                        base64.b64encode(key).decode()))
+            out.append(("x-amz-server-side-encryption-customer-key-MD5",
+                        base64.b64encode(hashlib.md5(key).digest()).decode()))  # noqa: S324
+        else:
+            return None
+    return out
+
+
+def _members(headers: dict[str, str]) -> dict[str, Any]:
+    """The boto3-shaped answer of a HEAD/GET/PUT: known headers and user metadata."""
+    out: dict[str, Any] = {}
+    metadata: dict[str, str] = {}
+    for name, value in headers.items():
+        member = _MEMBERS.get(name)
+        if member is not None:
+            out[member] = value
+        elif name.startswith("x-amz-meta-"):
+            metadata[name[11:]] = value
+        elif name == "content-length":
+            out["ContentLength"] = int(value)
+        elif name == "last-modified":
+            out["LastModified"] = email.utils.parsedate_to_datetime(value)
+        elif name == "x-amz-server-side-encryption-bucket-key-enabled":
+            out["BucketKeyEnabled"] = value.lower() == "true"
+    out["Metadata"] = metadata
+    return out
+
+
+class CrtClient:
+    """One awscrt S3 client for the mount, with the endpoint and credentials of boto3's."""
+
+    def __init__(self, endpoint_url: str, bucket: str, region: str,
+                 get_credentials: Callable[[], tuple[str, str, str | None]], *,
+                 path_style: bool, retries: int, connect_timeout: float,
+                 read_timeout: float, ca_file: str | None = None) -> None:
+        assert crt_s3 is not None
+        url = urlsplit(endpoint_url)
+        tls = url.scheme == "https"
+        if path_style:
+            self.host = url.netloc
+            self._base = f"{url.path.rstrip('/')}/{quote(bucket, safe='')}/"
+        else:
+            self.host = f"{bucket}.{url.netloc}"
+            self._base = f"{url.path.rstrip('/')}/"
+        if ":" not in self.host.rpartition("]")[2]:
+            self.host += ":443" if tls else ":80"  # the CRT takes the port from Host
+        self.attempts = max(retries, 1)
+        self.timeout = connect_timeout + read_timeout * self.attempts + 20.0 * (self.attempts - 1)
+
+        def delegate() -> Any:
+            access, secret, token = get_credentials()
+            return auth.AwsCredentials(access, secret, token)
+
+        signing = auth.AwsSigningConfig(
+            algorithm=auth.AwsSigningAlgorithm.V4,
+            signature_type=auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
+            credentials_provider=auth.AwsCredentialsProvider.new_delegate(delegate),
+            region=region, service="s3",
+            signed_body_value=auth.AwsSignedBodyValue.UNSIGNED_PAYLOAD,
+            signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256)
+        kwargs: dict[str, Any] = {}
+        if tls:
+            options = crt_io.TlsContextOptions()
+            if ca_file:
+                options.override_default_trust_store_from_path(ca_filepath=ca_file)
+            kwargs["tls_connection_options"] = crt_io.ClientTlsContext(
+                options).new_connection_options()
+            kwargs["tls_mode"] = crt_s3.S3RequestTlsMode.ENABLED
+        else:
+            kwargs["tls_mode"] = crt_s3.S3RequestTlsMode.DISABLED
+        if hasattr(crt_s3, "S3RetryConfig"):
+            if self.attempts > 1:
+                kwargs["retry_config"] = crt_s3.S3RetryConfig(max_retries=self.attempts - 1)
+            else:
+                kwargs["retry_config"] = crt_s3.S3RetryConfig(
+                    retry_mode=crt_s3.S3RetryMode.NONE)
+            kwargs["connect_timeout_ms"] = int(connect_timeout * 1000)
+        self._client = crt_s3.S3Client(region=region, signing_config=signing,
+                                       memory_limit=1 << 30, **kwargs)
+
+    @classmethod
+    def create(cls, boto_client: Any, bucket: str, *, path_style: bool, retries: int,
+               connect_timeout: float, read_timeout: float) -> CrtClient | None:
+        """A client with boto3's endpoint, region, CA bundle and credential chain; None
+        when awscrt is missing or boto3 found no credentials (anonymous: boto3 does it)."""
+        if crt_s3 is None:
+            return None
+        session_credentials = boto_client._request_signer._credentials  # noqa: SLF001
+        if session_credentials is None:
+            return None
+
+        def get_credentials() -> tuple[str, str, str | None]:
+            frozen = session_credentials.get_frozen_credentials()  # refreshed when due
+            return frozen.access_key, frozen.secret_key, frozen.token
+
+        verify = boto_client._endpoint.http_session._verify  # noqa: SLF001
+        ca_file = verify if isinstance(verify, str) and os.path.isfile(verify) else None
+        return cls(boto_client.meta.endpoint_url, bucket, boto_client.meta.region_name,
+                   get_credentials, path_style=path_style, retries=retries,
+                   connect_timeout=connect_timeout, read_timeout=read_timeout,
+                   ca_file=ca_file)
+
+    def path(self, key: str) -> str:
+        return self._base + quote(key, safe="/~")
+
+    async def request(self, operation: str, method: str, key: str,
+                      headers: list[tuple[str, str]], body: bytes | None = None,
+                      query: str = "", expect_size: int = 0) -> tuple[dict[str, Any], bytes]:
+        """Send one request; (boto3-shaped answer, body). Waits for its end even when
+        cancelled (it has side effects and holds a connection), like the boto3 path."""
+        path = self.path(key) + (f"?{query}" if query else "")
+        all_headers = [("Host", self.host), *headers]
+        if body is not None:
+            all_headers.append(("Content-Length", str(len(body))))
+        request = http.HttpRequest(method, path, http.HttpHeaders(all_headers),
+                                   io.BytesIO(body) if body else None)
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        state: dict[str, Any] = {}
+        received: list[bytes] = []
+
+        def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
+            state["status"], state["headers"] = status_code, headers
+
+        def on_body(chunk: bytes, offset: int, **_: Any) -> None:
+            received.append(bytes(chunk))
+
+        def on_done(error: BaseException | None = None, error_headers: Any = None,
+                    error_body: bytes | None = None, status_code: int | None = None,
+                    **_: Any) -> None:
+            state["error"], state["error_headers"] = error, error_headers
+            state["error_body"], state["error_status"] = error_body, status_code
+            token.run_sync_soon(done.set)
+
+        handle = self._client.make_request(
+            type=crt_s3.S3RequestType.DEFAULT, request=request, operation_name=operation,
+            on_headers=on_headers, on_body=on_body, on_done=on_done)
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.timeout) as scope:
+                await done.wait()
+            if scope.cancelled_caught:
+                handle.cancel()
+                await done.wait()
+                raise CrtRequestError(operation, 0, "RequestTimeout",
+                                      f"no answer within {self.timeout:.0f} s")
+        error = state.get("error")
+        if error is not None:
+            status = state.get("error_status") or 0
+            raw = state.get("error_headers") or []
+            headers_dict = {k.lower(): v for k, v in raw}
+            if not status:  # no answer at all: connection refused/reset, timeouts
+                raise CrtRequestError(operation, 0, getattr(error, "name", "RequestError"),
+                                      str(error))
+            text = state.get("error_body") or b""
+            code_match, message_match = _CODE.search(text), _MESSAGE.search(text)
+            code = code_match.group(1).decode() if code_match else str(status)
+            message = (message_match.group(1).decode(errors="replace") if message_match
+                       else _REASONS.get(status, "error"))
+            raise CrtRequestError(operation, status, code, message, headers_dict)
+        headers_dict = {k.lower(): v for k, v in state.get("headers") or []}
+        answer = _members(headers_dict)
+        data = received[0] if len(received) == 1 else b"".join(received)
+        if expect_size and len(data) != expect_size:
+            raise CrtRequestError(operation, 0, "IncompleteBody",
+                                  f"{len(data)} bytes received, {expect_size} expected")
+        return answer, data
+
+
+_REASONS = {301: "Moved Permanently", 304: "Not Modified", 400: "Bad Request",
+            403: "Forbidden", 404: "Not Found", 412: "Precondition Failed",
+            416: "Requested Range Not Satisfiable", 500: "Internal Server Error",
+            503: "Slow Down"}
+
+
+def parse_http_date(value: str) -> datetime:
+    return email.utils.parsedate_to_datetime(value)
