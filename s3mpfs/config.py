@@ -30,7 +30,7 @@ DEFAULT_UPLOAD_CONCURRENCY = 4
 DEFAULT_MEMORY_LIMIT = 64 * MiB
 
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
-CHECKSUMS = ("crc32", "crc32c", "sha1", "sha256", "md5", "off")
+CHECKSUMS = ("auto", "crc32", "crc32c", "sha1", "sha256", "md5", "off")
 OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
 
@@ -74,7 +74,7 @@ class MountConfig:
     part_size: int = DEFAULT_PART_SIZE
     upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY
     memory_limit: int = DEFAULT_MEMORY_LIMIT
-    checksum: str = "crc32"
+    checksum: str = "auto"
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     file_mode: int = 0o644

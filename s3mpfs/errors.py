@@ -126,13 +126,55 @@ def errno_for(exc: BaseException) -> int:
     return errno.EIO
 
 
+# What a person can do about an S3 error, by code.
+_HINTS = {
+    "NotImplemented": "this server does not implement {operation}",
+    "InvalidStorageClass": "this server does not offer the storage class asked for "
+                           "(storage_class=)",
+    "InvalidEncryptionAlgorithmError": "this server does not support the encryption asked "
+                                       "for (sse=)",
+    "KMS.NotFoundException": "the KMS key does not exist (sse_kms_key_id=)",
+    "AccessDenied": "check the credentials' permissions for this bucket and key",
+    "PreconditionFailed": "the object changed meanwhile",
+    "SlowDown": "the server is throttling requests",
+}
+# Refusals that, for these operations, usually mean an option the server does not take.
+_OPTION_HINT = ("the server refused the storage class, encryption, ACL or Object Lock "
+                "options of new objects; check storage_class=, sse=, acl=, object_lock_*")
+_CREATING = {"PutObject", "CreateMultipartUpload", "CopyObject"}
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The first real error inside trio's exception groups (not a sibling's Cancelled)."""
+    while isinstance(exc, BaseExceptionGroup):
+        causes = [e for e in exc.exceptions if type(e).__name__ != "Cancelled"]
+        exc = (causes or list(exc.exceptions))[0]
+    return exc
+
+
 def describe(exc: BaseException) -> str:
-    """A one-line, secret-free description of an exception for logs and the CLI."""
+    """A one-line, secret-free description of an exception for logs and the CLI:
+    operation, S3 error code, HTTP status, the server's message and what to do."""
+    exc = root_cause(exc)
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0
-        text = f"{err.get('Code', 'Error')} (HTTP {status}): {err.get('Message', '')}".strip()
+        meta = exc.response.get("ResponseMetadata", {})
+        code = str(err.get("Code") or "Error")
+        status = meta.get("HTTPStatusCode")
+        operation = exc.operation_name or "request"
+        text = f"{operation}: {code} (HTTP {status})"
+        message = str(err.get("Message") or "")
+        if message and message not in ("None", code):
+            text += f": {message}"
+        hint = _HINTS.get(code)
+        if hint is None and status == 501:
+            hint = _HINTS["NotImplemented"]
+        if hint is None and code in ("InvalidArgument", "InvalidRequest") \
+                and operation in _CREATING:
+            hint = _OPTION_HINT
+        if hint:
+            text += f" ({hint.format(operation=operation)})"
+        retries = meta.get("RetryAttempts") or 0
         return f"{text}, after {retries} retries" if retries else text
     if isinstance(exc, NoCredentialsError):
         return "no AWS credentials found"

@@ -17,6 +17,7 @@ import trio
 
 from .config import MountConfig
 from .errors import S3mpfsError, describe, s3_error_code
+from .integrity import ChecksumIgnored
 from .namespace import Namespace
 from .operations import S3Operations
 from .registry import UploadRegistry
@@ -62,17 +63,30 @@ async def check_bucket(config: MountConfig) -> None:
         raise MountError(bucket_problem(config, exc)) from None
 
 
+async def probe_server(store: S3Store, config: MountConfig) -> None:
+    """Learn what the server verifies and honours before the first file is written."""
+    try:
+        await store.probe(config.prefix)
+    except ChecksumIgnored as exc:
+        raise MountError(str(exc)) from None
+    except Exception as exc:
+        log.warning("could not check what this server verifies (%s); sending %s checksums "
+                    "and falling back to Content-MD5 if they are ignored", describe(exc),
+                    store.integrity.name)
+
+
 async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
     """Check the bucket, mount, serve FUSE requests until unmounted or signalled."""
     await check_bucket(config)
     store = S3Store(config)
+    if not config.read_only:
+        await probe_server(store, config)
     async with trio.open_nursery() as nursery:
         registry = UploadRegistry(store, config.prefix)
         shared = UploadShared(
             store, nursery, MemoryBudget(config.memory_limit),
             trio.CapacityLimiter(config.upload_concurrency), config.part_size,
-            registry=registry, checksum_key=store.checksum_response_key,
-            expected_sse=config.sse)
+            registry=registry, expected_sse=config.sse)
         namespace = Namespace(config, store, shared)
         options = set(pyfuse3.default_options)
         options |= {f"fsname=s3mpfs:{config.prefix_display}", "subtype=s3mpfs"}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import trio
 
 from .config import MountConfig
+from .copying import Copier
 from .errors import (
     Exists,
     InvalidName,
@@ -29,6 +30,7 @@ from .errors import (
     S3mpfsError,
     Unsupported,
     describe,
+    root_cause,
 )
 from .inodes import InodeTable, Node, join
 from .metadata import Attributes, Defaults, decode, encode
@@ -49,6 +51,7 @@ OWN_LISTING_TTL = 30.0
 SMALL_DIRECTORY = 1000  # a lookup lists a directory this small instead of HEADing a name
 METADATA_CONCURRENCY = 16  # HEADs in flight when a listing fetches missing metadata
 METADATA_DELAY = 0.5  # seconds a closed file's attribute change waits to be coalesced
+METADATA_RETRIES = (1.0, 4.0, 15.0)  # waits before storing attributes again after a failure
 RENAME_NOREPLACE = 1
 
 
@@ -87,11 +90,13 @@ class Namespace:
         self.config = config
         self.store = store
         self.uploads = uploads
+        self.copier = Copier(store, config.upload_concurrency)
         self.defaults = Defaults(config.uid, config.gid, config.file_mode, config.dir_mode)
         now = time.time()
         self.table = InodeTable(Attributes(stat.S_IFDIR | config.dir_mode, config.uid,
                                            config.gid, now))
         self._listings: dict[str, _Listing] = {}
+        self._created_dirs: set[str] = set()  # made by this mount: it knows every name
         self._mounted_at = now  # the mtime of directories that have no marker object
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -290,6 +295,7 @@ class Namespace:
         node.meta_known = True
         self._listed(parent.path, name, True)
         self._listings[path] = _Listing(time.monotonic(), ours=True)  # new and empty
+        self._created_dirs.add(path)
         return node
 
     async def rmdir(self, parent_inode: int, name: str) -> None:
@@ -301,6 +307,7 @@ class Namespace:
         await self.store.delete(self.dir_key(node.path))
         self._listed(node.parent_path, name, False)
         self._listings.pop(node.path, None)
+        self._created_dirs.discard(node.path)
         self.table.detach(node.path)
 
     async def _check_empty(self, path: str) -> None:
@@ -332,19 +339,49 @@ class Namespace:
         self.table.detach(node.path)
 
     async def create(self, parent_inode: int, name: str, mode: int, uid: int,
-                     gid: int, pid: int = 0) -> tuple[int, Node]:
+                     gid: int, pid: int = 0, flags: int = os.O_TRUNC) -> tuple[int, Node]:
+        """A new file. The kernel asks only for names it was told are absent, but that
+        may come from a listing a moment old: another client may have created the object
+        since. Without O_TRUNC, its bytes must not be replaced: the name is looked up
+        in S3 first (an existing object is opened and appended to, or EEXIST for
+        O_EXCL), and the new object is committed with If-None-Match: * where the server
+        honours it. The lookup is skipped where that condition alone settles it (O_EXCL)
+        and in directories this mount created, whose every name it knows."""
         self._writable()
         parent = self.table.get(parent_inode)
         path = self._child_path(parent, name)
         existing = self.table.at(path)
         if existing is not None and existing.is_dir:
             raise IsADirectory(path)
+        only_new = not flags & os.O_TRUNC
+        if only_new and not self._absence_known(parent, flags):
+            found = await self._head(self.file_key(path))
+            if found is not None:
+                if flags & os.O_EXCL:
+                    raise Exists(path)
+                node = self._file_node(path, found)
+                self._listed(parent.path, name, True)
+                return self._open_for_write(node, pid, truncate=False, must_commit=False), node
         attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, gid, time.time())
         node = self.table.put(path, attrs)
         node.meta_known, node.meta_dirty, node.size, node.etag = True, False, 0, ""
         node.last_modified = None
         self._listed(parent.path, name, True)
-        return self._open_for_write(node, pid, truncate=True, must_commit=True), node
+        fh = self._open_for_write(node, pid, truncate=True, must_commit=True, only_new=only_new)
+        return fh, node
+
+    def _absence_known(self, parent: Node, flags: int) -> bool:
+        if parent.path in self._created_dirs:
+            return True
+        return bool(flags & os.O_EXCL) and self.store.conditional_create
+
+    async def _head(self, key: str) -> ObjectInfo | None:
+        try:
+            return await self.store.head(key)
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
 
     async def open(self, inode: int, flags: int, pid: int = 0) -> tuple[int, bool, bool]:
         """Open a file; returns the handle, whether reads must bypass the page cache (a
@@ -368,14 +405,15 @@ class Namespace:
         return fh, False, False
 
     def _open_for_write(self, node: Node, pid: int, *, truncate: bool,
-                        must_commit: bool) -> int:
+                        must_commit: bool, only_new: bool = False) -> int:
         if node.upload is not None:
             raise Unsupported(f"{node.path} is already open for writing")
         handle = WriteHandle(node, opener_pid=pid, must_commit=must_commit)
-        self._start_upload(handle, truncate=truncate)
+        self._start_upload(handle, truncate=truncate, only_new=only_new)
         return self._add_handle(handle)
 
-    def _start_upload(self, handle: WriteHandle, *, truncate: bool) -> Upload:
+    def _start_upload(self, handle: WriteHandle, *, truncate: bool,
+                      only_new: bool = False) -> Upload:
         """A new upload for the handle: empty, or continuing the committed object."""
         node = handle.node
         base = None
@@ -383,7 +421,7 @@ class Namespace:
             base = ObjectInfo(self.file_key(node.path), node.size, 0, etag=node.etag)
         handle.upload = node.upload = Upload(
             self.uploads, self.file_key(node.path), lambda: self._upload_metadata(handle),
-            base)
+            base, only_new=only_new)
         return handle.upload
 
     def _upload_metadata(self, handle: WriteHandle) -> dict[str, str]:
@@ -542,25 +580,43 @@ class Namespace:
         await self._write_metadata(node)
 
     async def _write_metadata(self, node: Node) -> None:
-        if not node.meta_dirty or node.upload is not None or self.table.at(node.path) is not node:
-            return  # already written, going into an upload, or renamed/deleted meanwhile
-        node.meta_dirty, node.meta_writing = False, True
+        """Store a closed file's (or directory's) attributes. One task at a time per
+        node stores its newest attributes; a failure is retried a few times while they
+        stay pending, then the mount shows what S3 holds again: it never keeps showing
+        attributes that S3 does not have."""
+        if node.meta_writing or not node.meta_dirty or node.upload is not None:
+            return  # being stored (the newest go in), or going into an upload
+        node.meta_writing = True
         try:
-            if node.is_dir:  # its marker object carries them
-                await self.store.put_object(self.dir_key(node.path), b"", encode(node.attrs))
-                node.meta_known = True
-                return
-            copied = await self.store.copy_object(
-                self.file_key(node.path), self.file_key(node.path), encode(node.attrs),
-                node.storage_class, node.size)
-            if copied is not None:
-                node.etag, node.last_modified = copied.etag, None  # we wrote it
-            else:  # a large object: its new ETag is learnt from the next listing
-                node.etag, node.last_modified = "", None
-        except Exception as exc:
-            log.error("could not store the attributes of %s: %s", node.path, describe(exc))
+            problem = ""
+            for wait in (0.0, *METADATA_RETRIES):
+                await trio.sleep(wait)
+                if not node.meta_dirty or node.upload is not None \
+                        or self.table.at(node.path) is not node:
+                    return  # carried by a rename or an upload, or deleted
+                node.meta_dirty = False
+                try:
+                    await self._store_attributes(node)
+                except Exception as exc:
+                    node.meta_dirty = True
+                    problem = describe(root_cause(exc))
+                    log.warning("could not store the attributes of %s (%s)", node.path,
+                                problem)
+            if node.meta_dirty and self.table.at(node.path) is node:
+                node.meta_dirty, node.meta_known, node.etag = False, False, ""
+                log.error("could not store the attributes of %s: %s; gave up, showing what "
+                          "S3 holds", node.path, problem)
         finally:
             node.meta_writing = False
+
+    async def _store_attributes(self, node: Node) -> None:
+        if node.is_dir:  # its marker object carries them
+            await self.store.put_object(self.dir_key(node.path), b"", encode(node.attrs))
+            node.meta_known = True
+            return
+        copied = await self.copier.copy(self.file_key(node.path), self.file_key(node.path),
+                                        encode(node.attrs))
+        node.etag, node.last_modified = copied.etag, None  # we wrote it
 
     async def write_pending_metadata(self) -> None:
         """Store every deferred attribute change now (at unmount)."""
@@ -669,19 +725,20 @@ class Namespace:
             metadata = encode(node.attrs) if node.meta_dirty or node.meta_writing else None
             node.meta_dirty = False  # the copy carries the pending attributes
             moved = await self._move_object(self.file_key(old_path), self.file_key(new_path),
-                                            metadata, node.storage_class, node.size)
-            if moved is not None:
-                node.etag, node.last_modified = moved.etag, None  # we wrote it
+                                            metadata)
+            node.etag, node.last_modified = moved.etag, None  # we wrote it
         self.table.move(old_path, new_path)
         self._listed(old_dir, old_name, False)
         self._listed(target_dir.path, new_name, True)
         for path in [p for p in self._listings if p == old_path or p.startswith(old_path + "/")]:
             del self._listings[path]
+        self._created_dirs -= {p for p in self._created_dirs
+                               if p == old_path or p.startswith(old_path + "/")}
 
-    async def _move_object(self, src: str, dst: str, metadata: dict[str, str] | None,
-                           storage_class: str | None, size: int) -> ObjectInfo | None:
+    async def _move_object(self, src: str, dst: str,
+                           metadata: dict[str, str] | None) -> ObjectInfo:
         """Server-side copy, then delete: the bytes never leave S3."""
-        copied = await self.store.copy_object(src, dst, metadata, storage_class, size)
+        copied = await self.copier.copy(src, dst, metadata)
         await self.store.delete(src)
         return copied
 
@@ -702,7 +759,7 @@ class Namespace:
                 metadata, inside.meta_dirty = encode(inside.attrs), False
             async with limiter:
                 await self._move_object(info.key, new_prefix + info.key[len(old_prefix):],
-                                        metadata, info.storage_class, info.size)
+                                        metadata)
 
         async with trio.open_nursery() as nursery:
             for info in listing.objects:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
-from .errors import S3mpfsError, errno_for
+from .errors import S3mpfsError, describe, errno_for
 from .inodes import Node
 from .namespace import Namespace
 
@@ -39,7 +39,8 @@ def fuse_errors(handler: F) -> F:
             raise pyfuse3.FUSEError(exc.errno) from None
         except Exception as exc:
             code = errno_for(exc)
-            log.warning("%s failed: %s", handler.__name__, exc,
+            names = " ".join(repr(os.fsdecode(a)) for a in args if isinstance(a, bytes))
+            log.warning("%s %s failed: %s", handler.__name__, names, describe(exc),
                         exc_info=log.isEnabledFor(logging.DEBUG))
             raise pyfuse3.FUSEError(code) from None
 
@@ -173,7 +174,7 @@ class S3Operations(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> Any:
         fh, node = await self.ns.create(parent_inode, _name(name), mode & ~ctx.umask,
-                                        ctx.uid, ctx.gid, ctx.pid)
+                                        ctx.uid, ctx.gid, ctx.pid, flags)
         self.ns.table.remember(node)
         return pyfuse3.FileInfo(fh=fh), entry(node)
 

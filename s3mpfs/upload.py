@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .config import MIN_PART_SIZE
-from .errors import S3mpfsError, UploadFailed, describe, s3_error_code
+from .errors import S3mpfsError, UploadFailed, describe, root_cause, s3_error_code
 from .parts import Part, PartPlanner, copy_parts
 from .store import CompletedPart, ObjectInfo, ObjectStore
 
@@ -66,7 +66,6 @@ class UploadShared:
     part_limiter: trio.CapacityLimiter  # parts in flight across the mount
     part_size: int
     registry: UploadRegistry | None = None  # records who started each multipart upload
-    checksum_key: str | None = None  # e.g. "ChecksumCRC32": every data part must return it
     expected_sse: str | None = None  # what S3 must report for every object written
     uploads: set[Upload] = field(default_factory=set)  # live ones, for shutdown
 
@@ -81,11 +80,15 @@ class Upload:
     """Streams one file to one key. States: writing -> closing -> done | failed."""
 
     def __init__(self, shared: UploadShared, key: str,
-                 metadata: Callable[[], dict[str, str]], base: ObjectInfo | None = None) -> None:
-        """`base`: an existing object this upload extends (appends go after its bytes)."""
+                 metadata: Callable[[], dict[str, str]], base: ObjectInfo | None = None,
+                 *, only_new: bool = False) -> None:
+        """`base`: an existing object this upload extends (appends go after its bytes).
+        `only_new`: the key held no object when the file was created; committing must
+        not replace one another client created since (where the server can tell)."""
         self.shared = shared
         self.key = key
         self.base = base
+        self.only_new = only_new
         self.copy_source: ObjectInfo | None = None  # what copy parts read (with its ETag)
         self.bytes_written = 0
         self._metadata = metadata  # called when the object is created, so it is current
@@ -200,7 +203,10 @@ class Upload:
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
-            exc = _root_cause(exc)
+            exc = root_cause(exc)
+            if self.only_new and s3_error_code(exc) in ("PreconditionFailed", "412"):
+                exc = UploadFailed(f"{self.key}: another client created this object while "
+                                   "the file was being written; it was not replaced")
             self.error = exc if isinstance(exc, UploadFailed) else UploadFailed(
                 f"{self.key}: {describe(exc)}")
 
@@ -240,8 +246,8 @@ class Upload:
 
     async def _put_whole(self, part: Part, charge: int) -> None:
         try:
-            self.result = await self.shared.store.put_object(self.key, part.data,
-                                                             self._metadata())
+            self.result = await self.shared.store.put_object(
+                self.key, part.data, self._metadata(), only_new=self.only_new)
         finally:
             self.shared.budget.release(charge)
         expected, reported = self.shared.expected_sse, self.result.get("ServerSideEncryption")
@@ -265,10 +271,6 @@ class Upload:
                         self.key, self.upload_id, part.number, part.data)
             if not done.etag:
                 raise UploadFailed(f"{self.key}: part {part.number} came back without an ETag")
-            wanted = self.shared.checksum_key
-            if wanted and not part.copy_length and wanted not in done.checksum:
-                raise UploadFailed(f"{self.key}: part {part.number} came back without "
-                                   f"its {wanted}")
             self.parts[part.number] = done
         finally:
             self.shared.budget.release(charge)
@@ -280,7 +282,7 @@ class Upload:
             raise UploadFailed(f"{self.key}: parts missing before completion")
         try:
             self.result = await self.shared.store.complete_multipart(
-                self.key, self.upload_id, parts)
+                self.key, self.upload_id, parts, only_new=self.only_new)
         except Exception as exc:
             # A retried Complete whose first attempt committed answers NoSuchUpload:
             # the object tells whether that commit was ours.
@@ -341,11 +343,3 @@ class Upload:
                 return
         if scope.cancelled_caught:
             log.error("upload of %s failed: %s; abort timed out", self.key, self.error)
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The first real error inside trio's exception groups (not a sibling's Cancelled)."""
-    while isinstance(exc, BaseExceptionGroup):
-        causes = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)]
-        exc = (causes or list(exc.exceptions))[0]
-    return exc

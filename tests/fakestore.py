@@ -15,9 +15,7 @@ their ETags, a copy source must still have the ETag the copy names. It also lets
   is the part number for upload_part and upload_part_copy, and for every other method
   which call it is (1 = the first). The failure happens after the hold, so a failing
   part is "in flight" like any other until then;
-- check integrity: with `checksum_key` set (e.g. "ChecksumCRC32"), data parts return that
-  checksum, except the part numbers in `parts_without_checksum`; `sse` is the encryption
-  S3 reports for objects it stores;
+- check encryption: `sse` is the encryption S3 reports for objects it stores;
 - lose Complete's answer: with `commit_then_lose_complete = True`, Complete commits the
   object and then raises NoSuchUpload, as a retried Complete does after a first attempt
   that succeeded but whose response was lost.
@@ -28,10 +26,8 @@ concurrency really happens.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import itertools
-import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -90,8 +86,6 @@ class FakeStore:
         self.calls: list[tuple[str, object]] = []
         self.fail_on: dict[tuple[str, int], Failure] = {}
         self.commit_then_lose_complete = False
-        self.checksum_key: str | None = None
-        self.parts_without_checksum: set[int] = set()
         self.sse: str | None = None
         self.delay = delay
         self.parts_in_flight = 0
@@ -169,8 +163,11 @@ class FakeStore:
             raise client_error("PreconditionFailed", "GetObject", 412)
         return self.objects[key].data[start:end]
 
-    async def put_object(self, key: str, data: bytes, metadata: dict[str, str]) -> dict:
+    async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
+                         only_new: bool = False) -> dict:
         await self._enter("put_object", (key, len(data)))
+        if only_new and key in self.objects:
+            raise client_error("PreconditionFailed", "PutObject", 412)
         self.add_object(key, bytes(data), metadata)
         answer = {"ETag": self.objects[key].etag}
         if self.sse:
@@ -195,11 +192,7 @@ class FakeStore:
             raise client_error("InvalidArgument", "UploadPart", 400, "bad part number")
         etag = md5_etag(bytes(data))
         upload.parts[number] = (bytes(data), etag)
-        checksum = {}
-        if self.checksum_key and number not in self.parts_without_checksum:
-            crc = zlib.crc32(data).to_bytes(4, "big")
-            checksum[self.checksum_key] = base64.b64encode(crc).decode()
-        return CompletedPart(number, etag, checksum)
+        return CompletedPart(number, etag)
 
     async def upload_part_copy(self, key: str, upload_id: str, number: int,
                                source: ObjectInfo, start: int, end: int) -> CompletedPart:
@@ -223,8 +216,11 @@ class FakeStore:
         return CompletedPart(number, etag)
 
     async def complete_multipart(self, key: str, upload_id: str,
-                                 parts: Sequence[CompletedPart]) -> dict:
+                                 parts: Sequence[CompletedPart], *,
+                                 only_new: bool = False) -> dict:
         await self._enter("complete_multipart", [p.number for p in parts])
+        if only_new and key in self.objects:
+            raise client_error("PreconditionFailed", "CompleteMultipartUpload", 412)
         upload = self._upload(upload_id, key, "CompleteMultipartUpload")
         numbers = [p.number for p in parts]
         if not numbers or numbers != sorted(set(numbers)):

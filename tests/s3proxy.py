@@ -5,7 +5,10 @@ process) and moto's S3 server. Every request is forwarded byte-exact (headers, H
 Content-Length or chunked bodies including botocore's aws-chunked payloads with
 trailing checksums), classified as an S3 operation and recorded. Fault rules can
 replace or corrupt the answer to chosen requests: error statuses, connection resets,
-stalls, holds, truncated bodies and S3's "200 OK with an error inside".
+stalls, holds, truncated bodies and S3's "200 OK with an error inside"; a rule can also
+damage a request's body on its way (`corrupt`), and `strip_checksums = True` makes the
+proxy behave like a server that ignores flexible checksums (as Ceph RGW does): their
+echoes are removed from every answer.
 
 Pure stdlib, runs in a background thread, usable from synchronous pytest fixtures::
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import http.client
 import logging
 import random
+import re
 import socket
 import struct
 import threading
@@ -35,9 +39,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = [
     "ACTIONS",
+    "CORRUPT",
     "ERROR_200",
     "ERROR_200_AFTER",
     "FAULT_500",
+    "FAULT_501",
     "FAULT_503",
     "HOLD",
     "KINDS",
@@ -57,6 +63,7 @@ log = logging.getLogger(__name__)
 # Fault actions.
 FAULT_500 = "500"
 FAULT_503 = "503"
+FAULT_501 = "501"  # NotImplemented, as Ceph RGW answers CopyObject of encrypted objects
 RESET_BEFORE = "reset_before"
 RESET_AFTER = "reset_after"
 STALL = "stall"
@@ -64,8 +71,11 @@ HOLD = "hold"
 TRUNCATE = "truncate"
 ERROR_200 = "error_200"
 ERROR_200_AFTER = "error_200_after"
+CORRUPT = "corrupt"
 ACTIONS = frozenset(
     {
+        CORRUPT,
+        FAULT_501,
         FAULT_500,
         FAULT_503,
         RESET_BEFORE,
@@ -295,6 +305,27 @@ def classify(method: str, path: str, query: dict[str, str], headers: Headers) ->
     return "Other"
 
 
+def _damage(body: bytes) -> bytes:
+    """The body with one byte changed in its middle (inside the payload, whether or not
+    it is chunk-framed)."""
+    middle = len(body) // 2
+    return body[:middle] + bytes([body[middle] ^ 0x55]) + body[middle + 1:]
+
+
+_CHECKSUM_ELEMENT = re.compile(rb"<Checksum(?:CRC32C?|CRC64NVME|SHA1|SHA256|Type)>[^<]*"
+                               rb"</Checksum(?:CRC32C?|CRC64NVME|SHA1|SHA256|Type)>")
+
+
+def _without_checksums(up: _Upstream) -> _Upstream:
+    """The answer as a server that ignores flexible checksums gives it."""
+    headers = [(n, v) for n, v in up.headers if not n.lower().startswith("x-amz-checksum-")]
+    body = _CHECKSUM_ELEMENT.sub(b"", up.body) if up.body.lstrip().startswith(b"<") else up.body
+    if len(body) != len(up.body):
+        headers = [(n, str(len(body)) if n.lower() == "content-length" else v)
+                   for n, v in headers]
+    return _Upstream(up.status, up.reason, headers, body)
+
+
 def _s3_error(code: str, message: str) -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -310,6 +341,7 @@ _CANNED: dict[str, tuple[int, str, bytes]] = {
         _s3_error("InternalError", "We encountered an internal error. Please try again."),
     ),
     FAULT_503: (503, "Slow Down", _s3_error("SlowDown", "Please reduce your request rate.")),
+    FAULT_501: (501, "Not Implemented", _s3_error("NotImplemented", "")),
     ERROR_200: (200, "OK", ERROR_200_BODY),
     ERROR_200_AFTER: (200, "OK", ERROR_200_BODY),
 }
@@ -483,6 +515,7 @@ class S3Proxy:
         self._conns: set[socket.socket] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.strip_checksums = False  # answer like a server that ignores x-amz-checksum-*
 
     # --- lifecycle ---
 
@@ -689,7 +722,7 @@ class S3Proxy:
         rule = self._decide(rec)
         action = rule.action if rule else None
 
-        if action in (FAULT_500, FAULT_503, ERROR_200):
+        if action in (FAULT_500, FAULT_501, FAULT_503, ERROR_200):
             status, reason, payload = _CANNED[action]
             rec.status = status
             h.send_raw(status, reason, [("Content-Type", "application/xml")], payload)
@@ -708,6 +741,8 @@ class S3Proxy:
                 h.abort()  # proxy stopping: drop the request, never forward it
                 return
 
+        if action == CORRUPT and body:
+            body = _damage(body)
         try:
             up = self._forward(h, body)
         except OSError as exc:
@@ -717,6 +752,8 @@ class S3Proxy:
             h.send_raw(502, "Bad Gateway", [], _s3_error("BadGateway", repr(exc)))
             return
         rec.upstream_status = up.status
+        if self.strip_checksums:
+            up = _without_checksums(up)
 
         if action == RESET_AFTER:
             h.abort()

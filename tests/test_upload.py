@@ -583,45 +583,7 @@ async def test_discarding_an_upload_with_a_base_leaves_the_object_alone() -> Non
     assert store.objects[KEY] is before
 
 
-# -------------------------------------------------------------------- integrity checks
-
-
-async def test_every_data_part_carries_the_checksum_the_mount_asks_for() -> None:
-    store = FakeStore()
-    store.checksum_key = "ChecksumCRC32"
-    data = payload(2 * PART + 1)
-    async with mount_uploads(store, checksum_key="ChecksumCRC32") as shared:
-        upload = Upload(shared, KEY, dict)
-        await upload.write(0, data)
-        await upload.close()
-    assert store.objects[KEY].data == data
-    assert sorted(upload.parts) == [1, 2, 3]
-    assert all("ChecksumCRC32" in part.checksum for part in upload.parts.values())
-
-
-async def test_a_part_that_comes_back_without_its_checksum_fails_the_upload() -> None:
-    store = FakeStore()
-    store.checksum_key = "ChecksumCRC32"
-    store.parts_without_checksum = {2}
-    async with mount_uploads(store, checksum_key="ChecksumCRC32") as shared:
-        upload = Upload(shared, KEY, dict)
-        await upload.write(0, payload(2 * PART + 1))
-        with pytest.raises(UploadFailed):
-            await upload.close()
-    assert store.calls_to("abort_multipart") == ["upload-1"]
-    assert KEY not in store.objects
-
-
-async def test_copied_parts_need_no_checksum() -> None:
-    store = FakeStore()
-    store.checksum_key = "ChecksumCRC32"
-    old = payload(PART, seed=1)
-    store.add_object(KEY, old)
-    async with mount_uploads(store, checksum_key="ChecksumCRC32") as shared:
-        upload = Upload(shared, KEY, dict, base=store.info(KEY))
-        await upload.write(PART, b"appended")
-        await upload.close()
-    assert store.objects[KEY].data == old + b"appended"
+# -------------------------------------------------------------------- encryption checks
 
 
 async def test_a_multipart_object_stored_with_the_wrong_encryption_is_deleted() -> None:
@@ -656,3 +618,19 @@ async def test_the_expected_encryption_is_accepted() -> None:
         await small.close()
         await large.close()
     assert set(store.objects) == {"small", "large"}
+
+
+# -------------------------------------------------------------------- new objects
+
+
+@pytest.mark.parametrize("size", [10, PART + 1])
+async def test_a_new_file_does_not_replace_an_object_created_meanwhile(size: int) -> None:
+    store = FakeStore()
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict, only_new=True)
+        await upload.write(0, payload(size))
+        store.add_object(KEY, b"another client's")
+        with pytest.raises(UploadFailed, match="another client created"):
+            await upload.close()
+    assert store.objects[KEY].data == b"another client's"
+    assert store.pending == {}

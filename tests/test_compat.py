@@ -1,0 +1,199 @@
+"""S3-compatible servers that differ from AWS: a real mount, talking to moto through the
+proxy (tests/s3proxy.py) made to answer as such a server does.
+
+- A server that ignores flexible checksums (Ceph RGW: no x-amz-checksum-* in its answers):
+  the default `checksum=auto` falls back to Content-MD5 once, with one log line, and a
+  part damaged on its way is still caught (its ETag is not the MD5 of what was sent) and
+  sent again; an algorithm chosen explicitly refuses the mount with one line.
+- A server that refuses CopyObject (Ceph RGW answers 501 for SSE-KMS and SSE-C sources):
+  rename, chmod and touch copy part by part with UploadPartCopy, keeping every header;
+  when that is refused too, the change is not shown as stored.
+- A renamed multipart object reads back whatever checksum the server reports for it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from helpers import random_file, sha256_file, sha256_object, wait_for
+from s3proxy import CORRUPT, FAULT_501, S3Proxy
+from test_faults import assert_object, assert_settled, cp, log_lines, proxy, via
+
+pytestmark = pytest.mark.mount
+__all__ = ["proxy"]  # the fixture, imported for the tests below
+
+MiB = 1024 * 1024
+
+
+def uploaded_parts(proxy: S3Proxy, number: int) -> list[Any]:
+    return [r for r in proxy.of_kind("UploadPart") if r.part_number == number]
+
+
+# ------------------------------------------------------------------- checksums
+
+
+def test_default_falls_back_to_content_md5_where_checksums_are_ignored(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
+    proxy.strip_checksums = True
+    src = random_file(tmp_path / "src.bin", 12 * MiB + 7, seed=1)
+    m = mount(bucket, via(proxy), "part_size=5M")
+    small = random_file(tmp_path / "small.bin", 70_001, seed=2)
+    assert cp(src, m.path / "big.bin").returncode == 0, m.log_text()
+    assert cp(small, m.path / "small.bin").returncode == 0, m.log_text()
+    assert_object(s3, bucket, "big.bin", src, parts=3)
+    assert_object(s3, bucket, "small.bin", small, parts=None)
+    assert_settled(s3, bucket)
+    for r in proxy.of_kind("UploadPart") + proxy.of_kind("PutObject"):
+        if r.key and not r.key.startswith(".s3mpfs/"):
+            assert "content-md5" in r.headers, (r.kind, r.key, r.headers)
+    assert len(log_lines(m, "falls back") + log_lines(m, "Content-MD5 from now on")) == 1
+
+
+def test_a_part_damaged_on_its_way_is_sent_again(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
+    proxy.strip_checksums = True  # the server verifies nothing s3mpfs can see
+    proxy.add_fault("UploadPart", CORRUPT, part_number=2, times=1)
+    src = random_file(tmp_path / "src.bin", 12 * MiB + 7, seed=3)
+    m = mount(bucket, via(proxy), "part_size=5M")
+    assert cp(src, m.path / "f.bin").returncode == 0, m.log_text()
+    assert_object(s3, bucket, "f.bin", src, parts=3)
+    assert len(uploaded_parts(proxy, 2)) == 2
+    assert log_lines(m, "part 2 of f.bin", "other bytes than were sent")
+
+
+def test_a_part_damaged_every_time_fails_the_file_and_keeps_the_old_one(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
+    proxy.strip_checksums = True
+    s3.put_object(Bucket=bucket, Key="f.bin", Body=b"previous")
+    proxy.add_fault("UploadPart", CORRUPT, part_number=2)
+    src = random_file(tmp_path / "src.bin", 12 * MiB + 7, seed=4)
+    m = mount(bucket, via(proxy), "part_size=5M")
+    result = cp(src, m.path / "f.bin")
+    assert result.returncode != 0
+    assert "Input/output error" in result.stderr
+    assert s3.get_object(Bucket=bucket, Key="f.bin")["Body"].read() == b"previous"
+    wait_for(lambda: not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"),
+             message="the failed upload to be aborted")
+
+
+def test_an_explicit_checksum_the_server_ignores_refuses_the_mount(
+    proxy: S3Proxy, bucket: str, mount: Any
+) -> None:
+    proxy.strip_checksums = True
+    m = mount(bucket, via(proxy), "checksum=crc32c", expect_failure=True)
+    assert m.returncode != 0
+    lines = m.log_text().strip().splitlines()
+    assert "checksum=md5" in lines[-1] and "does not verify checksum=crc32c" in lines[-1]
+
+
+def test_a_renamed_multipart_file_reads_back(
+    s3: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
+    # moto's CopyObject keeps the source's composite checksum and reports it as a
+    # full-object one: the model test found reads of renamed files failing on it.
+    src = random_file(tmp_path / "src.bin", 5 * MiB + 1, seed=5)
+    m = mount(bucket, "part_size=5M")
+    assert cp(src, m.path / "a").returncode == 0, m.log_text()
+    os.rename(m.path / "a", m.path / "b")
+    assert sha256_file(m.path / "b") == sha256_file(src)
+    unchecked = boto3.client("s3", endpoint_url=s3.meta.endpoint_url,
+                             config=Config(response_checksum_validation="when_required"))
+    assert sha256_object(unchecked, bucket, "b") == sha256_file(src)
+
+
+# ------------------------------------------------------------------- copies
+
+
+FOREIGN = {
+    "ContentType": "text/html",
+    "CacheControl": "max-age=60",
+    "ContentDisposition": "attachment; filename=x.html",
+    "ContentEncoding": "identity",
+    "ContentLanguage": "de",
+    "Metadata": {"foreign": "keepme"},
+}
+
+
+def put_foreign(s3: Any, bucket: str, key: str, size: int) -> bytes:
+    """An object another tool wrote, with headers and tags s3mpfs does not own."""
+    data = os.urandom(size)
+    s3.put_object(Bucket=bucket, Key=key, Body=data, Tagging="team=backup", **FOREIGN)
+    return data
+
+
+def assert_foreign_kept(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+    head = s3.head_object(Bucket=bucket, Key=key)
+    for name, value in FOREIGN.items():
+        if name == "Metadata":
+            assert head["Metadata"]["foreign"] == "keepme", head["Metadata"]
+        else:
+            assert head.get(name) == value, (name, head.get(name))
+    tags = s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+    assert tags == [{"Key": "team", "Value": "backup"}]
+    return head
+
+
+@pytest.mark.parametrize("copy_object", ["works", "refused"])
+@pytest.mark.parametrize("size", [1000, 6 * MiB])
+def test_rename_chmod_touch_keep_every_header(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, copy_object: str, size: int
+) -> None:
+    if copy_object == "refused":
+        proxy.add_fault("CopyObject", FAULT_501)
+    data = put_foreign(s3, bucket, "a.html", size)
+    m = mount(bucket, via(proxy))
+    os.chmod(m.path / "a.html", 0o600)
+    os.utime(m.path / "a.html", (1262304000, 1262304000))
+    wait_for(lambda: s3.head_object(Bucket=bucket, Key="a.html")["Metadata"].get("mtime")
+             == "1262304000", message="the attributes to be stored")
+    head = assert_foreign_kept(s3, bucket, "a.html")
+    assert int(head["Metadata"]["mode"]) & 0o7777 == 0o600
+    os.rename(m.path / "a.html", m.path / "b.html")
+    head = assert_foreign_kept(s3, bucket, "b.html")
+    assert int(head["Metadata"]["mode"]) & 0o7777 == 0o600
+    assert s3.get_object(Bucket=bucket, Key="b.html")["Body"].read() == data
+    if copy_object == "refused":
+        assert proxy.count("UploadPartCopy") >= 2
+        assert len(log_lines(m, "does not implement CopyObject")) == 1
+        assert "None" not in "".join(log_lines(m, "NotImplemented"))
+
+
+def test_attributes_that_cannot_be_stored_are_not_shown_as_stored(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any
+) -> None:
+    proxy.add_fault("CopyObject", FAULT_501)
+    proxy.add_fault("UploadPartCopy", FAULT_501)
+    s3.put_object(Bucket=bucket, Key="f", Body=b"data", Metadata={"mode": str(0o100644)})
+    m = mount(bucket, via(proxy))
+    os.chmod(m.path / "f", 0o600)
+    wait_for(lambda: stat.S_IMODE(os.stat(m.path / "f").st_mode) == 0o644, timeout=40,
+             message="the mount to show what S3 holds again")
+    assert s3.head_object(Bucket=bucket, Key="f")["Metadata"]["mode"] == str(0o100644)
+    line = log_lines(m, "could not store the attributes of f", "showing what S3 holds")
+    assert line and "UploadPartCopy: NotImplemented (HTTP 501)" in line[0]
+    assert "this server does not implement UploadPartCopy" in line[0]
+
+
+def test_rename_refused_entirely_fails_cleanly(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any
+) -> None:
+    proxy.add_fault("CopyObject", FAULT_501)
+    proxy.add_fault("UploadPartCopy", FAULT_501)
+    s3.put_object(Bucket=bucket, Key="f", Body=b"data")
+    m = mount(bucket, via(proxy))
+    result = subprocess.run(["mv", str(m.path / "f"), str(m.path / "g")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"data"
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert log_lines(m, "neither CopyObject nor UploadPartCopy")
