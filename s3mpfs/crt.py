@@ -56,6 +56,12 @@ _HEADERS = {
     "SSECustomerAlgorithm": "x-amz-server-side-encryption-customer-algorithm",
     "ContentMD5": "Content-MD5",
     "ContentType": "Content-Type",
+    "CacheControl": "Cache-Control",
+    "ContentDisposition": "Content-Disposition",
+    "ContentEncoding": "Content-Encoding",
+    "ContentLanguage": "Content-Language",
+    "WebsiteRedirectLocation": "x-amz-website-redirect-location",
+    "Tagging": "x-amz-tagging",
     "ChecksumAlgorithm": "x-amz-sdk-checksum-algorithm",
     "ChecksumCRC32": "x-amz-checksum-crc32",
     "ChecksumCRC32C": "x-amz-checksum-crc32c",
@@ -81,6 +87,14 @@ _MEMBERS = {
     "x-amz-checksum-sha1": "ChecksumSHA1",
     "x-amz-checksum-sha256": "ChecksumSHA256",
     "content-range": "ContentRange",
+    "content-type": "ContentType",
+    "cache-control": "CacheControl",
+    "content-disposition": "ContentDisposition",
+    "content-encoding": "ContentEncoding",
+    "content-language": "ContentLanguage",
+    "expires": "Expires",
+    "x-amz-website-redirect-location": "WebsiteRedirectLocation",
+    "x-amz-server-side-encryption-customer-algorithm": "SSECustomerAlgorithm",
 }
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
@@ -114,8 +128,8 @@ def headers_for(params: dict[str, Any]) -> list[tuple[str, str]] | None:
     out: list[tuple[str, str]] = []
     for name, value in params.items():
         header = _HEADERS.get(name)
-        if header is not None:
-            out.append((header, str(value)))
+        if header is not None and isinstance(value, str):
+            out.append((header, value))
         elif name == "Metadata":
             out.extend((f"x-amz-meta-{k}", v) for k, v in value.items())
         elif name == "BucketKeyEnabled":
@@ -151,6 +165,8 @@ def _members(headers: dict[str, str]) -> dict[str, Any]:
             out["LastModified"] = email.utils.parsedate_to_datetime(value)
         elif name == "x-amz-server-side-encryption-bucket-key-enabled":
             out["BucketKeyEnabled"] = value.lower() == "true"
+        elif name == "x-amz-tagging-count":
+            out["TagCount"] = int(value)
     out["Metadata"] = metadata
     return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +23,9 @@ from urllib.parse import urlencode
 import boto3
 import trio
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
+from . import crt
 from .config import MountConfig
 from .errors import UploadFailed, describe, s3_error_code
 from .integrity import ATTEMPTS, ChecksumIgnored, Corrupted, Integrity, Sent
@@ -107,6 +109,13 @@ class S3Store:
         self._client = make_client(config, pool=threads, check_mode=check_mode)
         self.integrity = Integrity(config.checksum)
         self.conditional_create = False  # the server honours If-None-Match: * (probed)
+        # HEAD, ranged GET, PutObject and UploadPart go through awscrt (crt.py) unless
+        # S3MPFS_HTTP=boto3; everything else, and anything crt.py cannot express, boto3.
+        self._crt = None if check_mode or os.environ.get("S3MPFS_HTTP") == "boto3" else \
+            crt.CrtClient.create(self._client, self.bucket,
+                                 path_style=bool(config.endpoint_url), retries=config.retries,
+                                 connect_timeout=config.connect_timeout,
+                                 read_timeout=config.read_timeout)
 
     # -- request parameters, built in exactly one place ---------------------------------
 
@@ -164,9 +173,27 @@ class S3Store:
             resp = fn(Bucket=self.bucket, Body=io.BytesIO(data), **kwargs, **sent.params)
             return resp, sent
 
+        async def send_crt() -> tuple[dict, Sent]:
+            if len(data) > 256 * 1024:  # zlib/hashlib release the GIL in a worker thread
+                sent = await trio.to_thread.run_sync(self.integrity.prepare, data)
+            else:
+                sent = self.integrity.prepare(data)
+            params = {k: v for k, v in kwargs.items() if k not in ("Key", "UploadId",
+                                                                     "PartNumber")}
+            query = (f"partNumber={kwargs['PartNumber']}&uploadId={kwargs['UploadId']}"
+                     if "UploadId" in kwargs else "")
+            resp = await self._crt_call(_OPERATIONS[fn.__name__], "PUT", kwargs["Key"],
+                                        {**params, **sent.params}, body=data, query=query)
+            if resp is None:
+                return await trio.to_thread.run_sync(send, limiter=self._limiter)
+            return resp, sent
+
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                resp, sent = await trio.to_thread.run_sync(send, limiter=self._limiter)
+                if self._crt is not None and fn.__name__ in _OPERATIONS:
+                    resp, sent = await send_crt()
+                else:
+                    resp, sent = await trio.to_thread.run_sync(send, limiter=self._limiter)
                 self.integrity.check(resp, resp.get("ETag", ""), sent, what)
                 return resp
             except ChecksumIgnored:
@@ -186,6 +213,33 @@ class S3Store:
                             "sending them again (attempt %d of %d)", what,
                             s3_error_code(exc), attempt, ATTEMPTS)
         raise UploadFailed(f"{what}: the bytes reached the server damaged {ATTEMPTS} times")
+
+    async def _crt_call(self, operation: str, method: str, key: str, params: dict[str, Any],
+                        body: bytes | None = None, query: str = "",
+                        expect_size: int = 0) -> dict | None:
+        """One request through awscrt, answered in boto3's shape (the body, if any, as
+        "Body" bytes); None if crt.py cannot express these parameters (use boto3).
+        Failures raise the botocore exceptions the boto3 path would."""
+        assert self._crt is not None
+        headers = crt.headers_for(params)
+        if headers is None:
+            return None
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s (crt)", operation, key)
+        try:
+            async with self._limiter:
+                answer, data = await self._crt.request(operation, method, key, headers, body,
+                                                       query, expect_size)
+        except crt.CrtRequestError as exc:
+            if exc.status == 0:
+                raise EndpointConnectionError(endpoint_url=self._crt.host,
+                                              error=f"{exc.code}: {exc.message}") from None
+            raise ClientError({
+                "Error": {"Code": exc.code, "Message": exc.message},
+                "ResponseMetadata": {"HTTPStatusCode": exc.status, "HTTPHeaders": exc.headers},
+            }, operation) from None
+        answer["Body"] = data
+        return answer
 
     # -- ObjectStore --------------------------------------------------------------------
 
@@ -215,7 +269,11 @@ class S3Store:
             kwargs["ContinuationToken"] = token
 
     async def head(self, key: str) -> ObjectInfo:
-        resp = await self._call(self._client.head_object, Key=key, **self._sse_c())
+        resp = None
+        if self._crt is not None:
+            resp = await self._crt_call("HeadObject", "HEAD", key, self._sse_c())
+        if resp is None:
+            resp = await self._call(self._client.head_object, Key=key, **self._sse_c())
         headers = {name: resp[name] for name in (*COPIED_HEADERS, "SSEKMSKeyId",
                                                   "BucketKeyEnabled", "SSECustomerAlgorithm",
                                                   "TagCount") if resp.get(name)}
@@ -229,6 +287,12 @@ class S3Store:
         """Bytes [start, end) of an object; of that very version when `etag` is given
         (a replaced object then fails with PreconditionFailed, never mixes versions)."""
         version = {"IfMatch": etag} if etag.startswith('"') else {}
+        if self._crt is not None:
+            resp = await self._crt_call("GetObject", "GET", key, {
+                "Range": f"bytes={start}-{end - 1}", **version, **self._sse_c()},
+                expect_size=end - start)
+            if resp is not None:
+                return resp["Body"]
 
         def fetch() -> bytes:
             resp = self._client.get_object(
@@ -414,6 +478,10 @@ class S3Store:
                 return uploads
             kwargs["KeyMarker"] = page.get("NextKeyMarker")
             kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
+
+
+# boto3 methods whose requests crt.py can send, and their S3 operation names.
+_OPERATIONS = {"put_object": "PutObject", "upload_part": "UploadPart"}
 
 
 def _log_request(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
