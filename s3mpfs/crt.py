@@ -25,6 +25,7 @@ import hashlib
 import io
 import logging
 import os
+import random
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -190,7 +191,7 @@ class CrtClient:
         if ":" not in self.host.rpartition("]")[2]:
             self.host += ":443" if tls else ":80"  # the CRT takes the port from Host
         self.attempts = max(retries, 1)
-        self.timeout = connect_timeout + read_timeout * self.attempts + 20.0 * (self.attempts - 1)
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
 
         def delegate() -> Any:
             access, secret, token = get_credentials()
@@ -213,13 +214,9 @@ class CrtClient:
             kwargs["tls_mode"] = crt_s3.S3RequestTlsMode.ENABLED
         else:
             kwargs["tls_mode"] = crt_s3.S3RequestTlsMode.DISABLED
-        if hasattr(crt_s3, "S3RetryConfig"):
-            if self.attempts > 1:
-                kwargs["retry_config"] = crt_s3.S3RetryConfig(max_retries=self.attempts - 1)
-            else:
-                kwargs["retry_config"] = crt_s3.S3RetryConfig(
-                    retry_mode=crt_s3.S3RetryMode.NONE)
-            kwargs["connect_timeout_ms"] = int(connect_timeout * 1000)
+        # Retries are ours (request()), so that a stalled attempt is given up and retried.
+        kwargs["retry_config"] = crt_s3.S3RetryConfig(retry_mode=crt_s3.S3RetryMode.NONE)
+        kwargs["connect_timeout_ms"] = int(connect_timeout * 1000)
         self._client = crt_s3.S3Client(region=region, signing_config=signing,
                                        memory_limit=1 << 30, **kwargs)
 
@@ -250,9 +247,34 @@ class CrtClient:
 
     async def request(self, operation: str, method: str, key: str,
                       headers: list[tuple[str, str]], body: bytes | None = None,
-                      query: str = "", expect_size: int = 0) -> tuple[dict[str, Any], bytes]:
-        """Send one request; (boto3-shaped answer, body). Waits for its end even when
-        cancelled (it has side effects and holds a connection), like the boto3 path."""
+                      query: str = "", expect_size: int = 0
+                      ) -> tuple[dict[str, Any], bytes | bytearray]:
+        """Send one request, retried like botocore's standard mode: up to `retries`
+        attempts on 5xx, throttling, timeouts and transport failures, with exponential
+        backoff and full jitter (at most 20 s). An attempt that has not finished within
+        connect_timeout + read_timeout + 1 s per MiB of body is cancelled and retried.
+        Returns (boto3-shaped answer, body); a body of `expect_size` bytes comes as a
+        bytearray (one copy fewer), another size fails as incomplete. Waits for the end
+        even when cancelled (it has side effects and holds a connection), like the boto3
+        path."""
+        limit = self.connect_timeout + self.read_timeout + (len(body or b"") >> 20)
+        with trio.CancelScope(shield=True):
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    return await self._attempt(operation, method, key, headers, body, query,
+                                               expect_size, limit)
+                except CrtRequestError as exc:
+                    if attempt == self.attempts or not _retryable(exc):
+                        raise
+                    log.debug("%s: %s; retrying (attempt %d of %d)", operation, exc,
+                              attempt + 1, self.attempts)
+                    await trio.sleep(random.random() * min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, operation: str, method: str, key: str,
+                       headers: list[tuple[str, str]], body: bytes | None, query: str,
+                       expect_size: int, limit: float
+                       ) -> tuple[dict[str, Any], bytes | bytearray]:
         path = self.path(key) + (f"?{query}" if query else "")
         all_headers = [("Host", self.host), *headers]
         if body is not None:
@@ -263,12 +285,25 @@ class CrtClient:
         done = trio.Event()
         state: dict[str, Any] = {}
         received: list[bytes] = []
+        # A body of known size is copied once, from the CRT's buffer into its place.
+        into = bytearray(expect_size) if expect_size else None
+        view = memoryview(into) if into is not None else None
+        got = [0]
+        first: list[int] = []  # ranged GETs report offsets within the object
 
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
             state["status"], state["headers"] = status_code, headers
 
         def on_body(chunk: bytes, offset: int, **_: Any) -> None:
-            received.append(bytes(chunk))
+            n = len(chunk)
+            if not first:
+                first.append(offset)
+            offset -= first[0]
+            if view is not None and offset + n <= len(view):
+                view[offset:offset + n] = chunk
+                got[0] += n
+            else:
+                received.append(bytes(chunk))
 
         def on_done(error: BaseException | None = None, error_headers: Any = None,
                     error_body: bytes | None = None, status_code: int | None = None,
@@ -280,14 +315,13 @@ class CrtClient:
         handle = self._client.make_request(
             type=crt_s3.S3RequestType.DEFAULT, request=request, operation_name=operation,
             on_headers=on_headers, on_body=on_body, on_done=on_done)
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(self.timeout) as scope:
-                await done.wait()
-            if scope.cancelled_caught:
-                handle.cancel()
-                await done.wait()
-                raise CrtRequestError(operation, 0, "RequestTimeout",
-                                      f"no answer within {self.timeout:.0f} s")
+        with trio.move_on_after(limit) as scope:
+            await done.wait()
+        if scope.cancelled_caught:
+            handle.cancel()
+            await done.wait()
+            raise CrtRequestError(operation, 0, "RequestTimeout",
+                                  f"no answer within {limit:.0f} s")
         error = state.get("error")
         if error is not None:
             status = state.get("error_status") or 0
@@ -304,11 +338,26 @@ class CrtClient:
             raise CrtRequestError(operation, status, code, message, headers_dict)
         headers_dict = {k.lower(): v for k, v in state.get("headers") or []}
         answer = _members(headers_dict)
-        data = received[0] if len(received) == 1 else b"".join(received)
-        if expect_size and len(data) != expect_size:
-            raise CrtRequestError(operation, 0, "IncompleteBody",
-                                  f"{len(data)} bytes received, {expect_size} expected")
-        return answer, data
+        if into is not None:
+            if got[0] != expect_size or received:
+                raise CrtRequestError(operation, 0, "IncompleteBody", f"{got[0]} bytes "
+                                      f"received, {expect_size} expected")
+            return answer, into
+        return answer, received[0] if len(received) == 1 else b"".join(received)
+
+
+_RETRYABLE_CODES = {"Throttling", "ThrottlingException", "ThrottledException",
+                    "RequestThrottledException", "TooManyRequestsException", "SlowDown",
+                    "RequestTimeout", "RequestTimeoutException", "InternalError",
+                    "ServiceUnavailable", "PriorRequestNotComplete"}
+
+
+def _retryable(exc: CrtRequestError) -> bool:
+    """What botocore's standard mode retries: no answer, 5xx, 429, throttling, timeouts,
+    and answers whose error body could not be read (a 200 carrying an error included)."""
+    return (exc.status == 0 or exc.status >= 500 or exc.status == 429
+            or exc.code in _RETRYABLE_CODES or exc.code == str(exc.status) and exc.status
+            not in (301, 304, 400, 403, 404, 412, 416))
 
 
 _REASONS = {301: "Moved Permanently", 304: "Not Modified", 400: "Bad Request",
