@@ -37,6 +37,7 @@ import argparse
 import bisect
 import email.utils
 import hashlib
+import json
 import os
 import re
 import socket
@@ -119,6 +120,7 @@ class State:
         self.buckets: dict[str, Bucket] = {}
         self.uploads: dict[str, Upload] = {}
         self.counter = 0
+        self.counts: dict[str, int] = {}  # requests by S3 operation
 
     def fake_etag(self) -> str:
         with self.lock:
@@ -324,6 +326,13 @@ class Connection:
         parts = path.lstrip("/").split("/", 1)
         bucket_name = parts[0]
         key = parts[1] if len(parts) > 1 else ""
+        if not bucket_name and "nulls3-stats" in q:  # the request counts, as JSON
+            with self.state.lock:
+                body = json.dumps(self.state.counts).encode()
+            return self._send(200, [("Content-Type", "application/json")], body)
+        op = classify(method, bool(key), q, headers)
+        with self.state.lock:
+            self.state.counts[op] = self.state.counts.get(op, 0) + 1
         if not bucket_name:
             if method == "GET":
                 return self.list_buckets()
@@ -708,17 +717,47 @@ class Connection:
                   "</ListMultipartUploadsResult>")
 
 
+def classify(method: str, has_key: bool, q: dict[str, list[str]],
+             headers: dict[str, str]) -> str:
+    """The S3 operation of a request (for the counts GET /?nulls3-stats returns)."""
+    if not has_key:
+        if method == "GET":
+            if "uploads" in q:
+                return "ListMultipartUploads"
+            if "versions" in q:
+                return "ListObjectVersions"
+            if q.get("list-type") == ["2"]:
+                return "ListObjectsV2"
+            return "ListObjects" if not q or "prefix" in q or "delimiter" in q or \
+                "marker" in q or "max-keys" in q else "GetBucketConfig"
+        return {"HEAD": "HeadBucket", "PUT": "CreateBucket", "DELETE": "DeleteBucket",
+                "POST": "DeleteObjects"}.get(method, method)
+    if method == "PUT":
+        if "uploadId" in q:
+            return "UploadPartCopy" if "x-amz-copy-source" in headers else "UploadPart"
+        return "CopyObject" if "x-amz-copy-source" in headers else "PutObject"
+    if method == "POST":
+        return "CreateMultipartUpload" if "uploads" in q else "CompleteMultipartUpload"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in q else "DeleteObject"
+    if "uploadId" in q:
+        return "ListParts"
+    return "HeadObject" if method == "HEAD" else "GetObject"
+
+
 def unescape_xml(text: str) -> str:
     return (text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
             .replace("&apos;", "'").replace("&amp;", "&"))
 
 
 class NullS3:
-    """The server: a listening socket and a thread per connection."""
+    """The server: a listening socket and a thread per connection. Several servers may
+    share one State (http, https and a delayed listener on the same buckets)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
-                 tls: tuple[str, str] | None = None, delay_ms: float = 0.0) -> None:
-        self.state = State()
+                 tls: tuple[str, str] | None = None, delay_ms: float = 0.0,
+                 state: State | None = None) -> None:
+        self.state = state or State()
         self.delay = delay_ms / 1000.0
         self.listener = socket.create_server((host, port), backlog=256)
         self.port = self.listener.getsockname()[1]
@@ -773,14 +812,26 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--also", action="append", default=[], metavar="KIND",
+                        help="another listener on the same buckets: https (needs --tls) "
+                        "or http+DELAY_MS; its port is printed after the first")
     parser.add_argument("--bucket", action="append", default=[], help="create this bucket")
     parser.add_argument("--forever", action="store_true", help="do not watch stdin")
     args = parser.parse_args()
-    server = NullS3(args.host, args.port, tuple(args.tls) if args.tls else None, args.delay_ms)
+    tls = (args.tls[0], args.tls[1]) if args.tls else None
+    server = NullS3(args.host, args.port, None if args.also else tls, args.delay_ms)
+    servers = [server]
+    for kind in args.also:
+        if kind == "https":
+            servers.append(NullS3(args.host, 0, tls, 0.0, server.state))
+        else:
+            servers.append(NullS3(args.host, 0, None, float(kind.partition("+")[2] or 0),
+                                  server.state))
     for name in args.bucket:
         server.state.buckets[name] = Bucket(time.time())
-    server.start()
-    print(server.port, flush=True)
+    for s in servers:
+        s.start()
+    print(" ".join(str(s.port) for s in servers), flush=True)
     if args.forever:
         threading.Event().wait()
     else:
