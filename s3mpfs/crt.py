@@ -97,6 +97,7 @@ _MEMBERS = {
     "x-amz-website-redirect-location": "WebsiteRedirectLocation",
     "x-amz-server-side-encryption-customer-algorithm": "SSECustomerAlgorithm",
 }
+POOL_PART_SIZE = 1 << 20
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 
@@ -148,6 +149,35 @@ def headers_for(params: dict[str, Any]) -> list[tuple[str, str]] | None:
         else:
             return None
     return out
+
+
+def add_checksum_value(params: dict[str, Any], data: bytes) -> dict[str, Any] | None:
+    """Parameters naming a ChecksumAlgorithm without its value (boto3 computes CRC32C
+    and CRC64NVME itself) get the value, computed in C; None if this cannot be done."""
+    algorithm = params.get("ChecksumAlgorithm")
+    if not algorithm or f"Checksum{algorithm}" in params:
+        return params
+    compute = _COMPUTE.get(algorithm)
+    if compute is None:
+        return None
+    value, width = compute(data)
+    return {**params, f"Checksum{algorithm}":
+            base64.b64encode(value.to_bytes(width, "big")).decode()}
+
+
+def _crc32c(data: bytes) -> tuple[int, int]:
+    from awscrt.checksums import crc32c
+
+    return crc32c(data), 4
+
+
+def _crc64nvme(data: bytes) -> tuple[int, int]:
+    from awscrt.checksums import crc64nvme
+
+    return crc64nvme(data), 8
+
+
+_COMPUTE = {"CRC32C": _crc32c, "CRC64NVME": _crc64nvme}
 
 
 def _members(headers: dict[str, str]) -> dict[str, Any]:
@@ -217,8 +247,11 @@ class CrtClient:
         # Retries are ours (request()), so that a stalled attempt is given up and retried.
         kwargs["retry_config"] = crt_s3.S3RetryConfig(retry_mode=crt_s3.S3RetryMode.NONE)
         kwargs["connect_timeout_ms"] = int(connect_timeout * 1000)
+        # part_size sizes the CRT's buffer pool blocks (16 parts each, kept while in use):
+        # our requests are single parts, so small blocks keep memory where we count it.
         self._client = crt_s3.S3Client(region=region, signing_config=signing,
-                                       memory_limit=1 << 30, **kwargs)
+                                       part_size=POOL_PART_SIZE, memory_limit=1 << 30,
+                                       **kwargs)
 
     @classmethod
     def create(cls, boto_client: Any, bucket: str, *, path_style: bool, retries: int,
@@ -327,10 +360,14 @@ class CrtClient:
             status = state.get("error_status") or 0
             raw = state.get("error_headers") or []
             headers_dict = {k.lower(): v for k, v in raw}
-            if not status:  # no answer at all: connection refused/reset, timeouts
-                raise CrtRequestError(operation, 0, getattr(error, "name", "RequestError"),
-                                      str(error))
+            name = getattr(error, "name", "")
             text = state.get("error_body") or b""
+            if not status:  # the CRT names 500s and 503s without their status
+                status = _STATUS_OF.get(name, 0)
+                if status and not _CODE.search(text):
+                    text = f"<Code>{_CODE_OF[name]}</Code>".encode()
+            if not status:  # no answer at all: connection refused/reset, timeouts
+                raise CrtRequestError(operation, 0, name or "RequestError", str(error))
             code_match, message_match = _CODE.search(text), _MESSAGE.search(text)
             code = code_match.group(1).decode() if code_match else str(status)
             message = (message_match.group(1).decode(errors="replace") if message_match
@@ -346,6 +383,9 @@ class CrtClient:
         return answer, received[0] if len(received) == 1 else b"".join(received)
 
 
+_STATUS_OF = {"AWS_ERROR_S3_INTERNAL_ERROR": 500, "AWS_ERROR_S3_SLOW_DOWN": 503}
+_CODE_OF = {"AWS_ERROR_S3_INTERNAL_ERROR": "InternalError",
+            "AWS_ERROR_S3_SLOW_DOWN": "SlowDown"}
 _RETRYABLE_CODES = {"Throttling", "ThrottlingException", "ThrottledException",
                     "RequestThrottledException", "TooManyRequestsException", "SlowDown",
                     "RequestTimeout", "RequestTimeoutException", "InternalError",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import boto3
 import trio
@@ -180,10 +180,12 @@ class S3Store:
                 sent = self.integrity.prepare(data)
             params = {k: v for k, v in kwargs.items() if k not in ("Key", "UploadId",
                                                                      "PartNumber")}
-            query = (f"partNumber={kwargs['PartNumber']}&uploadId={kwargs['UploadId']}"
-                     if "UploadId" in kwargs else "")
-            resp = await self._crt_call(_OPERATIONS[fn.__name__], "PUT", kwargs["Key"],
-                                        {**params, **sent.params}, body=data, query=query)
+            query = (f"partNumber={kwargs['PartNumber']}&uploadId="
+                     f"{quote(kwargs['UploadId'], safe='')}" if "UploadId" in kwargs else "")
+            with_value = crt.add_checksum_value({**params, **sent.params}, data)
+            resp = None if with_value is None else await self._crt_call(
+                _OPERATIONS[fn.__name__], "PUT", kwargs["Key"], with_value, body=data,
+                query=query)
             if resp is None:
                 return await trio.to_thread.run_sync(send, limiter=self._limiter)
             return resp, sent
