@@ -1,9 +1,11 @@
 """The hot requests (HeadObject, ranged GetObject, PutObject, UploadPart) through awscrt.
 
 botocore spends about a millisecond of Python per request (serialising, event hooks,
-signing, urllib3, parsing) with the GIL held. awscrt's S3 client does the connection
-pooling, SigV4 signing, retries and HTTP in C threads that do not hold the GIL; what is
-left in Python is building the headers and reading the answer.
+signing, urllib3, parsing) with the GIL held. Here the HTTP/1.1 connections (awscrt.http)
+and SigV4 signing (awscrt.auth) run in C threads that do not hold the GIL; what is left in
+Python is building the headers and reading the answer. The body of a part is read from the
+caller's bytes as it is sent (no copy of a part in flight); a ranged GET is copied once,
+from the socket buffers into its place.
 
 `store.S3Store` hands this module the same boto3-style parameters it would give boto3.
 `headers_for` translates them to HTTP headers and returns None for any parameter it does not
@@ -12,9 +14,10 @@ sent, one way or the other. Answers come back as boto3-shaped dicts; a failure i
 `CrtRequestError` carrying the status, the S3 error code and message, which the store turns
 into the same botocore ClientError the boto3 path raises. Nothing here imports boto3.
 
-Retries: awscrt's standard strategy (5xx, throttling, connection errors, a 200 carrying an
-error), `retries - 1` of them, with exponential backoff. A request that has not finished
-within `read_timeout` x attempts (+ connect time) is cancelled and fails as a timeout.
+Retries are done here as botocore's standard mode does them: `retries` attempts on 5xx,
+throttling, timeouts, transport failures and a 200 carrying an error, with exponential
+backoff and full jitter. An attempt that has not finished within connect_timeout +
+read_timeout + 1 s per MiB of body is cancelled (its connection closed) and retried.
 """
 
 from __future__ import annotations
@@ -37,10 +40,9 @@ import trio
 try:
     from awscrt import auth, http
     from awscrt import io as crt_io
-    from awscrt import s3 as crt_s3
     from awscrt.checksums import crc32 as _crt_crc32
 except ImportError:  # pragma: no cover - awscrt is a dependency; boto3 does everything then
-    crt_s3 = None  # type: ignore[assignment]
+    http = None  # type: ignore[assignment]
     _crt_crc32 = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,6 @@ _MEMBERS = {
     "x-amz-website-redirect-location": "WebsiteRedirectLocation",
     "x-amz-server-side-encryption-customer-algorithm": "SSECustomerAlgorithm",
 }
-POOL_PART_SIZE = 1 << 20
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 
@@ -113,7 +114,7 @@ class CrtRequestError(Exception):
 
 
 def available() -> bool:
-    return crt_s3 is not None
+    return http is not None
 
 
 def crc32(data: bytes) -> int:
@@ -203,23 +204,28 @@ def _members(headers: dict[str, str]) -> dict[str, Any]:
 
 
 class CrtClient:
-    """One awscrt S3 client for the mount, with the endpoint and credentials of boto3's."""
+    """Keep-alive HTTP connections to the endpoint (awscrt.http), SigV4 by awscrt.auth,
+    with the endpoint and credentials of the mount's boto3 client."""
 
     def __init__(self, endpoint_url: str, bucket: str, region: str,
                  get_credentials: Callable[[], tuple[str, str, str | None]], *,
                  path_style: bool, retries: int, connect_timeout: float,
-                 read_timeout: float, ca_file: str | None = None) -> None:
-        assert crt_s3 is not None
+                 read_timeout: float, ca_file: str | None = None,
+                 refreshable: bool = True) -> None:
+        assert http is not None
         url = urlsplit(endpoint_url)
         tls = url.scheme == "https"
         if path_style:
-            self.host = url.netloc
+            self.hostname = url.hostname or ""
             self._base = f"{url.path.rstrip('/')}/{quote(bucket, safe='')}/"
         else:
-            self.host = f"{bucket}.{url.netloc}"
+            self.hostname = f"{bucket}.{url.hostname}"
             self._base = f"{url.path.rstrip('/')}/"
-        if ":" not in self.host.rpartition("]")[2]:
-            self.host += ":443" if tls else ":80"  # the CRT takes the port from Host
+        self.port = url.port or (443 if tls else 80)
+        default_port = url.port is None or url.port == (443 if tls else 80)
+        self.host = self.hostname if default_port else f"{self.hostname}:{self.port}"
+        if ":" in self.hostname and not default_port:  # an IPv6 literal
+            self.host = f"[{self.hostname}]:{self.port}"
         self.attempts = max(retries, 1)
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
 
@@ -227,38 +233,37 @@ class CrtClient:
             access, secret, token = get_credentials()
             return auth.AwsCredentials(access, secret, token)
 
-        signing = auth.AwsSigningConfig(
+        if refreshable:
+            provider = auth.AwsCredentialsProvider.new_delegate(delegate)
+        else:  # fixed keys: no call back into Python for every signature
+            provider = auth.AwsCredentialsProvider.new_static(*get_credentials())
+        self._signing = auth.AwsSigningConfig(
             algorithm=auth.AwsSigningAlgorithm.V4,
             signature_type=auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
-            credentials_provider=auth.AwsCredentialsProvider.new_delegate(delegate),
+            credentials_provider=provider,
             region=region, service="s3",
             signed_body_value=auth.AwsSignedBodyValue.UNSIGNED_PAYLOAD,
-            signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256)
-        kwargs: dict[str, Any] = {}
+            signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
+            use_double_uri_encode=False, should_normalize_uri_path=False)
+        self._socket_options = crt_io.SocketOptions()
+        self._socket_options.connect_timeout_ms = int(connect_timeout * 1000)
+        self._socket_options.domain = (crt_io.SocketDomain.IPv6 if ":" in self.hostname
+                                       else crt_io.SocketDomain.IPv4)
+        self._tls: Any = None
         if tls:
             options = crt_io.TlsContextOptions()
             if ca_file:
                 options.override_default_trust_store_from_path(ca_filepath=ca_file)
-            kwargs["tls_connection_options"] = crt_io.ClientTlsContext(
-                options).new_connection_options()
-            kwargs["tls_mode"] = crt_s3.S3RequestTlsMode.ENABLED
-        else:
-            kwargs["tls_mode"] = crt_s3.S3RequestTlsMode.DISABLED
-        # Retries are ours (request()), so that a stalled attempt is given up and retried.
-        kwargs["retry_config"] = crt_s3.S3RetryConfig(retry_mode=crt_s3.S3RetryMode.NONE)
-        kwargs["connect_timeout_ms"] = int(connect_timeout * 1000)
-        # part_size sizes the CRT's buffer pool blocks (16 parts each, kept while in use):
-        # our requests are single parts, so small blocks keep memory where we count it.
-        self._client = crt_s3.S3Client(region=region, signing_config=signing,
-                                       part_size=POOL_PART_SIZE, memory_limit=1 << 30,
-                                       **kwargs)
+            self._tls = crt_io.ClientTlsContext(options)
+        self._idle: list[Any] = []  # open connections, most recently used last
+        self._static = not refreshable
 
     @classmethod
     def create(cls, boto_client: Any, bucket: str, *, path_style: bool, retries: int,
                connect_timeout: float, read_timeout: float) -> CrtClient | None:
         """A client with boto3's endpoint, region, CA bundle and credential chain; None
         when awscrt is missing or boto3 found no credentials (anonymous: boto3 does it)."""
-        if crt_s3 is None:
+        if http is None:
             return None
         session_credentials = boto_client._request_signer._credentials  # noqa: SLF001
         if session_credentials is None:
@@ -273,7 +278,8 @@ class CrtClient:
         return cls(boto_client.meta.endpoint_url, bucket, boto_client.meta.region_name,
                    get_credentials, path_style=path_style, retries=retries,
                    connect_timeout=connect_timeout, read_timeout=read_timeout,
-                   ca_file=ca_file)
+                   ca_file=ca_file,
+                   refreshable=hasattr(session_credentials, "refresh_needed"))
 
     def path(self, key: str) -> str:
         return self._base + quote(key, safe="/~")
@@ -304,6 +310,19 @@ class CrtClient:
                     await trio.sleep(random.random() * min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311
         raise AssertionError("unreachable")
 
+    async def _connection(self) -> Any:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.is_open():
+                return connection
+        tls = None
+        if self._tls is not None:
+            tls = self._tls.new_connection_options()
+            tls.set_server_name(self.hostname)
+        return await _wait(http.HttpClientConnection.new(
+            host_name=self.hostname, port=self.port, socket_options=self._socket_options,
+            tls_connection_options=tls))
+
     async def _attempt(self, operation: str, method: str, key: str,
                        headers: list[tuple[str, str]], body: bytes | None, query: str,
                        expect_size: int, limit: float
@@ -312,80 +331,92 @@ class CrtClient:
         all_headers = [("Host", self.host), *headers]
         if body is not None:
             all_headers.append(("Content-Length", str(len(body))))
+        # The body is read from our bytes while it is sent: no copy of a part in flight.
         request = http.HttpRequest(method, path, http.HttpHeaders(all_headers),
                                    io.BytesIO(body) if body else None)
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
-        state: dict[str, Any] = {}
+        state: dict[str, Any] = {"status": 0, "headers": []}
         received: list[bytes] = []
-        # A body of known size is copied once, from the CRT's buffer into its place.
         into = bytearray(expect_size) if expect_size else None
         view = memoryview(into) if into is not None else None
         got = [0]
-        first: list[int] = []  # ranged GETs report offsets within the object
 
-        def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
+        def on_response(http_stream: Any, status_code: int, headers: list[tuple[str, str]],
+                        **_: Any) -> None:
             state["status"], state["headers"] = status_code, headers
 
-        def on_body(chunk: bytes, offset: int, **_: Any) -> None:
-            n = len(chunk)
-            if not first:
-                first.append(offset)
-            offset -= first[0]
-            if view is not None and offset + n <= len(view):
-                view[offset:offset + n] = chunk
-                got[0] += n
+        def on_body(http_stream: Any, chunk: bytes, **_: Any) -> None:
+            n, at = len(chunk), got[0]
+            if view is not None and 200 <= state["status"] < 300 and at + n <= len(view):
+                view[at:at + n] = chunk
             else:
                 received.append(bytes(chunk))
+            got[0] = at + n
 
-        def on_done(error: BaseException | None = None, error_headers: Any = None,
-                    error_body: bytes | None = None, status_code: int | None = None,
-                    **_: Any) -> None:
-            state["error"], state["error_headers"] = error, error_headers
-            state["error_body"], state["error_status"] = error_body, status_code
-            token.run_sync_soon(done.set)
-
-        handle = self._client.make_request(
-            type=crt_s3.S3RequestType.DEFAULT, request=request, operation_name=operation,
-            on_headers=on_headers, on_body=on_body, on_done=on_done)
         with trio.move_on_after(limit) as scope:
-            await done.wait()
+            try:
+                connection = await self._connection()
+                signed = auth.aws_sign_request(request, self._signing)
+                if self._static:  # C only, tens of microseconds: no trio round trip
+                    signed.result()
+                else:
+                    await _wait(signed)
+            except Exception as exc:
+                raise CrtRequestError(operation, 0, _name(exc), str(exc)) from None
+            stream = connection.request(request, on_response, on_body)
+            stream.activate()
+            try:
+                await _wait(stream.completion_future, shield_on_cancel=connection)
+            except Exception as exc:
+                connection.close()
+                raise CrtRequestError(operation, 0, _name(exc), str(exc)) from None
         if scope.cancelled_caught:
-            handle.cancel()
-            await done.wait()
             raise CrtRequestError(operation, 0, "RequestTimeout",
                                   f"no answer within {limit:.0f} s")
-        error = state.get("error")
-        if error is not None:
-            status = state.get("error_status") or 0
-            raw = state.get("error_headers") or []
-            headers_dict = {k.lower(): v for k, v in raw}
-            name = getattr(error, "name", "")
-            text = state.get("error_body") or b""
-            if not status:  # the CRT names 500s and 503s without their status
-                status = _STATUS_OF.get(name, 0)
-                if status and not _CODE.search(text):
-                    text = f"<Code>{_CODE_OF[name]}</Code>".encode()
-            if not status:  # no answer at all: connection refused/reset, timeouts
-                raise CrtRequestError(operation, 0, name or "RequestError", str(error))
+        status = state["status"]
+        headers_dict = {k.lower(): v for k, v in state["headers"]}
+        if headers_dict.get("connection", "").lower() == "close":
+            connection.close()
+        else:
+            self._idle.append(connection)
+        text = b"".join(received) if received else b""
+        if status >= 300 or (operation != "GetObject" and text.lstrip().startswith(b"<")
+                             and b"<Error>" in text[:512]):
             code_match, message_match = _CODE.search(text), _MESSAGE.search(text)
             code = code_match.group(1).decode() if code_match else str(status)
             message = (message_match.group(1).decode(errors="replace") if message_match
                        else _REASONS.get(status, "error"))
             raise CrtRequestError(operation, status, code, message, headers_dict)
-        headers_dict = {k.lower(): v for k, v in state.get("headers") or []}
         answer = _members(headers_dict)
         if into is not None:
-            if got[0] != expect_size or received:
+            if got[0] != expect_size:
                 raise CrtRequestError(operation, 0, "IncompleteBody", f"{got[0]} bytes "
                                       f"received, {expect_size} expected")
             return answer, into
-        return answer, received[0] if len(received) == 1 else b"".join(received)
+        return answer, text
 
 
-_STATUS_OF = {"AWS_ERROR_S3_INTERNAL_ERROR": 500, "AWS_ERROR_S3_SLOW_DOWN": 503}
-_CODE_OF = {"AWS_ERROR_S3_INTERNAL_ERROR": "InternalError",
-            "AWS_ERROR_S3_SLOW_DOWN": "SlowDown"}
+async def _wait(future: Any, shield_on_cancel: Any = None) -> Any:
+    """The result of a concurrent.futures.Future completed by a CRT thread. If the
+    caller's deadline passes, `shield_on_cancel` (a connection) is closed, which ends the
+    request, and its end is awaited, so no callback outlives the attempt."""
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+    future.add_done_callback(lambda _: token.run_sync_soon(done.set))
+    try:
+        await done.wait()
+    except trio.Cancelled:
+        if shield_on_cancel is not None:
+            shield_on_cancel.close()
+            with trio.CancelScope(shield=True):
+                await done.wait()
+        raise
+    return future.result()
+
+
+def _name(exc: BaseException) -> str:
+    return getattr(exc, "name", "") or type(exc).__name__
+
+
 _RETRYABLE_CODES = {"Throttling", "ThrottlingException", "ThrottledException",
                     "RequestThrottledException", "TooManyRequestsException", "SlowDown",
                     "RequestTimeout", "RequestTimeoutException", "InternalError",
