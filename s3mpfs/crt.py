@@ -27,6 +27,7 @@ import email.utils
 import hashlib
 import io
 import logging
+import mmap
 import os
 import random
 import re
@@ -287,13 +288,14 @@ class CrtClient:
     async def request(self, operation: str, method: str, key: str,
                       headers: list[tuple[str, str]], body: bytes | None = None,
                       query: str = "", expect_size: int = 0
-                      ) -> tuple[dict[str, Any], bytes | bytearray]:
+                      ) -> tuple[dict[str, Any], Any]:
         """Send one request, retried like botocore's standard mode: up to `retries`
         attempts on 5xx, throttling, timeouts and transport failures, with exponential
         backoff and full jitter (at most 20 s). An attempt that has not finished within
         connect_timeout + read_timeout + 1 s per MiB of body is cancelled and retried.
         Returns (boto3-shaped answer, body); a body of `expect_size` bytes comes as a
-        bytearray (one copy fewer), another size fails as incomplete. Waits for the end
+        writable buffer (bytearray or mmap: one copy fewer), another size fails as
+        incomplete. Waits for the end
         even when cancelled (it has side effects and holds a connection), like the boto3
         path."""
         limit = self.connect_timeout + self.read_timeout + (len(body or b"") >> 20)
@@ -326,7 +328,7 @@ class CrtClient:
     async def _attempt(self, operation: str, method: str, key: str,
                        headers: list[tuple[str, str]], body: bytes | None, query: str,
                        expect_size: int, limit: float
-                       ) -> tuple[dict[str, Any], bytes | bytearray]:
+                       ) -> tuple[dict[str, Any], Any]:
         path = self.path(key) + (f"?{query}" if query else "")
         all_headers = [("Host", self.host), *headers]
         if body is not None:
@@ -336,7 +338,7 @@ class CrtClient:
                                    io.BytesIO(body) if body else None)
         state: dict[str, Any] = {"status": 0, "headers": []}
         received: list[bytes] = []
-        into = bytearray(expect_size) if expect_size else None
+        into = _buffer(expect_size) if expect_size else None
         view = memoryview(into) if into is not None else None
         got = [0]
 
@@ -393,6 +395,16 @@ class CrtClient:
                                       f"received, {expect_size} expected")
             return answer, into
         return answer, text
+
+
+def _buffer(size: int) -> Any:
+    """A writable buffer for a body of `size` bytes. Large ones are anonymous memory
+    mapped and populated in one call: a bytearray would be zero-filled by Python and
+    then faulted in page by page, two passes over memory before the one copy in."""
+    if size < 1 << 20:
+        return bytearray(size)
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                     | getattr(mmap, "MAP_POPULATE", 0))
 
 
 async def _wait(future: Any, shield_on_cancel: Any = None) -> Any:

@@ -293,9 +293,9 @@ class S3Store:
             resp = await self._crt_call("GetObject", "GET", key, {
                 "Range": f"bytes={start}-{end - 1}", **version, **self._sse_c()},
                 expect_size=end - start)
-            if resp is not None:  # a bytearray: readers take it as it is, others get bytes
+            if resp is not None:  # a buffer: readers take it as it is, others get bytes
                 body = resp["Body"]
-                return body if len(body) > 1024 * 1024 else bytes(body)
+                return body if len(body) >= 1024 * 1024 else bytes(body)
 
         def fetch() -> bytes:
             resp = self._client.get_object(
