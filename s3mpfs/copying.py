@@ -45,11 +45,11 @@ class Copier:
     async def copy(self, src: str, dst: str,
                    metadata: dict[str, str] | None = None) -> ObjectInfo:
         """Copy `src` to `dst` (possibly the same key); `metadata` entries replace the
-        source's of the same name, the others are kept. Returns the new object (its
+        source's of the same name, the others are kept (all of s3mpfs's own are
+        replaced when `metadata` is a full set of them). Returns the new object (its
         LastModified is 0 when the server did not say)."""
         source = await self.store.head(src)
-        merged = {**(source.metadata or {}), **(metadata or {})}
-        params = self.store.copy_params(source, merged)
+        params = self.store.copy_params(source, metadata or {})
         kind = source.headers.get("SSECustomerAlgorithm") and "SSE-C" or source.sse or ""
         if source.size <= ONE_REQUEST_LIMIT and kind not in self._one_request_refused:
             try:

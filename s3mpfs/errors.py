@@ -61,6 +61,24 @@ class InvalidName(S3mpfsError):
     errno = errno.EILSEQ
 
 
+class Gone(S3mpfsError):
+    """The file was deleted before its data reached S3: there is nothing to read."""
+
+    errno = errno.EIO
+
+
+class NoAttribute(S3mpfsError):
+    """No such extended attribute."""
+
+    errno = errno.ENODATA
+
+
+class NoSpace(S3mpfsError):
+    """More than S3 can store (user metadata is limited to 2 KB per object)."""
+
+    errno = errno.ENOSPC
+
+
 class FileTooLarge(S3mpfsError):
     errno = errno.EFBIG
 

@@ -15,6 +15,7 @@ from .errors import NotFound
 from .metadata import Attributes
 
 if TYPE_CHECKING:
+    from .store import ObjectInfo
     from .upload import Upload
 
 ROOT_INODE = 1
@@ -37,6 +38,8 @@ class Node:
     lookups: int = 0
     upload: Upload | None = None  # the write in progress, if any
     symlink_target: str | None = None
+    unlinked: bool = False  # removed while open: st_nlink is 0
+    head: ObjectInfo | None = None  # the object's last HEAD: what a new version keeps
     refreshed: float = field(default_factory=time.monotonic)
 
     @property

@@ -1,19 +1,27 @@
 """Object metadata codec: POSIX attributes <-> S3 user metadata.
 
-Uses the headers s3fs writes and reads (`x-amz-meta-mode` as decimal st_mode,
-`x-amz-meta-uid`, `x-amz-meta-gid`, `x-amz-meta-mtime` in seconds, fraction allowed);
-rclone reads and writes the same `mtime` header. boto3 hands user metadata over
-without the `x-amz-meta-` prefix, lowercased.
+Uses the headers s3fs writes and reads: `x-amz-meta-mode` (decimal st_mode, file type
+included: FIFOs, sockets and devices are zero-byte objects with their type here),
+`-uid`, `-gid`, `-mtime`, `-atime`, `-ctime` (seconds, fraction allowed), `-rdev`
+(device number) and `-xattr` (extended attributes: url-encoded JSON of name ->
+base64 value). rclone reads and writes the same `mtime` header. boto3 hands user
+metadata over without the `x-amz-meta-` prefix, lowercased.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from urllib.parse import quote, unquote
 
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to chown
+MAX_METADATA = 2048  # bytes of user metadata S3 stores per object (keys and values)
+OWNED = ("mode", "uid", "gid", "mtime", "atime", "ctime", "rdev", "xattr")  # ours
 
 
 @dataclass
@@ -22,6 +30,19 @@ class Attributes:
     uid: int
     gid: int
     mtime: float  # seconds since the epoch
+    atime: float = -1.0  # -1: as mtime
+    ctime: float = -1.0  # -1: as mtime
+    rdev: int = 0
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.atime < 0:
+            self.atime = self.mtime
+        if self.ctime < 0:
+            self.ctime = self.mtime
+
+    def copy(self) -> Attributes:
+        return replace(self, xattrs=dict(self.xattrs))
 
     @property
     def is_dir(self) -> bool:
@@ -80,20 +101,53 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
     uid = _int(meta.get("uid"), MAX_ID)
     gid = _int(meta.get("gid"), MAX_ID)
     mtime = parse_mtime(meta.get("mtime"))
+    mtime = last_modified if mtime is None else mtime
+    atime, ctime = parse_mtime(meta.get("atime")), parse_mtime(meta.get("ctime"))
     return Attributes(
         mode=mode,
         uid=defaults.uid if uid is None else uid,
         gid=defaults.gid if gid is None else gid,
-        mtime=last_modified if mtime is None else mtime,
+        mtime=mtime,
+        atime=mtime if atime is None else atime,
+        ctime=mtime if ctime is None else ctime,
+        rdev=_int(meta.get("rdev"), 2**64 - 1) or 0,
+        xattrs=decode_xattrs(meta.get("xattr")),
     )
 
 
-def encode(attrs: Attributes, *, with_mtime: bool = True) -> dict[str, str]:
+def encode(attrs: Attributes) -> dict[str, str]:
     """The user metadata to store for these attributes."""
-    meta = {"mode": str(attrs.mode), "uid": str(attrs.uid), "gid": str(attrs.gid)}
-    if with_mtime:
-        meta["mtime"] = format_mtime(attrs.mtime)
+    meta = {"mode": str(attrs.mode), "uid": str(attrs.uid), "gid": str(attrs.gid),
+            "mtime": format_mtime(attrs.mtime), "atime": format_mtime(attrs.atime),
+            "ctime": format_mtime(attrs.ctime)}
+    if attrs.rdev:
+        meta["rdev"] = str(attrs.rdev)
+    if attrs.xattrs:
+        meta["xattr"] = encode_xattrs(attrs.xattrs)
     return meta
+
+
+def metadata_size(meta: dict[str, str]) -> int:
+    """What S3 counts against MAX_METADATA: the UTF-8 bytes of every key and value."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in meta.items())
+
+
+def encode_xattrs(xattrs: dict[str, bytes]) -> str:
+    """s3fs's form: url-encoded JSON of name -> base64 value."""
+    document = {name: base64.b64encode(value).decode() for name, value in xattrs.items()}
+    return quote(json.dumps(document, separators=(",", ":")), safe="")
+
+
+def decode_xattrs(value: str | None) -> dict[str, bytes]:
+    """Extended attributes from s3fs's header; a malformed one counts as none."""
+    if not value:
+        return {}
+    try:
+        document = json.loads(unquote(value))
+        return {str(name): base64.b64decode(data, validate=True)
+                for name, data in document.items()}
+    except (ValueError, AttributeError, TypeError, binascii.Error):
+        return {}
 
 
 def format_mtime(mtime: float) -> str:

@@ -54,19 +54,29 @@ def entry(node: Node) -> pyfuse3.EntryAttributes:
     attr.entry_timeout = ATTR_TIMEOUT
     attr.attr_timeout = ATTR_TIMEOUT
     attr.st_mode = node.attrs.mode
-    attr.st_nlink = 2 if stat.S_ISDIR(node.attrs.mode) else 1
+    attr.st_nlink = 0 if node.unlinked else 2 if stat.S_ISDIR(node.attrs.mode) else 1
     attr.st_uid = node.attrs.uid
     attr.st_gid = node.attrs.gid
-    attr.st_rdev = 0
+    attr.st_rdev = node.attrs.rdev
     size = node.current_size
     if node.symlink_target is not None:
         size = len(os.fsencode(node.symlink_target))
     attr.st_size = size
     attr.st_blksize = BLOCK_SIZE * 256
     attr.st_blocks = (size + 511) // 512
-    mtime_ns = int(node.attrs.mtime * 1e9)
-    attr.st_atime_ns = attr.st_ctime_ns = attr.st_mtime_ns = mtime_ns
+    attr.st_mtime_ns = int(node.attrs.mtime * 1e9)
+    attr.st_atime_ns = int(node.attrs.atime * 1e9)
+    attr.st_ctime_ns = int(node.attrs.ctime * 1e9)
     return attr
+
+
+def _invalidate_attributes(inode: int) -> None:
+    """Make the kernel ask for the inode's attributes again (its size changed behind its
+    back). Attributes only: invalidating pages from a request handler could deadlock."""
+    try:
+        pyfuse3.invalidate_inode(inode, attr_only=True)
+    except OSError as exc:  # the kernel forgot the inode meanwhile: nothing to do
+        log.debug("invalidate_inode(%d): %s", inode, exc)
 
 
 def _name(raw: bytes) -> str:
@@ -81,6 +91,7 @@ class S3Operations(pyfuse3.Operations):
     def __init__(self, namespace: Namespace) -> None:
         super().__init__()
         self.ns = namespace
+        namespace.files.invalidate_attributes = _invalidate_attributes
         self._dir_handles: dict[int, list[tuple[str, Node]]] = {}
         self._next_dir_fh = 1
 
@@ -107,6 +118,7 @@ class S3Operations(pyfuse3.Operations):
             mode=attr.st_mode if fields.update_mode else None,
             uid=attr.st_uid if fields.update_uid else None,
             gid=attr.st_gid if fields.update_gid else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None)
         return entry(node)
 
@@ -161,6 +173,30 @@ class S3Operations(pyfuse3.Operations):
                                      ctx.uid, ctx.gid)
         self.ns.table.remember(node)
         return entry(node)
+
+    @fuse_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any) -> Any:
+        node = await self.ns.mknod(parent_inode, _name(name), mode & ~ctx.umask, rdev,
+                                   ctx.uid, ctx.gid)
+        self.ns.table.remember(node)
+        return entry(node)
+
+    @fuse_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        return await self.ns.getxattr(inode, _name(name))
+
+    @fuse_errors
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return [os.fsencode(name) for name in await self.ns.listxattr(inode)]
+
+    @fuse_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        await self.ns.setxattr(inode, _name(name), value)
+
+    @fuse_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        await self.ns.removexattr(inode, _name(name))
 
     @fuse_errors
     async def readlink(self, inode: int, ctx: Any) -> bytes:

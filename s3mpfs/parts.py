@@ -88,16 +88,20 @@ class PartPlanner:
     def current_part_size(self) -> int:
         return part_size_for(self.next_number, self.base_part_size)
 
+    def check_write(self, offset: int, length: int) -> None:
+        """Raise what `write` would raise for this write, before any part is cut."""
+        if offset < self.size:
+            raise InvalidWrite(f"write at {offset} before the end of the file ({self.size})")
+        if offset + length > self.max_size:
+            raise FileTooLarge(f"file would exceed {self.max_size} bytes")
+
     def write(self, offset: int, data: bytes) -> Iterator[Part]:
         """Accept a write at `offset`; yield every part that became full.
 
         A write past the end fills the gap with zeros; a write before the end would
         rewrite bytes that may already be in S3, so it is refused.
         """
-        if offset < self.size:
-            raise InvalidWrite(f"write at {offset} before the end of the file ({self.size})")
-        if offset + len(data) > self.max_size:
-            raise FileTooLarge(f"file would exceed {self.max_size} bytes")
+        self.check_write(offset, len(data))
         while self.size < offset:  # hole: zeros, one part's worth at a time
             yield from self._append(bytes(min(offset - self.size, self.current_part_size())))
         yield from self._append(data)

@@ -9,6 +9,7 @@ are kept per open file.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -28,19 +29,45 @@ class _Block:
         self.error: BaseException | None = None
 
 
+# Looks the object up again: its (size, ETag) now, or None if it is gone.
+Refresh = Callable[[], Awaitable[tuple[int, str] | None]]
+
+
 class ObjectReader:
     def __init__(self, store: ObjectStore, nursery: trio.Nursery, key: str, size: int,
-                 block_size: int, etag: str = "") -> None:
+                 block_size: int, etag: str = "", refresh: Refresh | None = None) -> None:
+        """`refresh`: called when the version opened turns out to be gone before a byte
+        was read (another client replaced it after the listing this open relied on)."""
         self.store = store
         self.nursery = nursery
         self.key = key
         self.etag = etag  # the version opened: reads never mix in a newer one
         self.size = size
         self.block_size = block_size
+        self.refresh = refresh
         self._blocks: dict[int, _Block] = {}
         self._last_block = -1
+        self._served = False  # some bytes of this version were returned
 
     async def read(self, offset: int, length: int) -> bytes:
+        try:
+            try:
+                data = await self._read(offset, length)
+            except Exception as exc:
+                if self._served or self.refresh is None or not _replaced(exc):
+                    raise
+                current = await self.refresh()  # nothing read yet: read what is there now
+                if current is None:
+                    raise
+                self.size, self.etag = current
+                self._blocks.clear()
+                data = await self._read(offset, length)
+        except Exception as exc:
+            raise self._read_error(exc) from None
+        self._served = True
+        return data
+
+    async def _read(self, offset: int, length: int) -> bytes:
         end = min(offset + length, self.size)
         if offset >= end:
             return b""
@@ -57,7 +84,7 @@ class ObjectReader:
             await block.ready.wait()
             if block.error is not None:
                 self._blocks.pop(index, None)
-                raise self._read_error(block.error)
+                raise block.error
             start = index * self.block_size
             # a view: the join below is the one copy of these bytes
             chunks.append(memoryview(block.data)[max(offset - start, 0):end - start])
@@ -90,7 +117,7 @@ class ObjectReader:
             log.error("cannot read %s: it is archived (GLACIER/DEEP_ARCHIVE); restore it first "
                       "(aws s3api restore-object)", self.key)
             return ObjectArchived(self.key)
-        if s3_error_code(exc) in ("PreconditionFailed", "412"):
+        if _replaced(exc):
             log.error("read of %s failed: the file was replaced while open; open it again "
                       "to read the new version", self.key)
             return exc
@@ -99,3 +126,8 @@ class ObjectReader:
 
     def close(self) -> None:
         self._blocks.clear()
+
+
+def _replaced(exc: BaseException) -> bool:
+    """Whether a read failed because the version it asked for is no longer there."""
+    return s3_error_code(exc) in ("PreconditionFailed", "412")

@@ -29,6 +29,7 @@ from . import crt
 from .config import MountConfig
 from .errors import UploadFailed, describe, s3_error_code
 from .integrity import ATTEMPTS, ChecksumIgnored, Corrupted, Integrity, Sent
+from .metadata import OWNED
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,6 +41,7 @@ _BAD_DIGEST = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch",
 COPIED_HEADERS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding",
                   "ContentLanguage", "Expires", "WebsiteRedirectLocation")
 PROBE_DIR = ".s3mpfs/"  # under the mount's prefix, hidden from the mount
+DIRECTORY_TYPE = "application/x-directory"  # the Content-Type of `dir/` markers, as s3fs
 
 
 @dataclass
@@ -85,8 +87,10 @@ class ObjectStore(Protocol):
     async def head(self, key: str) -> ObjectInfo: ...
     async def get_range(self, key: str, start: int, end: int, etag: str = "") -> bytes: ...
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
-                         only_new: bool = False) -> dict: ...
-    async def create_multipart(self, key: str, metadata: dict[str, str]) -> str: ...
+                         only_new: bool = False, replacing: ObjectInfo | None = None,
+                         content_type: str | None = None) -> dict: ...
+    async def create_multipart(self, key: str, metadata: dict[str, str],
+                               replacing: ObjectInfo | None = None) -> str: ...
     async def upload_part(self, key: str, upload_id: str, number: int,
                           data: bytes) -> CompletedPart: ...
     async def upload_part_copy(self, key: str, upload_id: str, number: int,
@@ -128,9 +132,12 @@ class S3Store:
         return {f"{prefix}SSECustomerAlgorithm": "AES256",
                 f"{prefix}SSECustomerKey": self.config.sse_c_key}
 
-    def _new_object(self, metadata: dict[str, str]) -> dict[str, Any]:
-        """Parameters for requests that create an object: PutObject, CreateMultipartUpload,
-        CopyObject."""
+    def _new_object(self, metadata: dict[str, str],
+                    replacing: ObjectInfo | None = None) -> dict[str, Any]:
+        """Parameters for requests that create an object: PutObject and
+        CreateMultipartUpload. `replacing`: the object (HEADed) this one is a new version
+        of; what s3mpfs does not own is carried over (content headers, other tools'
+        metadata, and its storage class and encryption unless the mount sets them)."""
         c = self.config
         params: dict[str, Any] = {"Metadata": metadata, **self._sse_c()}
         if c.sse:
@@ -151,7 +158,45 @@ class S3Store:
                 days=c.object_lock_retain_days or 0)
         if c.object_lock_legal_hold:
             params["ObjectLockLegalHoldStatus"] = "ON"
+        if replacing is not None:
+            params.update(self._carried(replacing, metadata))
+            if not c.sse and not c.sse_c_key:
+                params.update(self._stored_as(replacing))
+            elif not c.storage_class:
+                params.update({k: v for k, v in self._stored_as(replacing).items()
+                               if k == "StorageClass"})
         return params
+
+    def _carried(self, source: ObjectInfo, metadata: dict[str, str]) -> dict[str, Any]:
+        """What a new version or a copy of `source` keeps of it: its content headers
+        and user metadata, s3mpfs's own entries replaced when `metadata` has them all."""
+        kept = dict(source.metadata or {})
+        if "mode" in metadata:  # a full set of ours: drop stale ones (a removed xattr)
+            kept = {k: v for k, v in kept.items() if k not in OWNED}
+        params: dict[str, Any] = {"Metadata": {**kept, **metadata}}
+        params.update({k: v for k, v in source.headers.items() if k in COPIED_HEADERS})
+        return params
+
+    def _stored_as(self, source: ObjectInfo) -> dict[str, Any]:
+        """`source`'s storage class and server-side encryption, as request parameters."""
+        params: dict[str, Any] = {}
+        if source.storage_class and source.storage_class != "STANDARD":
+            params["StorageClass"] = source.storage_class
+        if source.sse and not self.config.sse_c_key:
+            params["ServerSideEncryption"] = source.sse
+            if source.headers.get("SSEKMSKeyId"):
+                params["SSEKMSKeyId"] = source.headers["SSEKMSKeyId"]
+            if source.headers.get("BucketKeyEnabled"):
+                params["BucketKeyEnabled"] = True
+            if source.sse == self.config.sse and self.config.sse_kms_context:
+                params["SSEKMSEncryptionContext"] = self.config.sse_kms_context
+        return params
+
+    async def _tags_of(self, source: ObjectInfo | None) -> dict[str, Any]:
+        """The Tagging parameter that keeps `source`'s tags (one request, if it has any)."""
+        if source is None or not source.headers.get("TagCount"):
+            return {}
+        return {"Tagging": await self.tagging(source.key)}
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -306,12 +351,18 @@ class S3Store:
         return await trio.to_thread.run_sync(fetch, limiter=self._limiter)
 
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
-                         only_new: bool = False) -> dict:
+                         only_new: bool = False, replacing: ObjectInfo | None = None,
+                         content_type: str | None = None) -> dict:
         """Store a whole object. `only_new`: fail with PreconditionFailed rather than
-        replace an object someone else created meanwhile (where the server can tell)."""
+        replace an object someone else created meanwhile (where the server can tell).
+        `replacing`: the version it replaces, whose headers and tags it keeps.
+        `content_type`: unless the replaced version has one."""
         condition = {"IfNoneMatch": "*"} if only_new and self.conditional_create else {}
+        params = {**self._new_object(metadata, replacing), **await self._tags_of(replacing)}
+        if content_type:
+            params.setdefault("ContentType", content_type)
         return await self._send(self._client.put_object, data, f"PutObject of {key}",
-                                Key=key, **self._new_object(metadata), **condition)
+                                Key=key, **params, **condition)
 
     def _plain(self) -> dict[str, Any]:
         """Parameters of a small bookkeeping object: the mount's encryption, no user
@@ -376,8 +427,9 @@ class S3Store:
                 return parts, size
             kwargs["PartNumberMarker"] = page["NextPartNumberMarker"]
 
-    async def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
-        params = self._new_object(metadata)
+    async def create_multipart(self, key: str, metadata: dict[str, str],
+                               replacing: ObjectInfo | None = None) -> str:
+        params = {**self._new_object(metadata, replacing), **await self._tags_of(replacing)}
         if self.integrity.algorithm:
             params["ChecksumAlgorithm"] = self.integrity.algorithm
         return await self.create_multipart_with(key, params)
@@ -427,25 +479,16 @@ class S3Store:
         await self._call(self._client.delete_object, Key=key)
 
     def copy_params(self, source: ObjectInfo, metadata: dict[str, str]) -> dict[str, Any]:
-        """Parameters for a new object that is a copy of `source` (HEADed) with user
-        metadata `metadata`: its content headers, storage class and encryption are kept;
-        the mount's ACL and Object Lock apply, as to any object it creates."""
+        """Parameters for a copy of `source` (HEADed) whose user metadata gets the
+        entries of `metadata`: everything else it carries is kept, storage class and
+        encryption included; the mount's ACL and Object Lock apply, as to any object it
+        creates."""
         mount = self._new_object({})
-        params: dict[str, Any] = {"Metadata": metadata, **self._sse_c()}
-        params.update({k: v for k, v in source.headers.items() if k in COPIED_HEADERS})
+        params: dict[str, Any] = {**self._sse_c(), **self._carried(source, metadata),
+                                  **self._stored_as(source)}
         params.update({k: mount[k] for k in ("ACL", "ObjectLockMode",
                                              "ObjectLockRetainUntilDate",
                                              "ObjectLockLegalHoldStatus") if k in mount})
-        if source.storage_class and source.storage_class != "STANDARD":
-            params["StorageClass"] = source.storage_class
-        if source.sse and not self.config.sse_c_key:
-            params["ServerSideEncryption"] = source.sse
-            if source.headers.get("SSEKMSKeyId"):
-                params["SSEKMSKeyId"] = source.headers["SSEKMSKeyId"]
-            if source.headers.get("BucketKeyEnabled"):
-                params["BucketKeyEnabled"] = True
-            if source.sse == self.config.sse and self.config.sse_kms_context:
-                params["SSEKMSEncryptionContext"] = self.config.sse_kms_context
         return params
 
     async def copy_once(self, source: ObjectInfo, dst: str,

@@ -81,14 +81,16 @@ class Upload:
 
     def __init__(self, shared: UploadShared, key: str,
                  metadata: Callable[[], dict[str, str]], base: ObjectInfo | None = None,
-                 *, only_new: bool = False) -> None:
+                 *, only_new: bool = False, replacing: ObjectInfo | None = None) -> None:
         """`base`: an existing object this upload extends (appends go after its bytes).
         `only_new`: the key held no object when the file was created; committing must
-        not replace one another client created since (where the server can tell)."""
+        not replace one another client created since (where the server can tell).
+        `replacing`: the version this one replaces (HEADed): its headers are kept."""
         self.shared = shared
         self.key = key
         self.base = base
         self.only_new = only_new
+        self.replacing = replacing
         self.copy_source: ObjectInfo | None = None  # what copy parts read (with its ETag)
         self.bytes_written = 0
         self._metadata = metadata  # called when the object is created, so it is current
@@ -123,9 +125,10 @@ class Upload:
             if self._closed:
                 raise UploadFailed(f"{self.key}: write after the upload was completed")
             await self._start_from_base()
+            self.planner.check_write(offset, len(data))
+            self.bytes_written += len(data)  # counted before a part reaches the driver
             for part in self.planner.write(offset, data):
                 await self._hand_over(part, last=False)
-            self.bytes_written += len(data)
             return len(data)
 
     async def close(self) -> dict:
@@ -237,7 +240,8 @@ class Upload:
             self._done.set()
 
     async def _create(self) -> None:
-        self.upload_id = await self.shared.store.create_multipart(self.key, self._metadata())
+        self.upload_id = await self.shared.store.create_multipart(
+            self.key, self._metadata(), self.replacing)
         if self.shared.registry is not None:
             try:
                 await self.shared.registry.register(self.key, self.upload_id)
@@ -247,7 +251,8 @@ class Upload:
     async def _put_whole(self, part: Part, charge: int) -> None:
         try:
             self.result = await self.shared.store.put_object(
-                self.key, part.data, self._metadata(), only_new=self.only_new)
+                self.key, part.data, self._metadata(), only_new=self.only_new,
+                replacing=self.replacing)
         finally:
             self.shared.budget.release(charge)
         expected, reported = self.shared.expected_sse, self.result.get("ServerSideEncryption")

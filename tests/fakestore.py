@@ -164,7 +164,8 @@ class FakeStore:
         return self.objects[key].data[start:end]
 
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
-                         only_new: bool = False) -> dict:
+                         only_new: bool = False, replacing: ObjectInfo | None = None,
+                         content_type: str | None = None) -> dict:
         await self._enter("put_object", (key, len(data)))
         if only_new and key in self.objects:
             raise client_error("PreconditionFailed", "PutObject", 412)
@@ -174,7 +175,8 @@ class FakeStore:
             answer["ServerSideEncryption"] = self.sse
         return answer
 
-    async def create_multipart(self, key: str, metadata: dict[str, str]) -> str:
+    async def create_multipart(self, key: str, metadata: dict[str, str],
+                               replacing: ObjectInfo | None = None) -> str:
         await self._enter("create_multipart", key)
         upload_id = f"upload-{next(self._ids)}"
         self.pending[upload_id] = PendingUpload(key, dict(metadata))

@@ -197,3 +197,37 @@ def test_rename_refused_entirely_fails_cleanly(
     assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"data"
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     assert log_lines(m, "neither CopyObject nor UploadPartCopy")
+
+
+@pytest.mark.parametrize("change", ["truncate", "overwrite", "append", "large overwrite"])
+def test_a_new_version_keeps_every_header(
+    s3: Any, bucket: str, mount: Any, tmp_path: Path, change: str
+) -> None:
+    put_foreign(s3, bucket, "a.html", 1000)
+    m = mount(bucket, "part_size=5M")
+    path = m.path / "a.html"
+    if change == "truncate":
+        os.truncate(path, 10)
+    elif change == "overwrite":
+        path.write_bytes(b"<html>new</html>")
+    elif change == "append":
+        with open(path, "ab") as f:
+            f.write(b"more")
+    else:
+        src = random_file(tmp_path / "big", 11 * MiB, seed=9)
+        assert cp(src, path).returncode == 0, m.log_text()
+    head = assert_foreign_kept(s3, bucket, "a.html")
+    assert "mode" in head["Metadata"]
+
+
+def test_directory_markers_keep_their_headers(s3: Any, bucket: str, mount: Any) -> None:
+    s3.put_object(Bucket=bucket, Key="d/", Body=b"", ContentType="application/x-directory",
+                  Metadata={"foreign": "keepme"})
+    m = mount(bucket)
+    os.chmod(m.path / "d", 0o700)
+    head = wait_for(lambda: (h := s3.head_object(Bucket=bucket, Key="d/"))["Metadata"].get(
+        "mode") == str(stat.S_IFDIR | 0o700) and h, message="the mode to be stored")
+    assert head["ContentType"] == "application/x-directory"
+    assert head["Metadata"]["foreign"] == "keepme"
+    (m.path / "new").mkdir()
+    assert s3.head_object(Bucket=bucket, Key="new/")["ContentType"] == "application/x-directory"

@@ -75,6 +75,8 @@ def test_a_malformed_value_falls_back_to_its_default(field: str, value: str) -> 
     expected = Attributes(0o100640, 1000, 100, 1234567890.0)
     default = {"mode": stat.S_IFREG | 0o644, "uid": 1500, "gid": 1600, "mtime": LAST_MODIFIED}
     setattr(expected, field, default[field])
+    if field == "mtime":  # atime and ctime, absent, follow mtime
+        expected.atime = expected.ctime = LAST_MODIFIED
     assert attrs == expected
 
 
@@ -119,12 +121,33 @@ def test_uid_and_gid_zero_are_not_mistaken_for_missing() -> None:
 
 
 def test_encode_writes_s3fs_headers() -> None:
-    meta = encode(Attributes(0o100640, 1000, 100, 1234567890.5))
-    assert meta == {"mode": "33184", "uid": "1000", "gid": "100", "mtime": "1234567890.5"}
+    meta = encode(Attributes(0o100640, 1000, 100, 1234567890.5, atime=7.25, ctime=8.0))
+    assert meta == {"mode": "33184", "uid": "1000", "gid": "100", "mtime": "1234567890.5",
+                    "atime": "7.25", "ctime": "8"}
 
 
-def test_encode_without_mtime() -> None:
-    assert "mtime" not in encode(Attributes(0o100640, 1, 2, 3.0), with_mtime=False)
+def test_atime_and_ctime_default_to_mtime() -> None:
+    attrs = decode_file({"mtime": "5"})
+    assert (attrs.atime, attrs.ctime) == (5.0, 5.0)
+
+
+def test_special_files_keep_their_type_and_device() -> None:
+    fifo = decode_file({"mode": str(stat.S_IFIFO | 0o600)})
+    assert stat.S_ISFIFO(fifo.mode) and fifo.rdev == 0
+    device = decode_file(encode(Attributes(stat.S_IFCHR | 0o600, 0, 0, 1.0, rdev=0x0501)))
+    assert stat.S_ISCHR(device.mode) and device.rdev == 0x0501
+
+
+def test_xattrs_use_s3fs_form() -> None:
+    meta = encode(Attributes(0o100640, 1, 2, 3.0, xattrs={"user.a": b"\x00bin", "user.b": b""}))
+    # url-encoded JSON of name -> base64 value, as s3fs writes x-amz-meta-xattr
+    assert meta["xattr"] == "%7B%22user.a%22%3A%22AGJpbg%3D%3D%22%2C%22user.b%22%3A%22%22%7D"
+    assert decode_file(meta).xattrs == {"user.a": b"\x00bin", "user.b": b""}
+
+
+@pytest.mark.parametrize("value", ["%7Bnot json", "%5B1%5D", "%7B%22a%22%3A%22%21%21%22%7D"])
+def test_malformed_xattrs_count_as_none(value: str) -> None:
+    assert decode_file({"xattr": value}).xattrs == {}
 
 
 @pytest.mark.parametrize(
@@ -145,7 +168,8 @@ def test_format_mtime_drops_trailing_zeros(mtime: float, text: str) -> None:
 @pytest.mark.parametrize("directory", [False, True])
 def test_encode_then_decode_round_trips_with_a_sub_second_mtime(directory: bool) -> None:
     kind = stat.S_IFDIR if directory else stat.S_IFREG
-    attrs = Attributes(kind | 0o2750, 1234, 5678, 1700000000.123456)
+    attrs = Attributes(kind | 0o2750, 1234, 5678, 1700000000.123456, atime=1.5, ctime=2.5,
+                       xattrs={"user.k": b"v"})
     decoded = decode(encode(attrs), directory=directory, last_modified=LAST_MODIFIED,
                      defaults=DEFAULTS)
     assert decoded == attrs

@@ -17,34 +17,36 @@ from helpers import wait_for
 pytestmark = pytest.mark.mount
 
 
-def prime_listing(directory: Path) -> None:
-    """List the directory through the mount, so that its listing is cached."""
-    assert "log.txt" not in os.listdir(directory)
+def created_behind_the_listing(s3: Any, bucket: str, mount: Any, body: bytes) -> Path:
+    """Mount, list `d/` through the mount (its listing is now cached), then let another
+    client create `d/log.txt`; returns that file's path on the mount."""
+    s3.put_object(Bucket=bucket, Key="d/keep", Body=b"")
+    m = mount(bucket)
+    assert "log.txt" not in os.listdir(m.path / "d")
+    s3.put_object(Bucket=bucket, Key="d/log.txt", Body=body)
+    return m.path / "d" / "log.txt"
+
+
+def theirs(s3: Any, bucket: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key="d/log.txt")["Body"].read()
 
 
 def test_append_to_a_name_another_client_just_created(
     s3: Any, bucket: str, mount: Any
 ) -> None:
-    s3.put_object(Bucket=bucket, Key="logs/keep", Body=b"")
-    m = mount(bucket)
-    prime_listing(m.path / "logs")
-    s3.put_object(Bucket=bucket, Key="logs/log.txt", Body=b"first line\n")
-    result = subprocess.run(["sh", "-c", f"echo appended >> {m.path}/logs/log.txt"],
+    path = created_behind_the_listing(s3, bucket, mount, b"first line\n")
+    result = subprocess.run(["sh", "-c", f"echo appended >> {path}"],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr + m.log_text()
-    body = s3.get_object(Bucket=bucket, Key="logs/log.txt")["Body"].read()
-    assert body == b"first line\nappended\n"
+    assert result.returncode == 0, result.stderr
+    assert theirs(s3, bucket) == b"first line\nappended\n"
 
 
 def test_exclusive_create_of_a_name_another_client_just_created(
     s3: Any, bucket: str, mount: Any
 ) -> None:
-    s3.put_object(Bucket=bucket, Key="d/keep", Body=b"")
-    m = mount(bucket)
-    prime_listing(m.path / "d")
-    s3.put_object(Bucket=bucket, Key="d/log.txt", Body=b"theirs")
+    path = created_behind_the_listing(s3, bucket, mount, b"theirs")
     try:
-        fd = os.open(m.path / "d" / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         pass  # the server cannot tell at commit time: s3mpfs looked first
     else:
@@ -52,9 +54,7 @@ def test_exclusive_create_of_a_name_another_client_just_created(
         with pytest.raises(OSError) as failure:
             os.close(fd)
         assert failure.value.errno == errno.EIO
-        assert [line for line in m.log_text().splitlines()
-                if "another client created this object" in line]
-    assert s3.get_object(Bucket=bucket, Key="d/log.txt")["Body"].read() == b"theirs"
+    assert theirs(s3, bucket) == b"theirs"
     wait_for(lambda: not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"),
              message="nothing pending")
 
@@ -62,19 +62,27 @@ def test_exclusive_create_of_a_name_another_client_just_created(
 def test_plain_create_without_trunc_opens_the_existing_object(
     s3: Any, bucket: str, mount: Any
 ) -> None:
-    s3.put_object(Bucket=bucket, Key="d/keep", Body=b"")
-    m = mount(bucket)
-    prime_listing(m.path / "d")
-    s3.put_object(Bucket=bucket, Key="d/log.txt", Body=b"theirs")
-    fd = os.open(m.path / "d" / "log.txt", os.O_WRONLY | os.O_CREAT, 0o644)
-    os.close(fd)  # nothing written: nothing replaced
-    assert s3.get_object(Bucket=bucket, Key="d/log.txt")["Body"].read() == b"theirs"
+    path = created_behind_the_listing(s3, bucket, mount, b"theirs")
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))  # nothing written
+    assert theirs(s3, bucket) == b"theirs"
 
 
 def test_truncating_create_replaces_as_asked(s3: Any, bucket: str, mount: Any) -> None:
-    s3.put_object(Bucket=bucket, Key="d/keep", Body=b"")
+    path = created_behind_the_listing(s3, bucket, mount, b"theirs")
+    path.write_bytes(b"ours")  # open(..., "wb"): O_TRUNC
+    assert theirs(s3, bucket) == b"ours"
+
+
+@pytest.mark.parametrize("new", [b"a longer new version\n", b"new\n", b"same length\n"])
+def test_reading_a_file_another_client_just_replaced(
+    s3: Any, bucket: str, mount: Any, new: bytes
+) -> None:
+    old = b"old version\n"
+    s3.put_object(Bucket=bucket, Key="d/a.txt", Body=old)
     m = mount(bucket)
-    prime_listing(m.path / "d")
-    s3.put_object(Bucket=bucket, Key="d/log.txt", Body=b"theirs")
-    (m.path / "d" / "log.txt").write_bytes(b"ours")  # open(..., "wb"): O_TRUNC
-    assert s3.get_object(Bucket=bucket, Key="d/log.txt")["Body"].read() == b"ours"
+    assert (m.path / "d" / "a.txt").stat().st_size == len(old)  # listed and cached
+    s3.put_object(Bucket=bucket, Key="d/a.txt", Body=new)
+    result = subprocess.run(["cat", str(m.path / "d" / "a.txt")], capture_output=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr.decode() + m.log_text()
+    assert result.stdout in (old, new)

@@ -1,0 +1,261 @@
+"""Open files: their handles, the uploads they feed, and when a file is committed.
+
+Each flush (every close() of a descriptor) would commit what was written, but forked
+children and duplicated descriptors (shell redirections) flush too: a file is committed
+only at the close of the process that opened it, checked through /proc, or at release.
+Later writes through a descriptor still open continue in a new upload that starts from
+the committed object.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .attributes import AttributeWriter
+from .config import MountConfig
+from .errors import Gone, IsADirectory, S3mpfsError, Unsupported, describe
+from .inodes import Node
+from .names import Names
+from .reader import ObjectReader
+from .store import ObjectInfo
+from .upload import Upload, UploadShared
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WriteHandle:
+    """A file open for writing."""
+
+    node: Node
+    opener_pid: int = 0  # the process that opened it (0: unknown)
+    upload: Upload | None = None
+    must_commit: bool = False  # the file must become an object even with no new bytes
+    mtime_set: bool = False  # utimens() while open: keep that mtime, not the close time
+    reader: ObjectReader | None = None  # O_RDWR: reads of the object until the first write
+    written: bool = False
+
+
+@dataclass
+class ReadHandle:
+    node: Node
+    reader: ObjectReader
+    while_written: bool = False  # opened while the file was being written
+
+
+Handle = WriteHandle | ReadHandle
+
+
+class OpenFiles:
+    def __init__(self, config: MountConfig, names: Names, uploads: UploadShared,
+                 attributes: AttributeWriter) -> None:
+        self.config = config
+        self.names = names
+        self.uploads = uploads
+        self.attributes = attributes
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        # Tells the kernel to forget an inode's cached attributes (set by operations.py).
+        self.invalidate_attributes: Callable[[int], None] = lambda inode: None
+
+    def being_written(self, dir_path: str) -> list[Node]:
+        """Files of a directory being written now (S3 does not list them yet)."""
+        return [h.node for h in self._handles.values()
+                if isinstance(h, WriteHandle) and h.node.upload is not None
+                and h.node.parent_path == dir_path]
+
+    def write_handles(self, node: Node) -> list[WriteHandle]:
+        return [h for h in self._handles.values()
+                if isinstance(h, WriteHandle) and h.node is node]
+
+    def handle(self, fh: int) -> Handle:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise S3mpfsError(f"bad file handle {fh}") from None
+
+    # -- opening ---------------------------------------------------------------------
+
+    def open_read(self, node: Node) -> tuple[int, bool, bool]:
+        """A reader of the node's current version; returns the handle, whether reads
+        must bypass the page cache (a reader of a file being rewritten reads the
+        previous version from S3, whose size the kernel does not know), and whether the
+        kernel may keep the pages it cached (only if they are of the same version: S3's
+        LastModified has 1 s resolution, so the kernel cannot tell a same-size overwrite
+        in the same second)."""
+        if node.is_dir:
+            raise IsADirectory(node.path)
+        keep_cache, node.cached_etag = node.cached_etag == node.etag != "", node.etag
+        fh = self._add(ReadHandle(node, self._reader(node), node.upload is not None))
+        return fh, node.upload is not None, keep_cache
+
+    def _reader(self, node: Node) -> ObjectReader:
+        return ObjectReader(self.names.store, self.uploads.nursery,
+                            self.names.file_key(node.path), node.size,
+                            self.config.read_ahead, node.etag, lambda: self._reopen(node))
+
+    async def _reopen(self, node: Node) -> tuple[int, str] | None:
+        """The version a reader opened is gone before it read a byte (replaced by another
+        client after the listing the open relied on): read the one there now, and make
+        the kernel ask for the file's new size if it grew."""
+        info = await self.names.head(self.names.file_key(node.path))
+        if info is None:
+            return None
+        grown = info.size > node.size
+        self.names.file_node(node.path, info)
+        node.cached_etag = info.etag  # the pages the kernel caches now are of this one
+        if grown:  # (a shorter answer than asked shrinks the kernel's size by itself)
+            self.invalidate_attributes(node.inode)
+        return info.size, info.etag
+
+    def open_write(self, node: Node, pid: int, *, truncate: bool, must_commit: bool,
+                   only_new: bool = False, readable: bool = False) -> int:
+        """A writer of the node: a new upload, empty (`truncate`) or continuing the
+        object. `only_new`: the object must not exist when it is committed.
+        `readable` (O_RDWR): reads work until the first write."""
+        if node.is_dir:
+            raise IsADirectory(node.path)
+        if node.upload is not None:
+            raise Unsupported(f"{node.path} is already open for writing")
+        node.cached_etag = ""  # what gets written replaces what the kernel cached
+        handle = WriteHandle(node, opener_pid=pid, must_commit=must_commit)
+        if readable and not truncate and node.size:
+            handle.reader = self._reader(node)
+        self._start_upload(handle, truncate=truncate, only_new=only_new)
+        return self._add(handle)
+
+    def _start_upload(self, handle: WriteHandle, *, truncate: bool,
+                      only_new: bool = False) -> Upload:
+        node = handle.node
+        key = self.names.file_key(node.path)
+        base = ObjectInfo(key, node.size, 0, etag=node.etag) \
+            if not truncate and node.size > 0 else None
+        upload = Upload(self.uploads, key, lambda: self._upload_metadata(handle, upload),
+                        base, only_new=only_new,
+                        replacing=self.names.replaced_version(node))
+        handle.upload = node.upload = upload
+        return upload
+
+    def _upload_metadata(self, handle: WriteHandle, upload: Upload) -> dict[str, str]:
+        """Metadata for the object being created. Written bytes make mtime and ctime now
+        (unless utimensat set mtime meanwhile): S3 fixes metadata when the object is
+        created, so what is shown is what is stored."""
+        attrs = handle.node.attrs
+        if upload.bytes_written:
+            attrs.ctime = time.time()
+            if not handle.mtime_set:
+                attrs.mtime = attrs.ctime
+        return self.attributes.encode_now(handle.node)
+
+    def _add(self, handle: Handle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = handle
+        return fh
+
+    # -- reading and writing ----------------------------------------------------------
+
+    async def read(self, fh: int, offset: int, length: int) -> bytes:
+        handle = self.handle(fh)
+        if isinstance(handle, WriteHandle):
+            if handle.written:
+                raise Unsupported("reading a file after writing to it through the same "
+                                  "descriptor")
+            return await handle.reader.read(offset, length) if handle.reader else b""
+        if handle.while_written and handle.node.unlinked:
+            raise Gone(f"{handle.node.path} was deleted while being written")
+        return await handle.reader.read(offset, length)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        handle = self.handle(fh)
+        if not isinstance(handle, WriteHandle):
+            raise S3mpfsError("file not open for writing")
+        handle.written = True
+        upload = handle.upload or self._start_upload(handle, truncate=False)
+        return await upload.write(offset, data)
+
+    async def fsync(self, fh: int) -> None:
+        """Report a failed upload early; the object itself appears at close()."""
+        handle = self.handle(fh)
+        if isinstance(handle, WriteHandle) and handle.upload and handle.upload.error:
+            raise handle.upload.error
+
+    # -- closing ----------------------------------------------------------------------
+
+    async def flush(self, fh: int) -> None:
+        """close() of a descriptor: commit what was written and report the outcome."""
+        handle = self.handle(fh)
+        if isinstance(handle, WriteHandle):
+            await self._commit(handle, final=False)
+
+    async def release(self, fh: int) -> None:
+        """The last descriptor is gone: commit anything left (errors cannot be reported)."""
+        handle = self._handles.pop(fh, None)
+        if handle is not None and handle.reader is not None:
+            handle.reader.close()
+        if isinstance(handle, WriteHandle):
+            try:
+                await self._commit(handle, final=True)
+            except Exception as exc:
+                log.debug("release of %s: %s", handle.node.path, describe(exc))
+
+    async def _commit(self, handle: WriteHandle, *, final: bool) -> None:
+        upload = handle.upload
+        if upload is None:
+            return
+        node = handle.node
+        if not final and self._opener_holds(handle):
+            # Not the opener's last close: a forked child closing its inherited copy, or
+            # a duplicate descriptor (shell redirections). Committing now would publish
+            # a partial file; the opener's own close (or release) commits it.
+            return
+        needed = upload.bytes_written > 0 or handle.must_commit
+        if not needed and not final:
+            return
+        if node.unlinked:  # deleted meanwhile: its upload was aborted, nothing to commit
+            handle.upload = None
+            await upload.discard()
+            return
+        handle.upload = None
+        if node.upload is upload:
+            node.upload = None
+        if not needed:
+            await upload.discard()
+            if node.meta_dirty:  # e.g. touch: opened for writing, only futimens()
+                self.attributes.write_soon(node)
+            return
+        try:
+            result = await upload.close()
+        except Exception:
+            self.names.table.detach(node.path)  # S3 still holds the previous version
+            self.names.forget_listing(node.parent_path)
+            raise
+        handle.must_commit = False
+        node.size = upload.size
+        node.etag, node.last_modified = result.get("ETag", ""), None
+        node.refreshed = time.monotonic()
+        if node.meta_dirty:  # attributes changed after the object was created
+            self.attributes.write_soon(node)
+
+    def _opener_holds(self, handle: WriteHandle) -> bool:
+        """Whether the opening process still has a descriptor on this file, read from
+        /proc (readlink only: a stat would come back to this filesystem)."""
+        if not handle.opener_pid:
+            return False
+        wanted = os.path.join(self.config.mountpoint, handle.node.path)
+        fd_dir = f"/proc/{handle.opener_pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            return False  # gone, or exiting: its descriptors are closed
+        for fd in fds:
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") == wanted:
+                    return True
+            except OSError:
+                continue
+        return False
