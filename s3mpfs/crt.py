@@ -150,6 +150,8 @@ def headers_for(params: dict[str, Any]) -> list[tuple[str, str]] | None:
                         base64.b64encode(hashlib.md5(key).digest()).decode()))  # noqa: S324
         else:
             return None
+    if not all(value.isascii() for _, value in out):
+        return None  # boto3's way with non-ASCII metadata is kept by sending it there
     return out
 
 
