@@ -113,8 +113,8 @@ class S3Store:
         self._client = make_client(config, pool=threads, check_mode=check_mode)
         self.integrity = Integrity(config.checksum)
         self.conditional_create = False  # the server honours If-None-Match: * (probed)
-        # HEAD, ranged GET, PutObject and UploadPart go through awscrt (crt.py) unless
-        # S3MPFS_HTTP=boto3; everything else, and anything crt.py cannot express, boto3.
+        # HEAD and small GETs and PUTs go through awscrt (crt.py) unless S3MPFS_HTTP=boto3;
+        # parts, large reads, everything else and anything crt.py cannot express: boto3.
         self._crt = None if check_mode or os.environ.get("S3MPFS_HTTP") == "boto3" else \
             crt.CrtClient.create(self._client, self.bucket,
                                  path_style=bool(config.endpoint_url), retries=config.retries,
@@ -237,7 +237,8 @@ class S3Store:
 
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                if self._crt is not None and fn.__name__ in _OPERATIONS:
+                if self._crt is not None and fn.__name__ in _OPERATIONS \
+                        and len(data) < crt.MAX_BODY:
                     resp, sent = await send_crt()
                 else:
                     resp, sent = await trio.to_thread.run_sync(send, limiter=self._limiter)
@@ -334,13 +335,12 @@ class S3Store:
         """Bytes [start, end) of an object; of that very version when `etag` is given
         (a replaced object then fails with PreconditionFailed, never mixes versions)."""
         version = {"IfMatch": etag} if etag.startswith('"') else {}
-        if self._crt is not None:
+        if self._crt is not None and end - start < crt.MAX_BODY:
             resp = await self._crt_call("GetObject", "GET", key, {
                 "Range": f"bytes={start}-{end - 1}", **version, **self._sse_c()},
                 expect_size=end - start)
-            if resp is not None:  # a buffer: readers take it as it is, others get bytes
-                body = resp["Body"]
-                return body if len(body) >= 1024 * 1024 else bytes(body)
+            if resp is not None:
+                return bytes(resp["Body"])
 
         def fetch() -> bytes:
             resp = self._client.get_object(
