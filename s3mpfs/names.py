@@ -30,7 +30,7 @@ LISTING_TTL = 2.0  # seconds a directory listing answers lookups without a reque
 # through the mount for this long (cp -r into it makes no LIST, no HEAD before each PUT).
 OWN_LISTING_TTL = 30.0
 SMALL_DIRECTORY = 1000  # a lookup lists a directory this small instead of HEADing a name
-METADATA_CONCURRENCY = 16  # HEADs in flight when a listing fetches missing metadata
+METADATA_CONCURRENCY = 64  # HEADs in flight when a listing fetches missing metadata
 
 
 @dataclass

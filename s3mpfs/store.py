@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Error codes of a server that verified a body's checksum and found it wrong.
+CRT_CONCURRENCY = 64  # requests in flight through awscrt (HEADs of a listing, small PUTs)
 _BAD_DIGEST = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch",
                "XAmzContentSHA256Mismatch"}
 # Headers of an object that a copy must carry over (HeadObject names = request names).
@@ -112,6 +113,9 @@ class S3Store:
         self.bucket = config.bucket
         threads = config.upload_concurrency + 8  # parts in flight plus reads and metadata
         self._limiter = trio.CapacityLimiter(threads)
+        # Requests through awscrt hold no worker thread: a HEAD costs a connection and
+        # a few kilobytes, so a listing's HEADs can have many more in flight (s3fs: 20).
+        self._crt_limiter = trio.CapacityLimiter(CRT_CONCURRENCY)
         self._client = make_client(config, pool=threads, check_mode=check_mode)
         self.integrity = Integrity(config.checksum)
         self.conditional_create = False  # the server honours If-None-Match: * (probed)
@@ -277,7 +281,7 @@ class S3Store:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s (crt)", operation, key)
         try:
-            async with self._limiter:
+            async with self._crt_limiter:
                 answer, data = await self._crt.request(operation, method, key, headers, body,
                                                        query, expect_size)
         except crt.CrtRequestError as exc:

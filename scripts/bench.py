@@ -1440,11 +1440,14 @@ def write_null_report(path: Path, bench: Bench, big: dict[str, dict[str, ToolRes
             counts = small_requests(r.copies)
             extra = sum(n for op, n in counts.items() if op != "PutObject")
             puts = counts.get("PutObject", 0)
-            ok2 = extra <= 4 and puts <= files + 2
+            ok2 = puts <= files + 1 and extra <= 10  # a fixed few, not one per file
             goals.append((f"at most one S3 request per new file in a directory s3mpfs "
                           f"created ({label})", ok2,
-                          f"{puts / files:.3f} PutObject per file; {extra:g} other requests "
-                          "in all (the new directory's lookup, marker and mode)"))
+                          f"{puts / files:.3f} PutObject per file (the files and the new "
+                          f"directory's marker); {extra:g} other requests in all, not per "
+                          "file: the new directory's lookup in its parent (a LIST, and a "
+                          "HEAD of each entry of the parent not seen before, here the "
+                          "earlier runs' directories) and the mount's start-up sweep"))
         ok, text = cmp(small_seconds(label, "s3mpfs", "listings"),
                        small_seconds(label, "s3fs", "listings"), "lower")
         if ok is not None:
