@@ -10,16 +10,24 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import logging.handlers
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
 import trio
 
-from .config import MountConfig, build_config
+from . import __version__
+from .config import MountConfig, build_config, options_help, split_options
 from .errors import ConfigError, S3mpfsError
 
 log = logging.getLogger("s3mpfs")
+
+# Where background mounts log when no log_file= is given. The variable exists for the
+# tests, which cannot read the machine's journal: they point it at a socket of their own.
+SYSLOG_ENV = "S3MPFS_SYSLOG_SOCKET"
+SUBCOMMANDS = ("uploads", "cleanup", "status", "unmount")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +40,13 @@ def _mount_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="s3mpfs",
         description="Mount an S3 bucket; files written are streamed as multipart uploads.",
-        epilog="Subcommands: s3mpfs uploads BUCKET[:PREFIX]; s3mpfs cleanup BUCKET[:PREFIX]")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Subcommands (see s3mpfs SUBCOMMAND --help):\n"
+               "  s3mpfs status MOUNTPOINT [--watch] [--json]\n"
+               "  s3mpfs unmount MOUNTPOINT [--wait]\n"
+               "  s3mpfs uploads BUCKET[:PREFIX]\n"
+               "  s3mpfs cleanup BUCKET[:PREFIX]\n\n" + options_help())
+    parser.add_argument("--version", action="version", version=f"s3mpfs {__version__}")
     parser.add_argument("target", metavar="BUCKET[:PREFIX]")
     parser.add_argument("mountpoint", metavar="MOUNTPOINT")
     parser.add_argument("-f", "--foreground", action="store_true",
@@ -42,7 +56,23 @@ def _mount_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _syslog_handler() -> logging.Handler:
+    """Syslog (journald reads /dev/log), tagged `s3mpfs[PID]` so that `journalctl -t s3mpfs`
+    finds the lines; nowhere if there is no syslog to talk to."""
+    address = os.environ.get(SYSLOG_ENV) or "/dev/log"
+    try:
+        handler = logging.handlers.SysLogHandler(
+            address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+    except OSError:
+        return logging.NullHandler()
+    handler.ident = f"s3mpfs[{os.getpid()}]: "
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
 def setup_logging(config: MountConfig) -> None:
+    """A log file if given, else stderr in the foreground, else syslog. Call it again in a
+    forked child: the syslog tag names the process."""
     level = logging.DEBUG if config.debug else logging.INFO
     handler: logging.Handler
     if config.log_file:
@@ -50,8 +80,10 @@ def setup_logging(config: MountConfig) -> None:
     elif config.foreground:
         handler = logging.StreamHandler(sys.stderr)
     else:
-        handler = logging.NullHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler = _syslog_handler()
+    if not isinstance(handler, logging.handlers.SysLogHandler):
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -90,7 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .maintenance import main as maintenance_main
 
         return maintenance_main(args)
-    if argv is None and "-h" not in args and "--help" not in args:
+    if args and args[0] in ("status", "unmount"):
+        from .status import main as status_main
+
+        return status_main(args)
+    if _asks_for_option_help(args):
+        print(options_help())
+        return 0
+    if argv is None and not {"-h", "--help", "--version", "-V"} & set(args):
         _reexec_with_huge_pages(args)
     parsed = _mount_parser().parse_args(args)
     try:
@@ -102,6 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.foreground:
         return _run(config)
     return _daemonize(config)
+
+
+def _asks_for_option_help(args: list[str]) -> bool:
+    """`-o help` (or `-ohelp`, or help among other options), as mount.fuse3 passes it."""
+    groups = [b for a, b in zip(args, args[1:], strict=False) if a == "-o"]
+    groups += [a[2:] for a in args if a.startswith("-o") and len(a) > 2]
+    return any(name == "help" for name, _ in split_options(groups))
 
 
 def _release_freed_parts() -> None:
@@ -134,8 +180,13 @@ def _run(config: MountConfig, ready_fd: int | None = None) -> int:
             os.write(fd, message.encode() + b"\n")
             os.close(fd)
 
+    def mounted() -> None:
+        tell_parent("OK")
+        notify_systemd(f"READY=1\nSTATUS=mounted {config.prefix_display} on "
+                       f"{config.mountpoint}")
+
     try:
-        trio.run(serve, config, lambda: tell_parent("OK"))
+        trio.run(serve, config, mounted)
     except S3mpfsError as exc:
         tell_parent(f"ERR {exc}")
         return _fail(str(exc))
@@ -145,6 +196,21 @@ def _run(config: MountConfig, ready_fd: int | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def notify_systemd(message: str) -> None:
+    """sd_notify(3), for Type=notify services: a datagram to $NOTIFY_SOCKET, if set."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return
+    if address.startswith("@"):  # abstract namespace
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        except OSError as exc:
+            log.warning("could not tell systemd the mount is ready: %s", exc)
 
 
 def _daemonize(config: MountConfig) -> int:
@@ -162,6 +228,7 @@ def _daemonize(config: MountConfig) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
+    setup_logging(config)  # again: the syslog tag names this process
     os._exit(_run(config, write_fd))
 
 

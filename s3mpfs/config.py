@@ -12,6 +12,8 @@ import json
 import os
 import re
 import stat
+import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import botocore.session
@@ -28,6 +30,7 @@ MAX_PART_SIZE = 5 * GiB
 DEFAULT_PART_SIZE = 8 * MiB
 DEFAULT_UPLOAD_CONCURRENCY = 4
 DEFAULT_MEMORY_LIMIT = 64 * MiB
+DEFAULT_CACHE_SIZE = 4 * GiB  # bytes written out of order, spooled on local disk, mount-wide
 
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
 CHECKSUMS = ("auto", "crc32", "crc32c", "sha1", "sha256", "md5", "off")
@@ -86,14 +89,28 @@ class MountConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     read_ahead: int = 8 * MiB
+    cache_dir: str = field(default_factory=lambda: default_cache_dir())
+    cache_size: int = DEFAULT_CACHE_SIZE  # 0: no spool, writes out of order are refused
     debug: bool = False
     log_file: str | None = None
+    metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
     read_only: bool = False
     fuse_options: tuple[str, ...] = ()
 
     @property
     def prefix_display(self) -> str:
         return f"{self.bucket}:{self.prefix}" if self.prefix else self.bucket
+
+
+def default_cache_dir() -> str:
+    """Where files written at random offsets are spooled: $XDG_CACHE_HOME/s3mpfs, else
+    /var/cache/s3mpfs for root, ~/.cache/s3mpfs for others."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return os.path.join(os.path.abspath(xdg), "s3mpfs")
+    if os.geteuid() == 0:
+        return "/var/cache/s3mpfs"
+    return os.path.join(os.path.expanduser("~"), ".cache", "s3mpfs")
 
 
 _SIZE_RE = re.compile(r"^(\d+)([kKmMgGtT]?)(i?[bB])?$")
@@ -213,10 +230,9 @@ def build_config(
     values: dict[str, object] = {}
     fuse_options: list[str] = []
     sse_c_key_file: str | None = None
-    flags = {"bucket_key", "object_lock_legal_hold", "debug"}
 
     for name, value in split_options(option_groups):
-        if name in flags:
+        if name in _FLAGS:
             if value not in (None, "1", "true", "yes"):
                 raise ConfigError(f"option {name} takes no value")
             values[name] = True
@@ -298,28 +314,105 @@ def _memory(text: str, option: str) -> int:
     return size
 
 
-_VALUED = {
-    "endpoint_url": lambda v, o: v,
-    "region": lambda v, o: v,
-    "sse": lambda v, o: _choice(v, o, SSE_MODES, case_insensitive=False),
-    "sse_kms_key_id": lambda v, o: v,
-    "sse_kms_context": lambda v, o: _check_kms_context(v),
-    "sse_c_key_file": lambda v, o: v,
-    "storage_class": lambda v, o: _choice(v, o, STORAGE_CLASSES, case_insensitive=True),
-    "acl": lambda v, o: _choice(v, o, CANNED_ACLS, case_insensitive=True),
-    "part_size": _part_size,
-    "upload_concurrency": lambda v, o: _parse_int(v, o, 1, 64),
-    "memory_limit": _memory,
-    "checksum": lambda v, o: _choice(v, o, CHECKSUMS, case_insensitive=True),
-    "uid": lambda v, o: _parse_int(v, o, 0, 2**32 - 2),
-    "gid": lambda v, o: _parse_int(v, o, 0, 2**32 - 2),
-    "file_mode": _parse_mode,
-    "dir_mode": _parse_mode,
-    "object_lock_mode": lambda v, o: _choice(v.upper(), o, OBJECT_LOCK_MODES, False),
-    "object_lock_retain_days": lambda v, o: _parse_int(v, o, 1, 36500),
-    "retries": lambda v, o: _parse_int(v, o, 1, 20),
-    "connect_timeout": _parse_float,
-    "read_timeout": _parse_float,
-    "read_ahead": lambda v, o: parse_size(v, o),
-    "log_file": lambda v, o: os.path.abspath(v),
-}
+def _metrics_address(text: str, option: str) -> tuple[str, int]:
+    """'9464' or 'HOST:PORT' -> (host, port); the host defaults to loopback."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    return host or "127.0.0.1", _parse_int(port, option, 0, 65535)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One mount option: the parser, `s3mpfs -o help` and the README table all come from
+    `OPTIONS` (a test checks that the README names the same options)."""
+
+    name: str
+    values: str  # what it takes, as the help shows it
+    default: str  # as the help shows it ("" when there is none)
+    meaning: str
+    parse: Callable[[str, str], object] | None = None  # None: a flag, which takes no value
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("endpoint_url", "URL", "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS",
+           "S3 endpoint, for S3-compatible services or a local test server", lambda v, o: v),
+    Option("region", "region name, e.g. eu-west-1", "the AWS chain's", "region of the bucket",
+           lambda v, o: v),
+    Option("sse", " | ".join(SSE_MODES), "the bucket's default",
+           "server-side encryption of new objects",
+           lambda v, o: _choice(v, o, SSE_MODES, case_insensitive=False)),
+    Option("sse_kms_key_id", "key id, ARN or alias/...", "",
+           "KMS key; needs sse=aws:kms or aws:kms:dsse", lambda v, o: v),
+    Option("sse_kms_context", "base64 of a JSON object", "",
+           "KMS encryption context; needs sse=aws:kms*", lambda v, o: _check_kms_context(v)),
+    Option("bucket_key", "flag", "off", "S3 Bucket Key with SSE-KMS; needs sse=aws:kms"),
+    Option("sse_c_key_file", "path", "",
+           "SSE-C: a 32-byte key, raw or base64, in a file only its owner can read",
+           lambda v, o: v),
+    Option("storage_class", "a storage class, case-insensitive", "STANDARD",
+           "storage class of new objects (STANDARD_IA, GLACIER_IR, ...)",
+           lambda v, o: _choice(v, o, STORAGE_CLASSES, case_insensitive=True)),
+    Option("acl", "a canned ACL, e.g. bucket-owner-full-control", "", "ACL of new objects",
+           lambda v, o: _choice(v, o, CANNED_ACLS, case_insensitive=True)),
+    Option("part_size", "5M..5G", "8M",
+           "size of the first 64 parts; parts then double every 64 parts", _part_size),
+    Option("upload_concurrency", "1..64", str(DEFAULT_UPLOAD_CONCURRENCY),
+           "parts in flight across the whole mount", lambda v, o: _parse_int(v, o, 1, 64)),
+    Option("memory_limit", "size, at least part_size", "64M",
+           "bytes of parts not yet sent, across the mount; write() waits beyond it", _memory),
+    Option("checksum", " | ".join(CHECKSUMS), "auto",
+           "checksum sent with every part and PutObject, verified by S3",
+           lambda v, o: _choice(v, o, CHECKSUMS, case_insensitive=True)),
+    Option("retries", "1..20", "6", "attempts per request for transient errors",
+           lambda v, o: _parse_int(v, o, 1, 20)),
+    Option("connect_timeout", "seconds", "10", "connect timeout per request", _parse_float),
+    Option("read_timeout", "seconds", "60", "read timeout per request", _parse_float),
+    Option("uid", "number", "the mounting user's",
+           "owner shown for objects without s3fs metadata",
+           lambda v, o: _parse_int(v, o, 0, 2**32 - 2)),
+    Option("gid", "number", "the mounting user's",
+           "group shown for objects without s3fs metadata",
+           lambda v, o: _parse_int(v, o, 0, 2**32 - 2)),
+    Option("file_mode", "octal", "0644", "permissions shown for objects without s3fs metadata",
+           _parse_mode),
+    Option("dir_mode", "octal", "0755", "permissions shown for directories without metadata",
+           _parse_mode),
+    Option("object_lock_mode", " | ".join(OBJECT_LOCK_MODES), "",
+           "Object Lock (WORM) on new objects; needs object_lock_retain_days",
+           lambda v, o: _choice(v.upper(), o, OBJECT_LOCK_MODES, False)),
+    Option("object_lock_retain_days", "1..36500", "",
+           "retain-until = upload time + N days", lambda v, o: _parse_int(v, o, 1, 36500)),
+    Option("object_lock_legal_hold", "flag", "off", "legal hold on new objects"),
+    Option("read_ahead", "size", "8M", "block size of ranged reads",
+           lambda v, o: parse_size(v, o)),
+    Option("debug", "flag", "off", "log every S3 request (never keys or bodies)"),
+    Option("log_file", "path", "syslog; with -f, stderr",
+           "log to this file instead", lambda v, o: os.path.abspath(v)),
+    Option("cache_dir", "path", "$XDG_CACHE_HOME/s3mpfs, /var/cache/s3mpfs for root",
+           "local spool of files written at random offsets", lambda v, o: os.path.abspath(v)),
+    Option("cache_size", "size; 0 disables", "4G",
+           "spooled bytes across the mount; a write beyond it fails with ENOSPC",
+           lambda v, o: parse_size(v, o)),
+    Option("metrics", "PORT or HOST:PORT", "off",
+           "serve Prometheus metrics over HTTP (HOST defaults to 127.0.0.1)",
+           _metrics_address),
+)
+OPTION_NAMES = tuple(option.name for option in OPTIONS)
+_VALUED = {o.name: o.parse for o in OPTIONS if o.parse is not None}
+_FLAGS = {o.name for o in OPTIONS if o.parse is None}
+
+
+def options_help() -> str:
+    """The text of `s3mpfs -o help`: every mount option with its values and default."""
+    lines = ["Mount options (-o NAME=VALUE,FLAG,...):"]
+    for o in OPTIONS:
+        default = f" (default: {o.default})" if o.default else ""
+        lines.append(f"  {o.name:<24} {o.values}{default}")
+        lines.append(f"  {'':<24} {o.meaning}")
+    fuse = sorted(FUSE_FLAGS - MOUNT_ONLY) + sorted(n + "=" for n in FUSE_VALUED - MOUNT_ONLY)
+    wrapped = textwrap.wrap(", ".join(fuse), width=72)
+    lines.append(f"  {'FUSE options':<24} {wrapped[0]}")
+    lines.extend(f"  {'':<24} {line}" for line in wrapped[1:])
+    lines.append(f"  {'':<24} passed to FUSE; {', '.join(sorted(MOUNT_ONLY))} are accepted "
+                 "and ignored")
+    return "\n".join(lines)

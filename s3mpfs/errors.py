@@ -90,9 +90,17 @@ class Unsupported(S3mpfsError):
 
 
 class InvalidWrite(S3mpfsError):
-    """A write that would need rewriting bytes already handed to S3."""
+    """A write into a part already uploaded by a file that streams (opened write-only,
+    no spool copy of its sent parts)."""
 
     errno = errno.EINVAL
+
+
+class SpoolFull(S3mpfsError):
+    """A write out of order needs local spool space (`cache_size`) that is used up or
+    disabled; nothing was written."""
+
+    errno = errno.ENOSPC
 
 
 class UploadFailed(S3mpfsError):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
+from . import control, metrics
 from .config import MountConfig
 from .errors import S3mpfsError, describe, s3_error_code
 from .integrity import ChecksumIgnored
@@ -22,6 +23,8 @@ from .kernel import tune_read_ahead
 from .namespace import Namespace
 from .operations import S3Operations
 from .registry import UploadRegistry
+from .spool import SpoolSpace
+from .stats import MountStats
 from .store import S3Store
 from .upload import MemoryBudget, UploadShared
 
@@ -79,7 +82,8 @@ async def probe_server(store: S3Store, config: MountConfig) -> None:
 async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
     """Check the bucket, mount, serve FUSE requests until unmounted or signalled."""
     await check_bucket(config)
-    store = S3Store(config)
+    stats = MountStats()
+    store = S3Store(config, stats=stats)
     if not config.read_only:
         await probe_server(store, config)
     async with trio.open_nursery() as nursery:
@@ -87,8 +91,18 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         shared = UploadShared(
             store, nursery, MemoryBudget(config.memory_limit),
             trio.CapacityLimiter(config.upload_concurrency), config.part_size,
-            registry=registry, expected_sse=config.sse)
+            registry=registry, expected_sse=config.sse,
+            spool=SpoolSpace(config.cache_dir, config.cache_size), read_ahead=config.read_ahead,
+            stats=stats)
+        try:
+            shared.spool.prepare()
+        except OSError as exc:
+            raise MountError(f"cannot use cache_dir={config.cache_dir}: {exc.strerror}; "
+                             "choose another with -o cache_dir=... or cache_size=0") from None
         namespace = Namespace(config, store, shared)
+        await _start_reporting(nursery, config, control.MountReport(
+            config, stats, shared, lambda: sum(
+                1 for node in namespace.names.table.nodes() if node.meta_dirty)))
         options = set(pyfuse3.default_options)
         options |= {f"fsname=s3mpfs:{config.prefix_display}", "subtype=s3mpfs"}
         options |= set(config.fuse_options)
@@ -111,6 +125,19 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
             pyfuse3.close(unmount=True)  # harmless when the kernel already unmounted
             nursery.cancel_scope.cancel()
     log.info("unmounted %s", config.mountpoint)
+
+
+async def _start_reporting(nursery: trio.Nursery, config: MountConfig,
+                           report: control.MountReport) -> None:
+    """The control socket (`s3mpfs status`) and, if asked for, the metrics endpoint."""
+    await nursery.start(control.serve, report)
+    if config.metrics is not None:
+        host, port = config.metrics
+        try:
+            report.metrics_address = await nursery.start(metrics.serve, config.metrics, report)
+        except OSError as exc:
+            raise MountError(f"metrics={host}:{port}: cannot listen there: "
+                             f"{exc.strerror or exc}") from None
 
 
 async def _sweep(registry: UploadRegistry) -> None:

@@ -163,13 +163,15 @@ class Namespace:
                     raise Exists(path)
                 node = self.names.file_node(path, found)
                 self.names.listed(parent.path, name, True)
-                return self.files.open_write(node, pid, truncate=False, must_commit=False), node
+                return self.files.open_write(node, pid, truncate=False, must_commit=False,
+                                             readable=_readable(flags)), node
         attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, gid, time.time())
         node = self.table.put(path, attrs)
         node.meta_known, node.meta_dirty, node.size, node.etag = True, False, 0, ""
         node.last_modified, node.unlinked = None, False
         self._entries_changed(parent, name, present=True)
-        fh = self.files.open_write(node, pid, truncate=True, must_commit=True, only_new=only_new)
+        fh = self.files.open_write(node, pid, truncate=True, must_commit=True, only_new=only_new,
+                                   readable=_readable(flags))
         return fh, node
 
     def _absence_known(self, parent: Node, flags: int) -> bool:
@@ -185,11 +187,13 @@ class Namespace:
             return self.files.open_read(node)
         self._writable()
         await self._know_replaced_version(node)
-        truncate = bool(flags & os.O_TRUNC) and node.size > 0
+        truncate = bool(flags & os.O_TRUNC) and node.current_size > 0
         if truncate:
             node.attrs.mtime = node.attrs.ctime = time.time()
+        if truncate and node.upload is not None:  # being written through another descriptor
+            await node.upload.truncate(0)
         fh = self.files.open_write(node, pid, truncate=truncate, must_commit=truncate,
-                                   readable=flags & os.O_ACCMODE == os.O_RDWR)
+                                   readable=_readable(flags))
         return fh, False, False
 
     async def _know_replaced_version(self, node: Node) -> None:
@@ -272,12 +276,7 @@ class Namespace:
                 upload.base = ObjectInfo(upload.key, node.size, 0, etag=node.etag) \
                     if node.size else None
             return
-        if size == 0:
-            upload.planner.truncate_to_zero()
-        elif size > upload.size:
-            await upload.write(size, b"")
-        else:
-            raise Unsupported(f"{node.path}: shrinking a file while writing it")
+        await upload.truncate(size)
 
     async def _truncate_object(self, node: Node, size: int) -> None:
         """Replace the object by its first `size` bytes, zero-filled beyond its end.
@@ -479,3 +478,6 @@ class Namespace:
             await self.store.put_object(new_prefix, b"", encode(node.attrs),  # keep the dir
                                         content_type=DIRECTORY_TYPE)
 
+
+def _readable(flags: int) -> bool:
+    return flags & os.O_ACCMODE == os.O_RDWR

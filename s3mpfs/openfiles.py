@@ -38,6 +38,8 @@ class WriteHandle:
     mtime_set: bool = False  # utimens() while open: keep that mtime, not the close time
     reader: ObjectReader | None = None  # O_RDWR: reads of the object until the first write
     written: bool = False
+    readable: bool = False  # O_RDWR: writes go to the spool (random mode) from the first
+    closed: bool = False  # its opener closed it: it no longer holds the file's commit back
 
 
 @dataclass
@@ -119,10 +121,12 @@ class OpenFiles:
         `readable` (O_RDWR): reads work until the first write."""
         if node.is_dir:
             raise IsADirectory(node.path)
-        if node.upload is not None:
-            raise Unsupported(f"{node.path} is already open for writing")
         node.cached_etag = ""  # what gets written replaces what the kernel cached
-        handle = WriteHandle(node, opener_pid=pid, must_commit=must_commit)
+        handle = WriteHandle(node, opener_pid=pid, must_commit=must_commit,
+                             readable=readable)
+        if node.upload is not None:  # another descriptor is writing it: share its upload
+            handle.upload = node.upload
+            return self._add(handle)
         if readable and not truncate and node.size:
             handle.reader = self._reader(node)
         self._start_upload(handle, truncate=truncate, only_new=only_new)
@@ -136,7 +140,8 @@ class OpenFiles:
             if not truncate and node.size > 0 else None
         upload = Upload(self.uploads, key, lambda: self._upload_metadata(handle, upload),
                         base, only_new=only_new,
-                        replacing=self.names.replaced_version(node))
+                        replacing=self.names.replaced_version(node),
+                        prefer_random=handle.readable)
         handle.upload = node.upload = upload
         return upload
 
@@ -161,13 +166,22 @@ class OpenFiles:
 
     async def read(self, fh: int, offset: int, length: int) -> bytes:
         handle = self.handle(fh)
+        node = handle.node
+        if node.upload is not None and node.upload.random is not None:
+            return await node.upload.read(offset, length)  # what was written, spooled
         if isinstance(handle, WriteHandle):
             if handle.written:
-                raise Unsupported("reading a file after writing to it through the same "
-                                  "descriptor")
+                if node.upload is None and node.etag:  # committed since: read it
+                    handle.reader = self._reader(node)
+                else:
+                    raise Unsupported("reading a file after writing to it through the "
+                                      "same descriptor (open it O_RDWR)")
             return await handle.reader.read(offset, length) if handle.reader else b""
-        if handle.while_written and handle.node.unlinked:
-            raise Gone(f"{handle.node.path} was deleted while being written")
+        if handle.while_written and node.unlinked:
+            raise Gone(f"{node.path} was deleted while being written")
+        if node.upload is None and node.etag and handle.reader.etag != node.etag \
+                and node.last_modified is None:
+            handle.reader = self._reader(node)  # written through this mount since: read it
         return await handle.reader.read(offset, length)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -175,14 +189,22 @@ class OpenFiles:
         if not isinstance(handle, WriteHandle):
             raise S3mpfsError("file not open for writing")
         handle.written = True
-        upload = handle.upload or self._start_upload(handle, truncate=False)
+        handle.closed = False
+        upload = handle.node.upload or self._start_upload(handle, truncate=False)
+        handle.upload = upload
         return await upload.write(offset, data)
 
     async def fsync(self, fh: int) -> None:
-        """Report a failed upload early; the object itself appears at close()."""
+        """A durable point: the object holds everything written so far, through every
+        descriptor (the upload is completed now); later writes continue it."""
         handle = self.handle(fh)
-        if isinstance(handle, WriteHandle) and handle.upload and handle.upload.error:
-            raise handle.upload.error
+        upload = handle.node.upload
+        if upload is None:
+            return
+        if upload.error:
+            raise upload.error
+        if isinstance(handle, WriteHandle) and handle.upload is upload:
+            await self._commit(handle, final=False, durable=True)
 
     # -- closing ----------------------------------------------------------------------
 
@@ -203,17 +225,32 @@ class OpenFiles:
             except Exception as exc:
                 log.debug("release of %s: %s", handle.node.path, describe(exc))
 
-    async def _commit(self, handle: WriteHandle, *, final: bool) -> None:
+    async def _commit(self, handle: WriteHandle, *, final: bool,
+                      durable: bool = False) -> None:
+        """Commit the node's upload at the last close of the last descriptor writing it
+        (or now, for fsync: `durable`)."""
         upload = handle.upload
         if upload is None:
             return
         node = handle.node
-        if not final and self._opener_holds(handle):
-            # Not the opener's last close: a forked child closing its inherited copy, or
-            # a duplicate descriptor (shell redirections). Committing now would publish
-            # a partial file; the opener's own close (or release) commits it.
+        if upload is not node.upload:  # committed already, through another descriptor
+            handle.upload = None
             return
-        needed = upload.bytes_written > 0 or handle.must_commit
+        if not durable:
+            if not final and self._opener_holds(handle):
+                # Not the opener's last close: a forked child closing its inherited copy,
+                # or a duplicate descriptor (shell redirections). Committing now would
+                # publish a partial file; the opener's own close (or release) commits it.
+                return
+            handle.closed = True
+            if any(h is not handle and h.upload is upload and not h.closed
+                   and h in self._handles.values() for h in self.write_handles(node)):
+                return  # another descriptor still writes it: the last close commits
+        must_commit = any(h.must_commit for h in self.write_handles(node)
+                          if h.upload is upload) or handle.must_commit
+        needed = upload.bytes_written > 0 or must_commit
+        if durable and not needed:
+            return
         if not needed and not final:
             return
         if node.unlinked:  # deleted meanwhile: its upload was aborted, nothing to commit
@@ -234,6 +271,9 @@ class OpenFiles:
             self.names.table.detach(node.path)  # S3 still holds the previous version
             self.names.forget_listing(node.parent_path)
             raise
+        for other in self.write_handles(node):
+            if other.upload is upload:
+                other.upload, other.must_commit = None, False
         handle.must_commit = False
         node.size = upload.size
         node.etag, node.last_modified = result.get("ETag", ""), None

@@ -88,23 +88,50 @@ class PartPlanner:
     def current_part_size(self) -> int:
         return part_size_for(self.next_number, self.base_part_size)
 
+    @property
+    def sent_end(self) -> int:
+        """Where the bytes not yet cut into parts begin: writes below it would change a
+        part already handed to the upload."""
+        return self.size - self._buffered
+
     def check_write(self, offset: int, length: int) -> None:
         """Raise what `write` would raise for this write, before any part is cut."""
-        if offset < self.size:
-            raise InvalidWrite(f"write at {offset} before the end of the file ({self.size})")
+        if offset < self.sent_end:
+            raise InvalidWrite(f"write at {offset} into a part already uploaded (the bytes "
+                               f"before {self.sent_end})")
         if offset + length > self.max_size:
             raise FileTooLarge(f"file would exceed {self.max_size} bytes")
 
     def write(self, offset: int, data: bytes) -> Iterator[Part]:
         """Accept a write at `offset`; yield every part that became full.
 
-        A write past the end fills the gap with zeros; a write before the end would
-        rewrite bytes that may already be in S3, so it is refused.
+        A write past the end fills the gap with zeros; a write before the end patches
+        the part being filled (in memory); a write into a part already cut is refused.
         """
         self.check_write(offset, len(data))
+        if offset < self.size:
+            overlap = min(len(data), self.size - offset)
+            self._patch(offset, data[:overlap])
+            offset, data = offset + overlap, data[overlap:]
+            if not data:
+                return
         while self.size < offset:  # hole: zeros, one part's worth at a time
             yield from self._append(bytes(min(offset - self.size, self.current_part_size())))
         yield from self._append(data)
+
+    def _patch(self, offset: int, data: bytes) -> None:
+        buffer = bytearray(b"".join(self._chunks))
+        start = offset - self.sent_end
+        buffer[start:start + len(data)] = data
+        self._chunks = deque([bytes(buffer)])
+
+    def take_buffer(self) -> bytes:
+        """Hand over everything buffered (nothing cut yet), leaving the planner empty."""
+        assert not self.parts_cut
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return data
 
     def _append(self, data: bytes) -> Iterator[Part]:
         if data:
@@ -149,3 +176,74 @@ class PartPlanner:
         self._chunks.clear()
         self._buffered = 0
         self.size = 0
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One part of a new version built from a base object and changed ranges:
+    `copy` parts are copied server-side from the base, the others are uploaded."""
+
+    number: int
+    start: int
+    end: int
+    copy: bool
+
+
+def rebuild_plan(size: int, base_size: int, changed: list[tuple[int, int]],
+                 part_size: int) -> list[Piece]:
+    """The parts of a file of `size` bytes whose bytes below `base_size` are the base
+    object's except in the `changed` ranges (sorted, disjoint). Parts holding a change
+    (or bytes past the base) are `part_size` cells, uploaded; runs of untouched cells are
+    copied, as few parts as S3 allows (5 GiB each). Every part but the last is at least
+    `part_size` >= 5 MiB. If fixed cells would need more than 10,000 parts, the cells
+    follow the growing part-size schedule instead."""
+    if size <= part_size:
+        return [Piece(1, 0, size, copy=False)]  # one PutObject
+    for bounds in (_fixed_cells(size, part_size), _scheduled_cells(size, part_size)):
+        pieces = _merge(bounds, base_size, changed)
+        if len(pieces) <= MAX_PARTS:
+            return pieces
+    raise FileTooLarge(f"file of {size} bytes needs more than {MAX_PARTS} parts")
+
+
+def _fixed_cells(size: int, part_size: int) -> list[int]:
+    return list(range(0, size, part_size)) + [size]
+
+
+def _scheduled_cells(size: int, part_size: int) -> list[int]:
+    bounds, number = [0], 1
+    while bounds[-1] < size and number <= MAX_PARTS:
+        bounds.append(min(bounds[-1] + part_size_for(number, part_size), size))
+        number += 1
+    return bounds
+
+
+def _merge(bounds: list[int], base_size: int, changed: list[tuple[int, int]]) -> list[Piece]:
+    pieces: list[Piece] = []
+    run_start: int | None = None  # start of the current run of untouched cells
+    starts = [s for s, _ in changed]
+
+    def flush_run(end: int) -> None:
+        nonlocal run_start
+        if run_start is None:
+            return
+        length = end - run_start
+        count = -(-length // MAX_PART_SIZE)
+        for i in range(count):
+            pieces.append(Piece(len(pieces) + 1, run_start + length * i // count,
+                                run_start + length * (i + 1) // count, copy=True))
+        run_start = None
+
+    i = 0
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        while i < len(changed) and changed[i][1] <= a:
+            i += 1
+        touched = i < len(starts) and starts[i] < b
+        if b <= base_size and not touched:
+            if run_start is None:
+                run_start = a
+            continue
+        flush_run(a)
+        pieces.append(Piece(len(pieces) + 1, a, b, copy=False))
+    flush_run(bounds[-1])
+    return pieces

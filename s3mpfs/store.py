@@ -14,6 +14,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from .config import MountConfig
 from .errors import UploadFailed, describe, s3_error_code
 from .integrity import ATTEMPTS, ChecksumIgnored, Corrupted, Integrity, Sent
 from .metadata import OWNED
+from .stats import MountStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,8 +110,10 @@ class ObjectStore(Protocol):
 class S3Store:
     """ObjectStore on boto3. One client, shared by all worker threads."""
 
-    def __init__(self, config: MountConfig, *, check_mode: bool = False) -> None:
+    def __init__(self, config: MountConfig, *, check_mode: bool = False,
+                 stats: MountStats | None = None) -> None:
         self.config = config
+        self.stats = stats or MountStats()  # every request is counted here
         self.bucket = config.bucket
         threads = config.upload_concurrency + 8  # parts in flight plus reads and metadata
         self._limiter = trio.CapacityLimiter(threads)
@@ -209,7 +213,8 @@ class S3Store:
     async def _call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         _log_request(fn, kwargs)
         return await trio.to_thread.run_sync(
-            functools.partial(fn, Bucket=self.bucket, **kwargs), limiter=self._limiter)
+            functools.partial(self.stats.counted(fn), Bucket=self.bucket, **kwargs),
+            limiter=self._limiter)
 
     async def _send(self, fn: Callable[..., dict], data: bytes, what: str, /,
                     **kwargs: Any) -> dict:
@@ -221,7 +226,8 @@ class S3Store:
 
         def send() -> tuple[dict, Sent]:
             sent = self.integrity.prepare(data)
-            resp = fn(Bucket=self.bucket, Body=io.BytesIO(data), **kwargs, **sent.params)
+            resp = self.stats.counted(fn, len(data))(
+                Bucket=self.bucket, Body=io.BytesIO(data), **kwargs, **sent.params)
             return resp, sent
 
         async def send_crt() -> tuple[dict, Sent]:
@@ -280,20 +286,27 @@ class S3Store:
             return None
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s (crt)", operation, key)
+        failure: Exception | None = None
+        answer: dict[str, Any] = {}
         try:
             async with self._crt_limiter:
                 answer, data = await self._crt.request(operation, method, key, headers, body,
                                                        query, expect_size)
+            answer["Body"] = data
         except crt.CrtRequestError as exc:
             if exc.status == 0:
-                raise EndpointConnectionError(endpoint_url=self._crt.host,
-                                              error=f"{exc.code}: {exc.message}") from None
-            raise ClientError({
-                "Error": {"Code": exc.code, "Message": exc.message},
-                "ResponseMetadata": {"HTTPStatusCode": exc.status, "HTTPHeaders": exc.headers},
-            }, operation) from None
-        answer["Body"] = data
+                failure = EndpointConnectionError(endpoint_url=self._crt.host,
+                                                  error=f"{exc.code}: {exc.message}")
+            else:
+                failure = ClientError({
+                    "Error": {"Code": exc.code, "Message": exc.message},
+                    "ResponseMetadata": {"HTTPStatusCode": exc.status,
+                                         "HTTPHeaders": exc.headers},
+                }, operation)
+        # Counted as the boto3 path counts its requests (stats.py), once answered.
+        self.stats.counted(_replay(operation, answer, failure), len(body or b""))(Key=key)
         return answer
+
 
     async def _crt_list(self, kwargs: dict[str, Any]) -> dict | None:
         """One ListObjectsV2 page through awscrt, parsed by crt.parse_list (botocore's
@@ -363,7 +376,7 @@ class S3Store:
                 return bytes(resp["Body"])
 
         def fetch() -> bytes:
-            resp = self._client.get_object(
+            resp = self.stats.counted(self._client.get_object)(
                 Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **version,
                 **self._sse_c())
             return resp["Body"].read()
@@ -548,6 +561,19 @@ class S3Store:
 
 # boto3 methods whose requests crt.py can send, and their S3 operation names.
 _OPERATIONS = {"put_object": "PutObject", "upload_part": "UploadPart"}
+
+
+def _replay(operation: str, answer: dict, failure: Exception | None) -> Callable[..., dict]:
+    """A stand-in for the boto3 method of `operation` that gives this outcome again, for
+    stats.counted: requests sent through awscrt are counted like the others."""
+
+    def replay(**_: Any) -> dict:
+        if failure is not None:
+            raise failure
+        return answer
+
+    replay.__name__ = re.sub(r"(?<!^)(?=[A-Z][a-z0-9])", "_", operation).lower()
+    return replay
 
 
 def _log_request(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:

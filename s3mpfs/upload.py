@@ -20,12 +20,25 @@ from typing import TYPE_CHECKING
 import trio
 
 from .config import MIN_PART_SIZE
-from .errors import S3mpfsError, UploadFailed, describe, root_cause, s3_error_code
+from .errors import (
+    FileTooLarge,
+    InvalidWrite,
+    S3mpfsError,
+    SpoolFull,
+    Unsupported,
+    UploadFailed,
+    describe,
+    root_cause,
+    s3_error_code,
+)
 from .parts import Part, PartPlanner, copy_parts
+from .rewrite import RandomWrites
+from .spool import SpoolSpace
 from .store import CompletedPart, ObjectInfo, ObjectStore
 
 if TYPE_CHECKING:
     from .registry import UploadRegistry
+    from .stats import MountStats
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +80,10 @@ class UploadShared:
     part_size: int
     registry: UploadRegistry | None = None  # records who started each multipart upload
     expected_sse: str | None = None  # what S3 must report for every object written
+    spool: SpoolSpace = field(default_factory=lambda: SpoolSpace("", 0))  # random mode
+    read_ahead: int = 8 * 1024 * 1024  # block size of base reads in random mode
     uploads: set[Upload] = field(default_factory=set)  # live ones, for shutdown
+    stats: MountStats | None = None  # told when each upload ends
 
 
 def multipart_etag(parts: list[CompletedPart]) -> str:
@@ -81,11 +97,14 @@ class Upload:
 
     def __init__(self, shared: UploadShared, key: str,
                  metadata: Callable[[], dict[str, str]], base: ObjectInfo | None = None,
-                 *, only_new: bool = False, replacing: ObjectInfo | None = None) -> None:
+                 *, only_new: bool = False, replacing: ObjectInfo | None = None,
+                 prefer_random: bool = False) -> None:
         """`base`: an existing object this upload extends (appends go after its bytes).
         `only_new`: the key held no object when the file was created; committing must
         not replace one another client created since (where the server can tell).
-        `replacing`: the version this one replaces (HEADed): its headers are kept."""
+        `replacing`: the version this one replaces (HEADed): its headers are kept.
+        `prefer_random`: opened O_RDWR: spool from the first write (random mode) so that
+        every byte stays at hand for reads and rewrites."""
         self.shared = shared
         self.key = key
         self.base = base
@@ -99,6 +118,8 @@ class Upload:
         self.error: S3mpfsError | None = None
         self.result: dict | None = None
         self.parts: dict[int, CompletedPart] = {}
+        self.prefer_random = prefer_random
+        self.random: RandomWrites | None = None  # random mode (see rewrite.py)
         self._send, self._receive = trio.open_memory_channel[tuple[Part, bool, int]](0)
         self._lock = trio.Lock()  # one write or close at a time, in arrival order
         self._done = trio.Event()
@@ -111,6 +132,8 @@ class Upload:
     @property
     def size(self) -> int:
         """The file's length: the base object's until the first write extends it."""
+        if self.random is not None:
+            return self.random.size
         return self.base.size if self.base is not None else self.planner.size
 
     @property
@@ -124,12 +147,84 @@ class Upload:
             self._raise_if_failed()
             if self._closed:
                 raise UploadFailed(f"{self.key}: write after the upload was completed")
+            if self.random is None and self._wants_random(offset):
+                self._go_random(required=self.base is not None and offset < self.base.size)
+            if self.random is not None:
+                if offset + len(data) > self.planner.max_size:
+                    raise FileTooLarge(f"file would exceed {self.planner.max_size} bytes")
+                self.random.write(offset, data)  # SpoolFull: nothing was written
+                self.bytes_written += len(data)
+                return len(data)
             await self._start_from_base()
-            self.planner.check_write(offset, len(data))
+            try:
+                self.planner.check_write(offset, len(data))
+            except InvalidWrite as exc:
+                log.error("write to %s refused: %s; the file is streaming (opened write-only, "
+                          "or the spool is full or disabled), so those bytes are no longer "
+                          "at hand. Programs that rewrite files should open them O_RDWR",
+                          self.key, exc)
+                raise
             self.bytes_written += len(data)  # counted before a part reaches the driver
             for part in self.planner.write(offset, data):
                 await self._hand_over(part, last=False)
             return len(data)
+
+    def _wants_random(self, offset: int) -> bool:
+        if self.copy_source is not None or self.planner.parts_cut:
+            return False  # parts are on their way: only streaming can go on
+        if self.base is not None and offset < self.base.size:
+            return True  # changing an existing object in place
+        return self.prefer_random or offset < self.planner.size
+
+    def _go_random(self, *, required: bool) -> None:
+        """Switch to random mode (nothing was handed to the driver yet): the bytes
+        buffered so far move to the spool. When the spool has no room, a write that
+        needs it fails (SpoolFull); one streaming can take goes on streaming."""
+        if not required and self.shared.spool.limit == 0:
+            return  # no spool: streaming patches the part being filled
+        spool = self.shared.spool.open(self.key)
+        buffered = self.planner.buffered
+        try:
+            if buffered:
+                spool.write(0, b"".join(self.planner._chunks))
+        except SpoolFull:
+            spool.close()
+            if required:
+                raise
+            return
+        self.planner.take_buffer()
+        random = RandomWrites(self.shared.store, self.shared.nursery, spool, self.base,
+                              self.shared.read_ahead)
+        random.size = max(random.size, self.planner.size)
+        self.copy_source, self.base, self.random = self.base, None, random
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Read what was written so far (random mode only: streamed bytes are gone)."""
+        if self.random is None:
+            raise Unsupported(f"{self.key}: reading a file being streamed")
+        async with self._lock:
+            self._raise_if_failed()
+            return await self.random.read(offset, length)
+
+    async def truncate(self, size: int) -> None:
+        """Change the length of the file being written."""
+        async with self._lock:
+            self._raise_if_failed()
+            if self.random is None and size < self.size and size != 0:
+                if self._wants_random(0):
+                    self._go_random(required=True)
+            if self.random is not None:
+                if size > self.planner.max_size:
+                    raise FileTooLarge(f"file would exceed {self.planner.max_size} bytes")
+                self.random.truncate(size)
+                self.bytes_written += 1  # a change to commit
+                return
+        if size == 0:
+            self.planner.truncate_to_zero()
+        elif size > self.size:
+            await self.write(size, b"")
+        else:
+            raise Unsupported(f"{self.key}: shrinking a file whose parts are uploading")
 
     async def close(self) -> dict:
         """Send the last part, wait for the upload to finish, return S3's answer."""
@@ -137,7 +232,11 @@ class Upload:
             if not self._closed:
                 self._closed = True
                 try:
-                    if self.error is None:
+                    if self.error is None and self.random is not None:
+                        async for part, alone in self.random.parts(self.shared.part_size):
+                            await self._hand_over(part, last=alone)
+                        self._closed_cleanly = True
+                    elif self.error is None:
                         await self._start_from_base()  # an unchanged base is copied whole
                         if self.planner.buffered or not self.planner.parts_cut:
                             await self._hand_over(self.planner.finish(), last=True)
@@ -232,11 +331,15 @@ class Upload:
             self._fail(exc)
         finally:
             self._receive.close()
+            if self.random is not None:
+                self.random.close()
             if self.upload_id is not None and self.error is None:  # cancelled from outside
                 self._fail(UploadFailed(f"{self.key}: interrupted before completion"))
             if self.error is not None:
                 await self._abort()
             self.shared.uploads.discard(self)
+            if self.shared.stats is not None:
+                self.shared.stats.upload_ended(self)
             self._done.set()
 
     async def _create(self) -> None:
@@ -307,8 +410,8 @@ class Upload:
         if info.etag != expected_etag:
             return  # another writer replaced it since: theirs is not ours to judge
         problem = None
-        if info.size != self.planner.size:
-            problem = f"S3 assembled {info.size} bytes, {self.planner.size} were written"
+        if info.size != self.size:
+            problem = f"S3 assembled {info.size} bytes, {self.size} were written"
         elif self.shared.expected_sse and info.sse != self.shared.expected_sse:
             problem = f"S3 reports encryption {info.sse}, not {self.shared.expected_sse}"
         if problem:

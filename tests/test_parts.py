@@ -22,6 +22,7 @@ from s3mpfs.parts import (
     copy_parts,
     max_file_size,
     part_size_for,
+    rebuild_plan,
 )
 
 PART = 5 * MiB  # S3's minimum part size, the smallest base a mount can use
@@ -115,17 +116,57 @@ def test_byte_by_byte_writes_cut_the_same_parts_as_one_write() -> None:
 # -------------------------------------------------------------------- order, holes, limits
 
 
-def test_a_write_before_the_end_is_refused_with_einval() -> None:
+def test_a_write_before_the_end_patches_the_part_being_filled() -> None:
     planner = PartPlanner(PART)
     write_all(planner, 0, b"hello")
+    assert write_all(planner, 4, b"XYZ") == []
+    assert (planner.size, planner.buffered) == (7, 7)
+    assert planner.finish().data == b"hellXYZ"
+
+
+def test_a_rewrite_of_cut_bytes_is_refused_with_einval() -> None:
+    planner = PartPlanner(PART)
+    write_all(planner, 0, SOURCE[:PART + 5])
     with pytest.raises(InvalidWrite) as info:
-        write_all(planner, 4, b"X")
+        write_all(planner, PART - 1, b"XY")
     assert info.value.errno == errno.EINVAL
-    assert (planner.size, planner.buffered) == (5, 5)  # nothing changed
-    assert planner.finish().data == b"hello"
+    assert (planner.size, planner.buffered) == (PART + 5, 5)  # nothing changed
 
 
-def test_a_rewrite_of_already_cut_bytes_is_refused() -> None:
+def _plan(size: int, base: int, changed: list[tuple[int, int]], part: int = 8 * MiB
+          ) -> list[tuple[int, int, int, bool]]:
+    return [(p.number, p.start, p.end, p.copy) for p in rebuild_plan(size, base, changed, part)]
+
+
+def test_rebuild_plan_copies_untouched_runs_and_uploads_changed_parts() -> None:
+    size = 50 * MiB
+    assert _plan(size, size, [(30 * MiB, 30 * MiB + 1000)]) == [
+        (1, 0, 24 * MiB, True), (2, 24 * MiB, 32 * MiB, False), (3, 32 * MiB, size, True)]
+    # A small file is one upload; bytes past the base are uploaded, never copied.
+    assert _plan(3 * MiB, 3 * MiB, [(0, 1)]) == [(1, 0, 3 * MiB, False)]
+    assert _plan(20 * MiB, 10 * MiB, []) == [
+        (1, 0, 8 * MiB, True), (2, 8 * MiB, 16 * MiB, False), (3, 16 * MiB, 20 * MiB, False)]
+
+
+def test_rebuild_plan_of_10_gib_with_one_small_change_uploads_one_part() -> None:
+    size = 10 * 1024 * MiB
+    plan = rebuild_plan(size, size, [(5 * 1024 * MiB + 7, 5 * 1024 * MiB + 4103)], 8 * MiB)
+    uploaded = [p for p in plan if not p.copy]
+    assert [p.end - p.start for p in uploaded] == [8 * MiB]
+    assert all(p.end - p.start <= 5 * 1024 * MiB for p in plan)
+    assert [p.number for p in plan] == list(range(1, len(plan) + 1))
+    assert plan[-1].end == size
+    assert all(a.end == b.start for a, b in zip(plan, plan[1:], strict=False))
+
+
+def test_rebuild_plan_stays_within_10000_parts() -> None:
+    size = 200 * 1024 * MiB  # 25,600 cells of 8 MiB, every one changed
+    changed = [(i * 8 * MiB, i * 8 * MiB + 1) for i in range(size // (8 * MiB))]
+    plan = rebuild_plan(size, size, changed, 8 * MiB)
+    assert len(plan) <= 10_000 and plan[-1].end == size
+
+
+def test_a_rewrite_of_already_cut_bytes_is_refused_too() -> None:
     planner = PartPlanner(PART)
     write_all(planner, 0, SOURCE[:PART + 1])
     with pytest.raises(InvalidWrite):

@@ -139,12 +139,14 @@ async def test_an_out_of_order_write_is_refused_and_the_upload_goes_on() -> None
     async with mount_uploads(store) as shared:
         upload = Upload(shared, KEY, dict)
         await upload.write(0, b"abc")
+        await upload.write(1, b"X")  # in the part being filled: patched (no spool here)
+        await upload.write(3, bytes(range(256)) * (PART // 256) + b"e")  # cuts part 1
         with pytest.raises(InvalidWrite) as info:
-            await upload.write(1, b"X")
+            await upload.write(1, b"Y")  # already handed to the upload
         assert errno_for(info.value) == errno.EINVAL
-        await upload.write(3, b"d")
+        await upload.write(PART + 4, b"d")
         await upload.close()
-    assert store.objects[KEY].data == b"abcd"
+    assert store.objects[KEY].data == b"aXc" + bytes(range(256)) * (PART // 256) + b"e" + b"d"
 
 
 async def test_metadata_is_taken_when_the_object_is_created() -> None:
