@@ -61,13 +61,15 @@ can_make_venv() {
 
 # --- Debian packages ---------------------------------------------------------------
 missing=()
-for pkg in fuse3 libfuse3-dev pkg-config rsync tar diffutils python3-dev gcc; do
+# (zip, unzip, curl, systemd-analyze and setpriv are used by the tests)
+for pkg in fuse3 libfuse3-dev pkg-config rsync tar diffutils python3-dev gcc zip unzip curl; do
     pkg_installed "$pkg" || missing+=("$pkg")
 done
-for tool in fusermount3 pkg-config rsync tar cmp gcc; do
+for tool in fusermount3 pkg-config rsync tar cmp gcc zip unzip curl systemd-analyze setpriv; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         case "$tool" in
-            fusermount3) p=fuse3 ;; cmp) p=diffutils ;; *) p="$tool" ;;
+            fusermount3) p=fuse3 ;; cmp) p=diffutils ;; systemd-analyze) p=systemd ;;
+            setpriv) p=util-linux ;; *) p="$tool" ;;
         esac
         [[ " ${missing[*]-} " == *" $p "* ]] || missing+=("$p")
     fi

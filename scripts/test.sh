@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set everything up (scripts/setup.sh), lint, and run every test.
 # Extra arguments go to pytest, e.g. ./scripts/test.sh -k upload -x
+# Tests that use S3 run against moto and Ceph RGW (scripts/rgw.sh, started by the tests);
+# choose with --backend moto|rgw|both or S3MPFS_TEST_BACKEND (default both).
 # Exit status: pytest's, or ruff's when pytest passed but the lint did not.
 set -euo pipefail
 
@@ -8,6 +10,21 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 ./scripts/setup.sh
+
+# The RGW backend needs Debian's ceph packages: install them now rather than inside the
+# first test that needs them.
+backend="${S3MPFS_TEST_BACKEND:-both}"
+prev=""
+for arg in "$@"; do
+    case "$arg" in
+        --backend=*) backend="${arg#--backend=}" ;;
+    esac
+    [[ "$prev" == "--backend" ]] && backend="$arg"
+    prev="$arg"
+done
+if [[ "$backend" != moto ]]; then
+    ./scripts/rgw.sh install
+fi
 
 lint=0
 .venv/bin/ruff check s3mpfs tests scripts || lint=$?

@@ -1,9 +1,18 @@
-"""Shared fixtures: a local S3 (moto's server, in-process), buckets, and real FUSE mounts.
+"""Shared fixtures: a local S3 (moto's server in-process, or Ceph RGW), buckets, and real
+FUSE mounts.
 
 All fixtures here are synchronous (pytest-trio runs in trio_mode; trio fixtures belong in
 the test modules and are test-scoped).
 
-    s3_server                 session: endpoint URL of moto's S3 server on 127.0.0.1
+Every test that uses S3 runs once per selected backend (test ids end in [moto] / [rgw]):
+`--backend moto|rgw|both`, else $S3MPFS_TEST_BACKEND, else both. `moto` is moto's server in
+this process; `rgw` is a throwaway single-node Ceph cluster with radosgw started once per
+session by scripts/rgw.sh (which installs Debian's ceph packages when missing). Tests that
+rely on moto internals are marked `@pytest.mark.moto_only("why")`: skipped, with that reason,
+on the other backends.
+
+    s3_backend                session: the S3Backend in use (name, endpoint, keys, KMS key)
+    s3_server                 session: its endpoint URL ("http://127.0.0.1:PORT")
     s3                        session: boto3 S3 client for that endpoint
     bucket                    a fresh, uniquely named, empty bucket (emptied at teardown)
     mount(spec, *opts, ...)   factory: `python -m s3mpfs spec MNT -f -o endpoint_url=...,...`
@@ -13,6 +22,7 @@ the test modules and are test-scoped).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import re
@@ -20,16 +30,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
-from helpers import is_mounted, wait_for
+from helpers import WaitTimeout, is_mounted, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -117,13 +129,98 @@ def _subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-# --------------------------------------------------------------------------- S3
+# --------------------------------------------------------------------------- backends
+
+BACKENDS = ("moto", "rgw")
+RGW_SCRIPT = REPO_ROOT / "scripts" / "rgw.sh"
+RGW_START_TIMEOUT = 300.0  # the first start on a fresh machine installs the ceph packages
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        choices=(*BACKENDS, "both"),
+        default=None,
+        help="S3 server(s) for the tests that use S3: moto, rgw (Ceph RGW started by "
+        "scripts/rgw.sh) or both (default: $S3MPFS_TEST_BACKEND, else both)",
+    )
+
+
+def selected_backends(config: pytest.Config) -> list[str]:
+    value = config.getoption("--backend") or os.environ.get("S3MPFS_TEST_BACKEND") or "both"
+    if value == "both":
+        return list(BACKENDS)
+    if value not in BACKENDS:
+        raise pytest.UsageError(
+            f"S3MPFS_TEST_BACKEND={value!r}: expected one of {', '.join((*BACKENDS, 'both'))}"
+        )
+    return [value]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test whose fixtures reach `s3_backend` runs once per selected backend; tests
+    marked moto_only are skipped, with the marker's reason, on the others."""
+    if "s3_backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("moto_only")
+    params = []
+    for backend in selected_backends(metafunc.config):
+        if marker is not None and backend != "moto":
+            why = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            skip = pytest.mark.skip(reason=f"moto only: {why}")
+            params.append(pytest.param(backend, marks=skip, id=backend))
+        else:
+            params.append(pytest.param(backend, id=backend))
+    metafunc.parametrize("s3_backend", params, indirect=True, scope="session")
+
+
+@dataclass(frozen=True)
+class S3Backend:
+    """One S3 server for the tests: what boto3 and a mount need to reach it."""
+
+    name: str  # "moto" or "rgw"
+    endpoint: str  # http://127.0.0.1:PORT
+    access_key: str
+    secret_key: str
+    kms_key_id: str | None = None  # a KMS key that exists up front (RGW); moto makes its own
+    sse_s3: bool = True  # honours x-amz-server-side-encryption: AES256 (Ceph 16.2 ignores it)
+    dsse_kms: bool = True  # accepts aws:kms:dsse (Ceph 16.2 answers 400 InvalidArgument)
+    sse_c_enforced: bool = False  # an SSE-C object cannot be read without its key (moto: can)
+    state_dir: str | None = None  # RGW: scripts/rgw.sh's directory (config, logs)
 
 
 @pytest.fixture(scope="session")
-def s3_server(aws_env: dict[str, str]) -> Iterator[str]:
-    """Start moto's S3 server in a thread of this process on 127.0.0.1 and a free port;
-    yield its endpoint URL ("http://127.0.0.1:PORT")."""
+def s3_backend(
+    request: pytest.FixtureRequest, aws_env: dict[str, str]
+) -> Iterator[S3Backend]:
+    """The S3 server of this test's backend (parametrized: [moto] / [rgw]), started once per
+    session. While it is in use, its keys are in os.environ (and `aws_env`), so that boto3
+    clients and mount subprocesses use them."""
+    name = getattr(request, "param", None) or selected_backends(request.config)[0]
+    start = {"moto": _start_moto, "rgw": _start_rgw}[name]
+    with start() as backend:
+        saved = {k: aws_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        keys = {
+            "AWS_ACCESS_KEY_ID": backend.access_key,
+            "AWS_SECRET_ACCESS_KEY": backend.secret_key,
+        }
+        os.environ.update(keys)
+        aws_env.update(keys)
+        # boto3's default session caches the credentials it first found: forget them, so that
+        # `boto3.client(...)` anywhere in the tests picks up this backend's keys.
+        boto3.DEFAULT_SESSION = None
+        try:
+            _wait_until_it_answers(backend)
+            yield backend
+        finally:
+            os.environ.update(saved)
+            aws_env.update(saved)
+            boto3.DEFAULT_SESSION = None
+
+
+@contextlib.contextmanager
+def _start_moto() -> Iterator[S3Backend]:
+    """moto's S3 server in a thread of this process on 127.0.0.1 and a free port."""
     from moto.server import ThreadedMotoServer
 
     # werkzeug would log every request at INFO into pytest's log capture.
@@ -131,13 +228,92 @@ def s3_server(aws_env: dict[str, str]) -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()  # returns once the socket is bound
     host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    probe = _client(endpoint)
-    wait_for(lambda: _answers(probe), timeout=20, message=f"moto server at {endpoint}")
     try:
-        yield endpoint
+        yield S3Backend("moto", f"http://{host}:{port}", "testing", "testing")
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def _start_rgw() -> Iterator[S3Backend]:
+    """A throwaway Ceph cluster with radosgw (scripts/rgw.sh) in a fresh temporary directory,
+    stopped (daemons killed by PID, directory removed) at the end of the session."""
+    state = tempfile.mkdtemp(prefix="s3mpfs-rgw-")
+    env = {**os.environ, "S3MPFS_RGW_DIR": state}
+    try:
+        result = subprocess.run(
+            ["bash", str(RGW_SCRIPT), "start"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RGW_START_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(
+                f"scripts/rgw.sh start failed ({result.returncode}):\n{result.stderr}"
+                f"{_rgw_logs(state)}",
+                pytrace=False,
+            )
+        values = dict(re.findall(r"^export (\w+)=(.*)$", result.stdout, re.MULTILINE))
+        yield S3Backend(
+            "rgw",
+            values["S3MPFS_RGW_ENDPOINT"],
+            values["S3MPFS_RGW_ACCESS_KEY"],
+            values["S3MPFS_RGW_SECRET_KEY"],
+            values.get("S3MPFS_RGW_KMS_KEY_ID"),
+            sse_s3=False,
+            dsse_kms=False,
+            sse_c_enforced=True,
+            state_dir=state,
+        )
+    finally:
+        subprocess.run(
+            ["bash", str(RGW_SCRIPT), "stop"],
+            env=env,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _rgw_logs(state: str, tail: int = 30) -> str:
+    out = []
+    for log in sorted(Path(state, "log").glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-tail:]
+        out.append(f"\n--- {log.name} (last {tail} lines):\n" + "\n".join(lines))
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- S3
+
+
+@pytest.fixture(scope="session")
+def s3_server(s3_backend: S3Backend) -> str:
+    """The endpoint URL of this test's S3 backend ("http://127.0.0.1:PORT")."""
+    return s3_backend.endpoint
+
+
+def _wait_until_it_answers(backend: S3Backend, timeout: float = 20) -> None:
+    """Poll ListBuckets with the backend's keys; fail with the last error (and RGW's logs)."""
+    probe = _client(backend.endpoint)
+    errors: list[Exception] = []
+
+    def answers() -> bool:
+        try:
+            probe.list_buckets()
+        except Exception as exc:
+            errors[:] = [exc]
+            return False
+        return True
+
+    try:
+        wait_for(answers, timeout=timeout, message=f"{backend.name} at {backend.endpoint}")
+    except WaitTimeout as exc:
+        logs = _rgw_logs(backend.state_dir) if backend.state_dir else ""
+        pytest.fail(f"{exc}; last error: {errors[-1]!r}{logs}", pytrace=False)
 
 
 def _client(endpoint: str) -> Any:
@@ -149,17 +325,9 @@ def _client(endpoint: str) -> Any:
     )
 
 
-def _answers(s3: Any) -> bool:
-    try:
-        s3.list_buckets()
-    except Exception:
-        return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def s3(s3_server: str) -> Any:
-    """A boto3 S3 client for the moto endpoint (region us-east-1, SigV4)."""
+    """A boto3 S3 client for this test's backend (region us-east-1, SigV4, its keys)."""
     return _client(s3_server)
 
 
@@ -171,7 +339,8 @@ def _bucket_name(test_name: str) -> str:
 @pytest.fixture
 def bucket(s3: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh bucket named after the test; yields its name. Teardown aborts its pending
-    uploads and deletes its objects and the bucket, best effort (moto keeps data in memory)."""
+    uploads and deletes its objects and the bucket, best effort (both backends keep data in
+    memory)."""
     name = _bucket_name(request.node.name)
     s3.create_bucket(Bucket=name)
     yield name
@@ -290,6 +459,13 @@ def _stat_within(path: Path, timeout: float) -> bool:
 MountFactory = Callable[..., Mount]
 
 
+def extra_mount_options() -> list[str]:
+    """Options from $S3MPFS_TEST_MOUNT_OPTIONS (comma-separated) for every test mount, before
+    the test's own (which win), e.g. `checksum=md5` to try a server without flexible
+    checksums."""
+    return [o for o in os.environ.get("S3MPFS_TEST_MOUNT_OPTIONS", "").split(",") if o.strip()]
+
+
 @pytest.fixture
 def mount(
     s3_server: str, bucket: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -318,7 +494,8 @@ def mount(
         mountpoint = tmp_path / f"mnt{n}"
         mountpoint.mkdir()
         log_path = tmp_path / f"mount{n}.log"
-        opts = ",".join([f"endpoint_url={s3_server}", f"region={REGION}", *options])
+        opts = ",".join([f"endpoint_url={s3_server}", f"region={REGION}", *extra_mount_options(),
+                         *options])
         argv = [sys.executable, "-m", "s3mpfs", bucket_spec, str(mountpoint), "-f", "-o", opts]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(

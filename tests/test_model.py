@@ -27,11 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REGION, REPO_ROOT, Mount
+from conftest import REGION, REPO_ROOT, Mount, extra_mount_options
 from helpers import no_pending_uploads, wait_for
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from s3proxy import HOLD, S3Proxy
 
 pytestmark = pytest.mark.mount
@@ -83,7 +89,7 @@ def _empty_bucket(s3: Any, bucket: str) -> None:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def shared_mount(
     s3_server: str, s3: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Shared]:
@@ -95,7 +101,8 @@ def shared_mount(
     mountpoint = base / "mnt"
     mountpoint.mkdir()
     log_path = base / "mount.log"
-    opts = f"endpoint_url={s3_server},region={REGION},part_size=5M"
+    opts = ",".join([f"endpoint_url={s3_server}", f"region={REGION}", *extra_mount_options(),
+                     "part_size=5M"])
     argv = [sys.executable, "-m", "s3mpfs", bucket, str(mountpoint), "-f", "-o", opts]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
     with open(log_path, "wb") as log:
@@ -311,7 +318,7 @@ class MountMachine(RuleBasedStateMachine):
         return problems
 
 
-MountMachine.TestCase.settings = settings(
+MACHINE_SETTINGS = settings(
     max_examples=15,
     stateful_step_count=25,
     deadline=None,
@@ -319,7 +326,11 @@ MountMachine.TestCase.settings = settings(
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-TestMount = MountMachine.TestCase
+
+
+def test_mount_agrees_with_the_model_and_the_bucket(shared_mount: Shared) -> None:
+    """The state machine, against the module's mount of this test's backend."""
+    run_state_machine_as_test(MountMachine, settings=MACHINE_SETTINGS)
 
 
 def test_content_pattern_is_position_dependent() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from helpers import (
+    list_keys,
     no_pending_uploads,
     random_bytes,
     random_file,
@@ -77,11 +78,14 @@ def proxy(s3_server: str) -> Iterator[S3Proxy]:
 
 
 @pytest.fixture(scope="module")
-def kms_key_id(s3_server: str) -> str:
-    """A KMS key created in moto's KMS (same endpoint as its S3)."""
+def kms_key_id(s3_backend: Any) -> str:
+    """A KMS key: RGW's (its "testing" KMS backend has fixed keys), or one created in moto's
+    KMS (same endpoint as its S3)."""
     import boto3
 
-    kms = boto3.client("kms", endpoint_url=s3_server, region_name="us-east-1")
+    if s3_backend.kms_key_id:
+        return s3_backend.kms_key_id
+    kms = boto3.client("kms", endpoint_url=s3_backend.endpoint, region_name="us-east-1")
     return kms.create_key(Description="s3mpfs tests")["KeyMetadata"]["KeyId"]
 
 
@@ -132,8 +136,20 @@ def _encryption_cases() -> list[Any]:
     ]
 
 
+def _unsupported(s3_backend: Any, expected: dict[str, str]) -> str | None:
+    """Which requested encryption the backend cannot do (Ceph 16.2: SSE-S3 is silently
+    ignored, DSSE-KMS refused with 400), or None."""
+    sse = expected.get("ServerSideEncryption")
+    if sse == "AES256" and not s3_backend.sse_s3:
+        return "AES256"
+    if sse == "aws:kms:dsse" and not s3_backend.dsse_kms:
+        return "aws:kms:dsse"
+    return None
+
+
 @pytest.mark.parametrize(("options", "size", "expected"), _encryption_cases())
 def test_cp_big_file(
+    s3_backend: Any,
     s3: Any,
     bucket: str,
     mount: Any,
@@ -151,6 +167,19 @@ def test_cp_big_file(
     m = mount(bucket, *options)
 
     result = cp(src, m.path / "big.bin")
+    unsupported = _unsupported(s3_backend, expected)
+    if unsupported:
+        # The server cannot store it encrypted as asked: close() fails, one log line says
+        # why, and no object (and no pending upload) is left that could pass for the file.
+        assert result.returncode != 0 and "Input/output error" in result.stderr, result.stderr
+        errors = [line for line in m.log_text().splitlines()
+                  if "ERROR" in line and "big.bin" in line]
+        assert errors, m.log_text()
+        if unsupported == "AES256":
+            assert "AES256" in errors[0], errors
+        assert "big.bin" not in list_keys(s3, bucket)
+        assert no_pending_uploads(s3, bucket) == []
+        return
     assert result.returncode == 0, result.stderr
 
     parts = expected_parts(size, base)

@@ -1,4 +1,5 @@
-"""Tests of the recording, fault-injecting S3 proxy (tests/s3proxy.py) against moto."""
+"""Tests of the recording, fault-injecting S3 proxy (tests/s3proxy.py) in front of each test
+backend (moto, Ceph RGW)."""
 
 from __future__ import annotations
 
@@ -41,34 +42,19 @@ def _client(endpoint: str, **config: Any) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=cfg,
+        config=cfg,  # the backend's keys come from the environment (conftest's s3_backend)
     )
 
 
 @pytest.fixture(scope="module")
-def upstream(request: pytest.FixtureRequest) -> Iterator[str]:
-    """moto's endpoint: the shared session server if conftest has one, else our own."""
-    try:
-        yield request.getfixturevalue("s3_server")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def upstream(s3_server: str) -> str:
+    """The test backend's endpoint (moto or RGW), which the proxy forwards to."""
+    return s3_server
 
 
 @pytest.fixture(scope="module")
 def direct(upstream: str) -> Any:
-    """A client talking to moto directly, for checking what really happened."""
+    """A client talking to the backend directly, for checking what really happened."""
     return _client(upstream)
 
 
@@ -198,6 +184,9 @@ def test_forwards_and_classifies_an_s3_session(
     assert proxy.requests == []
 
 
+@pytest.mark.moto_only(
+    "Ceph 16.2's RGW refuses aws-chunked bodies with trailing checksums (MissingContentLength)"
+)
 def test_aws_chunked_bodies_arrive_byte_exact(
     proxy: S3Proxy, client: Any, direct: Any, bkt: str
 ) -> None:
@@ -226,7 +215,9 @@ def test_aws_chunked_bodies_arrive_byte_exact(
     assert direct.get_object(Bucket=bkt, Key="chunked-put")["Body"].read() == b"small body"
 
 
-def test_client_keep_alive(proxy: S3Proxy, bkt: str) -> None:
+def test_client_keep_alive(proxy: S3Proxy, direct: Any, bkt: str) -> None:
+    # Unsigned requests: a real server answers them only for a public bucket.
+    direct.put_bucket_acl(Bucket=bkt, ACL="public-read")
     conn = http.client.HTTPConnection("127.0.0.1", int(proxy.url.rsplit(":", 1)[1]), timeout=5)
     try:
         conn.request("GET", f"/{bkt}?list-type=2")

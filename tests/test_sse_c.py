@@ -1,5 +1,6 @@
 """SSE-C through a real mount. moto does not enforce SSE-C, so a recording proxy in front
-of it checks that every request that writes or reads the object's data carries the key."""
+of the backend checks that every request that writes or reads the object's data carries the
+key; on RGW, which enforces it, the object cannot be read without the key."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from helpers import no_pending_uploads, random_file, sha256_file, sha256_object
 from s3proxy import Recorded, S3Proxy
 
@@ -51,6 +53,7 @@ def assert_carries_key(requests: list[Recorded], key: bytes) -> None:
 
 
 def test_sse_c_key_on_every_data_request(
+    s3_backend: Any,
     s3: Any,
     bucket: str,
     proxy: S3Proxy,
@@ -116,6 +119,11 @@ def test_sse_c_key_on_every_data_request(
     assert head["ContentLength"] == 12 * MiB
     assert head["ETag"].strip('"').endswith("-3")
     assert no_pending_uploads(s3, bucket) == []
+    if s3_backend.sse_c_enforced:  # really encrypted: useless without the key
+        with pytest.raises(ClientError):
+            s3.head_object(Bucket=bucket, Key=KEY)
+        with pytest.raises(ClientError):
+            s3.get_object(Bucket=bucket, Key=KEY)
 
     # The key never reaches the logs, in any form, even with debug logging.
     for m in (writer, reader):
