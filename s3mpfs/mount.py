@@ -19,6 +19,7 @@ from . import control, metrics
 from .config import MountConfig
 from .errors import S3mpfsError, describe, s3_error_code
 from .integrity import ChecksumIgnored
+from .kernel import tune_read_ahead
 from .namespace import Namespace
 from .operations import S3Operations
 from .registry import UploadRegistry
@@ -110,6 +111,7 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         except RuntimeError as exc:
             raise MountError(f"cannot mount on {config.mountpoint}: {exc}; is it already a "
                              "mount point, and is /dev/fuse usable?") from None
+        tune_read_ahead(config.mountpoint)  # 1 MiB READ requests, several in flight
         nursery.start_soon(_stop_on_signal)
         nursery.start_soon(_sweep, registry)
         log.info("mounted %s on %s", config.prefix_display, config.mountpoint)

@@ -25,8 +25,12 @@ from .store import ObjectInfo, S3Store, is_not_found
 MAX_NAME = 255  # bytes, what POSIX tools expect of one path component
 MAX_KEY = 1024  # bytes, S3's key length limit
 LISTING_TTL = 2.0  # seconds a directory listing answers lookups without a request
+# A directory this mount created started empty, and every name added through the mount is
+# recorded in its listing: lookups trust that record until the directory has had no change
+# through the mount for this long (cp -r into it makes no LIST, no HEAD before each PUT).
+OWN_LISTING_TTL = 30.0
 SMALL_DIRECTORY = 1000  # a lookup lists a directory this small instead of HEADing a name
-METADATA_CONCURRENCY = 16  # HEADs in flight when a listing fetches missing metadata
+METADATA_CONCURRENCY = 64  # HEADs in flight when a listing fetches missing metadata
 
 
 @dataclass
@@ -34,6 +38,7 @@ class _Listing:
     taken: float
     names: set[str] = field(default_factory=set)
     complete: bool = True
+    ours: bool = False  # made by this mount's mkdir: complete as long as it is in use
 
 
 class Names:
@@ -171,7 +176,8 @@ class Names:
         """The directory's listing if taken a moment ago, else a new one when the
         directory is small; None for large directories."""
         listing = self._listings.get(directory.path)
-        if listing is None or time.monotonic() - listing.taken >= LISTING_TTL:
+        ttl = OWN_LISTING_TTL if listing is not None and listing.ours else LISTING_TTL
+        if listing is None or time.monotonic() - listing.taken >= ttl:
             await self.list(directory, limit=SMALL_DIRECTORY)
             listing = self._listings.get(directory.path)
         return listing if listing is not None and listing.complete else None
@@ -218,10 +224,12 @@ class Names:
         listing = self._listings.get(dir_path)
         if listing is not None:
             (listing.names.add if present else listing.names.discard)(name)
+            if listing.ours:
+                listing.taken = time.monotonic()  # still complete: renewed while in use
 
     def created_dir(self, path: str) -> None:
         """A directory this mount just made: empty, and every name in it known."""
-        self._listings[path] = _Listing(time.monotonic())
+        self._listings[path] = _Listing(time.monotonic(), ours=True)
         self._created_dirs.add(path)
 
     def knows_every_name(self, path: str) -> bool:

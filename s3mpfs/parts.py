@@ -10,6 +10,7 @@ limit. A fixed 8 MiB part would stop at 78 GiB.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,9 +30,17 @@ def part_size_for(number: int, base: int) -> int:
     return min(base << ((number - 1) // TIER_PARTS), MAX_PART_SIZE)
 
 
+@functools.lru_cache(maxsize=16)
 def max_file_size(base: int) -> int:
-    """The largest file the schedule can hold in MAX_PARTS parts."""
+    """The largest file the schedule can hold in MAX_PARTS parts (a 10,000-term sum,
+    computed once per base: every new file's planner asks for it)."""
     return sum(part_size_for(n, base) for n in range(1, MAX_PARTS + 1))
+
+
+@functools.lru_cache(maxsize=16)
+def _size_after(first: int, base: int) -> int:
+    """Bytes the schedule holds in parts first..MAX_PARTS."""
+    return sum(part_size_for(n, base) for n in range(first, MAX_PARTS + 1))
 
 
 @dataclass(frozen=True)
@@ -158,8 +167,7 @@ class PartPlanner:
         self.size = sum(p.copy_length for p in parts)
         self.next_number = len(parts) + 1
         self.parts_cut = len(parts)
-        self.max_size = self.size + sum(part_size_for(n, self.base_part_size)
-                                        for n in range(self.next_number, MAX_PARTS + 1))
+        self.max_size = self.size + _size_after(self.next_number, self.base_part_size)
 
     def truncate_to_zero(self) -> None:
         """Forget everything written; only possible before any part was cut."""

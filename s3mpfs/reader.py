@@ -86,7 +86,8 @@ class ObjectReader:
                 self._blocks.pop(index, None)
                 raise block.error
             start = index * self.block_size
-            chunks.append(block.data[max(offset - start, 0):end - start])
+            # a view: the join below is the one copy of these bytes
+            chunks.append(memoryview(block.data)[max(offset - start, 0):end - start])
         self._evict(first)
         return b"".join(chunks)
 

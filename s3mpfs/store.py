@@ -10,19 +10,25 @@ parameters are built here and nowhere else.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import logging
+import os
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 import boto3
 import trio
+from botocore import auth as botocore_auth
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
+from . import crt
 from .config import MountConfig
 from .errors import UploadFailed, describe, s3_error_code
 from .integrity import ATTEMPTS, ChecksumIgnored, Corrupted, Integrity, Sent
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Error codes of a server that verified a body's checksum and found it wrong.
+CRT_CONCURRENCY = 64  # requests in flight through awscrt (HEADs of a listing, small PUTs)
 _BAD_DIGEST = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch",
                "XAmzContentSHA256Mismatch"}
 # Headers of an object that a copy must carry over (HeadObject names = request names).
@@ -110,10 +117,20 @@ class S3Store:
         self.bucket = config.bucket
         threads = config.upload_concurrency + 8  # parts in flight plus reads and metadata
         self._limiter = trio.CapacityLimiter(threads)
+        # Requests through awscrt hold no worker thread: a HEAD costs a connection and
+        # a few kilobytes, so a listing's HEADs can have many more in flight (s3fs: 20).
+        self._crt_limiter = trio.CapacityLimiter(CRT_CONCURRENCY)
         self._client = make_client(config, pool=threads, check_mode=check_mode)
         self.integrity = Integrity(config.checksum)
         self.conditional_create = False  # the server honours If-None-Match: * (probed)
         self._tags_at_completion: dict[str, list[dict[str, str]]] = {}  # by upload id
+        # HEAD and small GETs and PUTs go through awscrt (crt.py) unless S3MPFS_HTTP=boto3;
+        # parts, large reads, everything else and anything crt.py cannot express: boto3.
+        self._crt = None if check_mode or os.environ.get("S3MPFS_HTTP") == "boto3" else \
+            crt.CrtClient.create(self._client, self.bucket,
+                                 path_style=bool(config.endpoint_url), retries=config.retries,
+                                 connect_timeout=config.connect_timeout,
+                                 read_timeout=config.read_timeout)
 
     # -- request parameters, built in exactly one place ---------------------------------
 
@@ -223,9 +240,30 @@ class S3Store:
                 Bucket=self.bucket, Body=io.BytesIO(data), **kwargs, **sent.params)
             return resp, sent
 
+        async def send_crt() -> tuple[dict, Sent]:
+            if len(data) > 256 * 1024:  # zlib/hashlib release the GIL in a worker thread
+                sent = await trio.to_thread.run_sync(self.integrity.prepare, data)
+            else:
+                sent = self.integrity.prepare(data)
+            params = {k: v for k, v in kwargs.items() if k not in ("Key", "UploadId",
+                                                                     "PartNumber")}
+            query = (f"partNumber={kwargs['PartNumber']}&uploadId="
+                     f"{quote(kwargs['UploadId'], safe='')}" if "UploadId" in kwargs else "")
+            with_value = crt.add_checksum_value({**params, **sent.params}, data)
+            resp = None if with_value is None else await self._crt_call(
+                _OPERATIONS[fn.__name__], "PUT", kwargs["Key"], with_value, body=data,
+                query=query)
+            if resp is None:
+                return await trio.to_thread.run_sync(send, limiter=self._limiter)
+            return resp, sent
+
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                resp, sent = await trio.to_thread.run_sync(send, limiter=self._limiter)
+                if self._crt is not None and fn.__name__ in _OPERATIONS \
+                        and len(data) < crt.MAX_BODY:
+                    resp, sent = await send_crt()
+                else:
+                    resp, sent = await trio.to_thread.run_sync(send, limiter=self._limiter)
                 self.integrity.check(resp, resp.get("ETag", ""), sent, what)
                 return resp
             except ChecksumIgnored:
@@ -246,6 +284,50 @@ class S3Store:
                             s3_error_code(exc), attempt, ATTEMPTS)
         raise UploadFailed(f"{what}: the bytes reached the server damaged {ATTEMPTS} times")
 
+    async def _crt_call(self, operation: str, method: str, key: str, params: dict[str, Any],
+                        body: bytes | None = None, query: str = "",
+                        expect_size: int = 0) -> dict | None:
+        """One request through awscrt, answered in boto3's shape (the body, if any, as
+        "Body" bytes); None if crt.py cannot express these parameters (use boto3).
+        Failures raise the botocore exceptions the boto3 path would."""
+        assert self._crt is not None
+        headers = crt.headers_for(params)
+        if headers is None:
+            return None
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s (crt)", operation, key)
+        failure: Exception | None = None
+        answer: dict[str, Any] = {}
+        try:
+            async with self._crt_limiter:
+                answer, data = await self._crt.request(operation, method, key, headers, body,
+                                                       query, expect_size)
+            answer["Body"] = data
+        except crt.CrtRequestError as exc:
+            if exc.status == 0:
+                failure = EndpointConnectionError(endpoint_url=self._crt.host,
+                                                  error=f"{exc.code}: {exc.message}")
+            else:
+                failure = ClientError({
+                    "Error": {"Code": exc.code, "Message": exc.message},
+                    "ResponseMetadata": {"HTTPStatusCode": exc.status,
+                                         "HTTPHeaders": exc.headers},
+                }, operation)
+        # Counted as the boto3 path counts its requests (stats.py), once answered.
+        self.stats.counted(_replay(operation, answer, failure), len(body or b""))(Key=key)
+        return answer
+
+
+    async def _crt_list(self, kwargs: dict[str, Any]) -> dict | None:
+        """One ListObjectsV2 page through awscrt, parsed by crt.parse_list (botocore's
+        parser and dateutil took a third of a cold `ls -l`)."""
+        assert self._crt is not None
+        query = crt.list_query(kwargs)
+        if query is None:
+            return None
+        resp = await self._crt_call("ListObjectsV2", "GET", "", {}, query=query)
+        return None if resp is None else crt.parse_list(resp["Body"])
+
     # -- ObjectStore --------------------------------------------------------------------
 
     async def check_bucket(self) -> None:
@@ -260,7 +342,11 @@ class S3Store:
         if max_keys:
             kwargs["MaxKeys"] = max_keys
         while True:
-            page = await self._call(self._client.list_objects_v2, **kwargs)
+            page = None
+            if self._crt is not None:
+                page = await self._crt_list(kwargs)
+            if page is None:
+                page = await self._call(self._client.list_objects_v2, **kwargs)
             for item in page.get("Contents", []):
                 listing.objects.append(ObjectInfo(
                     key=item["Key"], size=item["Size"],
@@ -274,7 +360,11 @@ class S3Store:
             kwargs["ContinuationToken"] = token
 
     async def head(self, key: str) -> ObjectInfo:
-        resp = await self._call(self._client.head_object, Key=key, **self._sse_c())
+        resp = None
+        if self._crt is not None:
+            resp = await self._crt_call("HeadObject", "HEAD", key, self._sse_c())
+        if resp is None:
+            resp = await self._call(self._client.head_object, Key=key, **self._sse_c())
         headers = {name: resp[name] for name in (*COPIED_HEADERS, "SSEKMSKeyId",
                                                   "BucketKeyEnabled", "SSECustomerAlgorithm",
                                                   "TagCount") if resp.get(name)}
@@ -288,6 +378,12 @@ class S3Store:
         """Bytes [start, end) of an object; of that very version when `etag` is given
         (a replaced object then fails with PreconditionFailed, never mixes versions)."""
         version = {"IfMatch": etag} if etag.startswith('"') else {}
+        if self._crt is not None and end - start < crt.MAX_BODY:
+            resp = await self._crt_call("GetObject", "GET", key, {
+                "Range": f"bytes={start}-{end - 1}", **version, **self._sse_c()},
+                expect_size=end - start)
+            if resp is not None:
+                return bytes(resp["Body"])
 
         def fetch() -> bytes:
             resp = self.stats.counted(self._client.get_object)(
@@ -478,6 +574,23 @@ class S3Store:
             kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
 
 
+# boto3 methods whose requests crt.py can send, and their S3 operation names.
+_OPERATIONS = {"put_object": "PutObject", "upload_part": "UploadPart"}
+
+
+def _replay(operation: str, answer: dict, failure: Exception | None) -> Callable[..., dict]:
+    """A stand-in for the boto3 method of `operation` that gives this outcome again, for
+    stats.counted: requests sent through awscrt are counted like the others."""
+
+    def replay(**_: Any) -> dict:
+        if failure is not None:
+            raise failure
+        return answer
+
+    replay.__name__ = re.sub(r"(?<!^)(?=[A-Z][a-z0-9])", "_", operation).lower()
+    return replay
+
+
 def _log_request(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
     if log.isEnabledFor(logging.DEBUG):  # names and numbers only: never keys or bodies
         log.debug("%s %s%s", fn.__name__, kwargs.get("Key", kwargs.get("Prefix", "")),
@@ -500,7 +613,37 @@ def make_client(config: MountConfig, *, pool: int = 10, check_mode: bool = False
         response_checksum_validation="when_required",
     )
     session = boto3.session.Session()
-    return session.client("s3", endpoint_url=config.endpoint_url, config=client_config)
+    client = session.client("s3", endpoint_url=config.endpoint_url, config=client_config)
+    if _HASHED_SIGNER in botocore_auth.AUTH_TYPE_MAPS:
+        for operation in ("UploadPart", "PutObject"):
+            client.meta.events.register_first(f"choose-signer.s3.{operation}", _hash_in_thread)
+    return client
+
+
+class _PayloadHashedByHashlib(botocore_auth.AUTH_TYPE_MAPS["s3v4"]):  # type: ignore[misc]
+    """botocore's S3 SigV4 signer, except that the body's SHA256 (signed over plain http)
+    is computed by hashlib, which releases the GIL, rather than inside awscrt's signer,
+    which holds it: 45 % of the GIL time of a 1 GiB write over http went there."""
+
+    def _get_existing_sha256(self, request: Any) -> str | None:
+        body = request.body
+        if isinstance(body, io.BytesIO) and self._should_sha256_sign_payload(request):
+            return hashlib.sha256(body.getvalue()).hexdigest()  # the bytes, shared: no copy
+        return None
+
+
+_HASHED_SIGNER = "s3v4-hashlib"
+if hasattr(_PayloadHashedByHashlib, "_get_existing_sha256") and hasattr(
+        _PayloadHashedByHashlib, "_should_sha256_sign_payload"):  # the awscrt signer
+    botocore_auth.AUTH_TYPE_MAPS[_HASHED_SIGNER] = _PayloadHashedByHashlib
+
+
+def _hash_in_thread(signature_version: Any, signing_name: str = "s3", **_: Any) -> str | None:
+    """choose-signer: plain SigV4 for S3 ("v4" from the operation's auth trait, "s3v4"
+    otherwise) is signed by _PayloadHashedByHashlib; anything else is left to botocore."""
+    if signing_name == "s3" and signature_version in ("v4", "s3v4"):
+        return _HASHED_SIGNER
+    return None
 
 
 def is_not_found(exc: BaseException) -> bool:

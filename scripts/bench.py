@@ -47,6 +47,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import statistics
 import subprocess
 import sys
@@ -397,6 +398,10 @@ class Bench:
         self.env = self._environment()
         self.source = Path()
         self.data_dir = self.scratch
+        self.null = False  # the null server (nulls3), not moto
+        self.https = False
+        self.cert = ""
+        self.endpoints: dict[str, str] = {}
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in AWS_VARS_TO_CLEAR}
@@ -488,6 +493,56 @@ class Bench:
 
     def server_cpu(self) -> float | None:
         return cpu_seconds(self.moto.pid if self.moto else None)
+
+    # -- the null server (scripts/nulls3.py) ------------------------------------------
+
+    def start_nulls3(self, delay_ms: int) -> None:
+        """One nulls3 process, three listeners on the same buckets: http, https (a
+        throwaway certificate) and http with `delay_ms` before every answer."""
+        sys.path.insert(0, str(REPO / "scripts"))
+        import nulls3
+
+        self.cert, key = nulls3.make_certificate(str(self.scratch))
+        argv = [sys.executable, str(REPO / "scripts" / "nulls3.py"), "--tls", self.cert, key,
+                "--also", "https", "--also", f"http+{delay_ms}"]
+        self.moto = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=open(self.scratch / "nulls3.log", "wb"),
+                                     start_new_session=True, env=self.env)
+        server = self.moto
+        self.cleanup.push("nulls3 server", lambda: (server.stdin and server.stdin.close(),
+                                                    stop_process(server)))
+        assert server.stdout is not None
+        ports = server.stdout.readline().decode().split()
+        if len(ports) != 3:
+            raise BenchError(f"nulls3 did not start: {self.tail(self.scratch / 'nulls3.log')}")
+        self.endpoints = {"http": f"http://127.0.0.1:{ports[0]}",
+                          "https": f"https://127.0.0.1:{ports[1]}",
+                          "delay": f"http://127.0.0.1:{ports[2]}"}
+        self.null = True
+        self.use("http")
+        log(f"nulls3 at {self.endpoints} (pid {server.pid})")
+
+    def use(self, which: str) -> None:
+        """Point every tool at one of the null server's listeners."""
+        import boto3
+
+        self.endpoint = self.endpoints[which]
+        self.https = which == "https"
+        if self.https:
+            self.env["AWS_CA_BUNDLE"] = self.cert
+        else:
+            self.env.pop("AWS_CA_BUNDLE", None)
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
+                               aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                               verify=self.cert if self.https else None)
+
+    def requests(self) -> dict[str, int]:
+        """Requests served so far by the null server, by S3 operation."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.endpoints["http"] + "/?nulls3-stats",  # noqa: S310
+                                    timeout=10) as answer:
+            return json.loads(answer.read())
 
 
 def delta(after: float | None, before: float | None) -> float | None:
@@ -634,7 +689,7 @@ class FuseTool(Tool):
 
     def read(self, verify: bool) -> tuple[Sample, str | None]:
         return self._phase(lambda path: ["cat", str(path)], "cat",
-                           self._cmp if verify else None)
+                           self._cmp if verify and not self.bench.null else None)
 
     def _cmp(self, path: Path) -> str:
         same = subprocess.run(["cmp", "-s", str(self.bench.source), str(path)]).returncode == 0
@@ -682,9 +737,10 @@ class S3fs(FuseTool):
         super().prepare()
 
     def argv(self, mountpoint: str) -> list[str]:
+        tls = ",no_check_certificate" if self.bench.https else ""
         return ["s3fs", self.bucket, mountpoint, "-f", "-o",
                 f"url={self.bench.endpoint},use_path_request_style,endpoint={REGION},"
-                f"passwd_file={self.passwd},dbglevel=warn"]
+                f"passwd_file={self.passwd},dbglevel=warn{tls}"]
 
 
 def rclone_env(bench: Bench) -> dict[str, str]:
@@ -700,6 +756,9 @@ def rclone_env(bench: Bench) -> dict[str, str]:
         "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": SECRET_KEY,
         "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
     })
+    env.pop("AWS_CA_BUNDLE", None)  # rclone's AWS SDK refuses it; it takes --ca-cert
+    if bench.https:
+        env["RCLONE_CA_CERT"] = bench.cert
     return env
 
 
@@ -768,7 +827,7 @@ class Boto3(Tool):
 def download_verdict(bench: Bench, verify: bool) -> str | None:
     target = bench.data_dir / "download.bin"
     try:
-        if not verify:
+        if not verify or bench.null:  # the null server keeps no bytes to compare
             return None
         same = subprocess.run(["cmp", "-s", str(bench.source), str(target)]).returncode == 0
         return "identical" if same else "DIFFERENT"
@@ -811,6 +870,79 @@ class Rclone(Tool):
         return sample, download_verdict(self.bench, verify)
 
 
+def crt_transfer(direction: str, endpoint: str, bucket: str, key: str, path: str) -> int:
+    """Child mode: one awscrt S3 client transfer (PUT_OBJECT from a file / GET_OBJECT to
+    a file), its defaults (8 MiB parts, parallel); prints its seconds and CPU time."""
+    import resource
+    from concurrent.futures import Future
+    from urllib.parse import urlsplit
+
+    from awscrt import auth, http, io, s3
+
+    url = urlsplit(endpoint)
+    tls = url.scheme == "https"
+    signing = auth.AwsSigningConfig(
+        algorithm=auth.AwsSigningAlgorithm.V4,
+        credentials_provider=auth.AwsCredentialsProvider.new_static(ACCESS_KEY, SECRET_KEY),
+        region=REGION, service="s3")
+    kwargs: dict[str, Any] = {"tls_mode": s3.S3RequestTlsMode.ENABLED if tls
+                              else s3.S3RequestTlsMode.DISABLED}
+    if tls:
+        options = io.TlsContextOptions()
+        options.override_default_trust_store_from_path(ca_filepath=os.environ["AWS_CA_BUNDLE"])
+        kwargs["tls_connection_options"] = io.ClientTlsContext(options).new_connection_options()
+    client = s3.S3Client(region=REGION, signing_config=signing, part_size=8 * MiB, **kwargs)
+    headers = [("Host", url.netloc)]
+    if direction == "up":
+        headers.append(("Content-Length", str(os.path.getsize(path))))
+        headers.append(("Content-Type", "application/octet-stream"))
+    request = http.HttpRequest("PUT" if direction == "up" else "GET", f"/{bucket}/{key}",
+                               http.HttpHeaders(headers))
+    done: Future = Future()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    client.make_request(
+        type=s3.S3RequestType.PUT_OBJECT if direction == "up" else s3.S3RequestType.GET_OBJECT,
+        request=request, send_filepath=path if direction == "up" else None,
+        recv_filepath=path if direction == "down" else None,
+        on_done=lambda error=None, **_: done.set_result(error))
+    error = done.result()
+    seconds = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    if error is not None:
+        print(f"awscrt {direction} failed: {error!r}", file=sys.stderr)
+        return 1
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    print(json.dumps({"seconds": seconds, "cpu": cpu}), flush=True)
+    return 0
+
+
+class AwsCrt(Boto3):
+    name, label = "awscrt", "awscrt S3 client (no FUSE)"
+
+    def how(self) -> str:
+        return ("awscrt's `S3Client` (the CRT transfer engine: C, parallel 8 MiB parts), "
+                "`PUT_OBJECT` from the file and `GET_OBJECT` to a file in /dev/shm, in a "
+                "child process; the clock runs around the transfer only")
+
+    def _child(self, direction: str) -> Sample:
+        bench = self.bench
+        target = bench.data_dir / "download.bin"
+        path = bench.source if direction == "up" else target
+        srv0 = bench.server_cpu()
+        out = tempfile.TemporaryFile()
+        done = check(run_timed(
+            [sys.executable, str(Path(__file__).resolve()), "_crt", direction,
+             bench.endpoint, self.bucket, KEY, str(path)], env=bench.env, stdout=out),
+            f"awscrt {direction}")
+        srv1 = bench.server_cpu()
+        out.seek(0)
+        report = json.loads(out.read().decode().strip().splitlines()[-1])
+        out.close()
+        return Sample(report["seconds"], done.max_rss_kib, report["cpu"], None,
+                      delta(srv1, srv0))
+
+
 def all_tools(bench: Bench) -> list[Tool]:
     return [
         S3mpfs(bench, "s3mpfs", "s3mpfs (defaults)"),
@@ -822,7 +954,105 @@ def all_tools(bench: Bench) -> list[Tool]:
         S3fs(bench),
         Rclone(bench),
         RcloneMount(bench),
+        AwsCrt(bench),
     ]
+
+
+# --------------------------------------------------------------------------- small files
+
+SMALL_SIZE = 4096
+
+
+@dataclass
+class SmallSample:
+    seconds: float
+    daemon_cpu: float | None
+    requests: dict[str, int]
+    rss_kib: int | None = None
+
+
+@dataclass
+class SmallResult:
+    label: str
+    tool: str
+    files: int
+    copies: list[SmallSample] = field(default_factory=list)
+    listings: list[SmallSample] = field(default_factory=list)
+    failed: str | None = None
+    checked: str = ""
+
+
+def make_small_tree(bench: Bench, files: int) -> Path:
+    tree = bench.data_dir / f"small-{files}"
+    if not tree.exists():
+        tree.mkdir()
+        for i in range(files):
+            (tree / f"f{i:05d}").write_bytes(os.urandom(SMALL_SIZE))
+    return tree
+
+
+def requests_delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def small_step(tool: FuseTool, argv: list[str], stdout: Any = subprocess.DEVNULL,
+               settle: float = 1.0) -> SmallSample:
+    """One command on a fresh mount: its wall time, the daemon's CPU and the requests the
+    server saw (counted until `settle` s after the command: deferred writes included)."""
+    bench = tool.bench
+    with tool.mount() as m:
+        before = bench.requests()
+        exact = reset_hwm(m.pid)
+        cpu0 = cpu_seconds(m.pid)
+        done = check(run_timed([a.replace("MNT", str(m.mountpoint)) for a in argv],
+                               stdout=stdout), f"{argv[0]} ({tool.name})")
+        cpu1 = cpu_seconds(m.pid)
+        time.sleep(settle)
+        counted = requests_delta(bench.requests(), before)
+        hwm = vm_hwm_kib(m.pid) if exact else None
+    return SmallSample(done.seconds, delta(cpu1, cpu0), counted, hwm)
+
+
+def run_small(bench: Bench, tools: list[Tool], where: str, files: int, runs: int,
+              results: dict[str, SmallResult], label: str) -> None:
+    """`cp -r` of `files` small files into a new directory, then a cold `ls -l` of it
+    (fresh mount), for every FUSE tool, interleaved."""
+    bench.use(where)
+    tree = make_small_tree(bench, files)
+    expected = sorted((p.name, stat.filemode(p.stat().st_mode)) for p in tree.iterdir())
+    mounts = [t for t in tools if isinstance(t, FuseTool)]
+    for tool in mounts:
+        key = f"{label}/{tool.name}"
+        results[key] = SmallResult(label, tool.name, files)
+        try:
+            tool.prepare()
+        except (Unavailable, BenchError, OSError, subprocess.SubprocessError) as exc:
+            results[key].failed = f"not available: {exc}"
+    for run_index in range(1, runs + 1):
+        for tool in mounts:
+            check_stop()
+            result = results[f"{label}/{tool.name}"]
+            if result.failed:
+                continue
+            name = f"tree-{re.sub(r'[^a-z0-9]+', '-', label)}-{run_index}"
+            try:
+                result.copies.append(small_step(tool, ["cp", "-r", str(tree), f"MNT/{name}"]))
+                listing = tempfile.TemporaryFile()
+                result.listings.append(small_step(tool, ["ls", "-l", f"MNT/{name}"],
+                                                  stdout=listing, settle=0.2))
+                listing.seek(0)
+                lines = listing.read().decode().splitlines()[1:]
+                listing.close()
+                seen = sorted((line.split()[-1], line.split()[0]) for line in lines)
+                result.checked = ("names and modes as copied" if seen == expected else
+                                  f"DIFFERENT ({len(seen)} entries listed)")
+                c, ls = result.copies[-1], result.listings[-1]
+                log(f"{label} run {run_index}/{runs} {tool.label}: cp -r {c.seconds:.2f} s "
+                    f"({sum(c.requests.values())} requests), ls -l {ls.seconds:.2f} s "
+                    f"({sum(ls.requests.values())} requests)")
+            except (BenchError, OSError, subprocess.SubprocessError) as exc:
+                result.failed = f"run {run_index}: {exc}"
+                log(f"{label} {tool.label}: FAILED: {exc}")
 
 
 # --------------------------------------------------------------------------- report
@@ -1040,6 +1270,386 @@ NOTE = """\
   ranges would hold ten copies of the object in the server). {moto_patch}"""
 
 
+# --------------------------------------------------------------------------- null server
+
+
+def measure_big(bench: Bench, tools: list[Tool], args: argparse.Namespace,
+                results: dict[str, ToolResult], label: str) -> None:
+    """Write then read the big file with every tool, `--runs` times, interleaved."""
+    for tool in tools:
+        result = results[tool.name] = ToolResult(tool.name, tool.label, tool.how(),
+                                                 tool.measure_read)
+        try:
+            tool.prepare()
+        except (Unavailable, BenchError, OSError, subprocess.SubprocessError) as exc:
+            result.unavailable = str(exc)
+            log(f"{label} {tool.label}: not available: {exc}")
+    for run_index in range(1, args.runs + 1):
+        for tool in tools:
+            check_stop()
+            result = results[tool.name]
+            if result.unavailable or result.failed:
+                continue
+            try:
+                w = tool.write()
+                result.writes.append(w)
+                r, _ = tool.read(verify=False)
+                result.reads.append(r)
+                log(f"{label} run {run_index}/{args.runs} {tool.label}: write "
+                    f"{args.size / MiB / w.seconds:.1f} MiB/s ({w.parts} parts), read "
+                    f"{args.size / MiB / r.seconds:.1f} MiB/s")
+            except (BenchError, OSError, subprocess.SubprocessError) as exc:
+                result.failed = f"run {run_index}: {exc}"
+                log(f"{label} {tool.label}: FAILED: {exc}")
+            finally:
+                try:
+                    bench.delete_object(tool.bucket)
+                except Exception as exc:
+                    log(f"could not delete s3://{tool.bucket}/{KEY}: {exc!r}")
+
+
+def small_median(samples: list[SmallSample], attr: str) -> float | None:
+    values = [getattr(x, attr) for x in samples if getattr(x, attr) is not None]
+    return median(values) if values else None
+
+
+def small_requests(samples: list[SmallSample]) -> dict[str, float]:
+    """Median count per operation over the runs."""
+    ops = sorted({op for x in samples for op in x.requests})
+    return {op: statistics.median([x.requests.get(op, 0) for x in samples]) for op in ops}
+
+
+def fmt_requests(counts: dict[str, float], per: int) -> str:
+    total = sum(counts.values())
+    if not counts:
+        return "–"
+    parts = ", ".join(f"{op} {n / per:.2f}" for op, n in sorted(counts.items(),
+                                                                key=lambda kv: -kv[1]))
+    return f"{total / per:.2f} ({parts})"
+
+
+def verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def make_plots(outdir: Path, size: int, big: dict[str, dict[str, ToolResult]],
+               small: dict[str, SmallResult]) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no plots (scripts/bench.sh installs it)")
+        return []
+    outdir.mkdir(parents=True, exist_ok=True)
+    made = []
+    protos = list(big)
+    tools = [r for r in next(iter(big.values())).values()] if big else []
+    groups = [(p, d) for p in protos for d in ("write", "read")]
+    for what, fname, ylabel in (("rate", "throughput.png", "MiB/s (median)"),
+                                ("cpu", "cpu_per_gib.png", "client CPU s per GiB (median)")):
+        fig, ax = plt.subplots(figsize=(9, 4.2))
+        width = 0.8 / max(len(tools), 1)
+        for i, tool in enumerate(tools):
+            values = []
+            for proto, direction in groups:
+                r = big[proto].get(tool.name)
+                samples = (r.writes if direction == "write" else r.reads) if r else []
+                if what == "rate":
+                    v = mibps(size, samples) if samples else None
+                else:
+                    v = per_gib(size, samples, "client_cpu") if samples else None
+                values.append(v or 0.0)
+            ax.bar([g + i * width for g in range(len(groups))], values, width,
+                   label=tool.label)
+        ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+        ax.set_xticklabels([f"{d} {p}" for p, d in groups])
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{human(size)} file, null S3 server on loopback")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(outdir / fname, dpi=90)
+        plt.close(fig)
+        made.append(fname)
+    labels = sorted({r.label for r in small.values()})
+    if labels:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        names = sorted({r.tool for r in small.values()})
+        width = 0.8 / max(len(names), 1)
+        for ax, (attr, title) in zip(axes, (("copies", "cp -r: ms per file"),
+                                            ("listings", "cold ls -l: ms per entry")),
+                                     strict=True):
+            for i, name in enumerate(names):
+                values = []
+                for label in labels:
+                    r = small.get(f"{label}/{name}")
+                    seconds = small_median(getattr(r, attr), "seconds") if r else None
+                    values.append(seconds * 1000 / r.files if seconds and r else 0.0)
+                ax.bar([g + i * width for g in range(len(labels))], values, width, label=name)
+            ax.set_xticks([g + 0.4 - width / 2 for g in range(len(labels))])
+            ax.set_xticklabels(labels)
+            ax.set_title(title)
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(outdir / "small_files.png", dpi=90)
+        plt.close(fig)
+        made.append("small_files.png")
+    return made
+
+
+def write_null_report(path: Path, bench: Bench, big: dict[str, dict[str, ToolResult]],
+                      small: dict[str, SmallResult], facts: dict[str, str],
+                      found: dict[str, str], command: str, started: datetime.datetime,
+                      elapsed: float, loads: tuple[str, str], plots: list[str]) -> str:
+    size, runs, args = bench.size, bench.args.runs, bench.args
+
+    def rate(proto: str, tool: str, direction: str) -> float | None:
+        r = big.get(proto, {}).get(tool)
+        if r is None or r.unavailable:
+            return None
+        return mibps(size, r.writes if direction == "write" else r.reads)
+
+    def cpu(proto: str, tool: str, direction: str) -> float | None:
+        r = big.get(proto, {}).get(tool)
+        if r is None or r.unavailable:
+            return None
+        return per_gib(size, r.writes if direction == "write" else r.reads, "client_cpu")
+
+    def small_seconds(label: str, tool: str, attr: str) -> float | None:
+        r = small.get(f"{label}/{tool}")
+        return small_median(getattr(r, attr), "seconds") if r and not r.failed else None
+
+    def cmp(a: float | None, b: float | None, better: str) -> tuple[bool | None, str]:
+        if a is None or b is None:
+            return None, "not measured"
+        ok = a < b if better == "lower" else a >= b
+        return ok, f"{a:.2f} vs {b:.2f} ({a / b:.2f}×)"
+
+    goals: list[tuple[str, bool | None, str]] = []
+    labels = sorted({r.label for r in small.values()})
+    for label in labels:
+        ok, text = cmp(small_seconds(label, "s3mpfs", "copies"),
+                       small_seconds(label, "rclone-mount", "copies"), "lower")
+        files = next(r.files for r in small.values() if r.label == label)
+        goals.append((f"`cp -r` of {files} files of 4 KiB, {label}: s3mpfs faster than "
+                      "rclone mount (s)", ok, text))
+        r = small.get(f"{label}/s3mpfs")
+        if r and r.copies:
+            counts = small_requests(r.copies)
+            extra = sum(n for op, n in counts.items() if op != "PutObject")
+            puts = counts.get("PutObject", 0)
+            ok2 = puts <= files + 1 and extra <= 10  # a fixed few, not one per file
+            goals.append((f"at most one S3 request per new file in a directory s3mpfs "
+                          f"created ({label})", ok2,
+                          f"{puts / files:.3f} PutObject per file (the files and the new "
+                          f"directory's marker); {extra:g} other requests in all, not per "
+                          "file: the new directory's lookup in its parent (a LIST, and a "
+                          "HEAD of each entry of the parent not seen before, here the "
+                          "earlier runs' directories) and the mount's start-up sweep"))
+        ok, text = cmp(small_seconds(label, "s3mpfs", "listings"),
+                       small_seconds(label, "s3fs", "listings"), "lower")
+        if ok is not None:
+            a, b = small_seconds(label, "s3mpfs", "listings"), small_seconds(label, "s3fs",
+                                                                              "listings")
+            ok = a is not None and b is not None and a <= b
+        goals.append((f"cold `ls -l` of {files} files, {label}: s3mpfs no slower than "
+                      "s3fs-fuse (s)", ok, text))
+    for proto in big:
+        w, sw = rate(proto, "s3mpfs", "write"), rate(proto, "s3fs", "write")
+        ok = None if w is None or sw is None else w >= 1.3 * sw
+        goals.append((f"1 GiB-class write over {proto}: at least 1.3× s3fs-fuse (MiB/s)", ok,
+                      "not measured" if ok is None else
+                      f"{w:.0f} vs {sw:.0f} ({w / sw:.2f}×)"))
+        c = cpu(proto, "s3mpfs", "write")
+        goals.append((f"daemon CPU per GiB written over {proto}: at most 3 s", None if c is None
+                      else c <= 3.0, fmt(c, ".2f", " s")))
+        ok, text = cmp(rate(proto, "s3mpfs", "read"), rate(proto, "s3fs", "read"), "higher")
+        goals.append((f"read over {proto}: at least s3fs-fuse's throughput (MiB/s)", ok, text))
+    peaks = [x.rss_kib for r in big.values() for t in r.values() if t.name == "s3mpfs"
+             for x in t.writes + t.reads if x.rss_kib]
+    peaks += [x.rss_kib for r in small.values() if r.tool == "s3mpfs"
+              for x in r.copies + r.listings if x.rss_kib]
+    goals.append(("s3mpfs peak memory under 200 MiB in every step (VmHWM)",
+                  bool(peaks) and max(peaks) < 200 * 1024 if peaks else None,
+                  f"{max(peaks) / 1024:.0f} MiB at most" if peaks else "not measured"))
+
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `scripts/bench.py` (run it through `scripts/bench.sh`, which installs the "
+        "peers and matplotlib); do not edit by hand. Every figure below comes from one run of "
+        "the script, in which all tools worked against the same local S3 endpoint.",
+        "",
+        f"- Date: {started.strftime('%Y-%m-%d %H:%M %Z').strip()} "
+        f"(took {elapsed / 60:.1f} min)",
+        f"- Command: `{command}`",
+        f"- Big file: {human(size)} of random bytes in tmpfs (/dev/shm); small files: "
+        f"{SMALL_SIZE} bytes each; {runs} run(s) per tool, interleaved; figures are medians "
+        "(range in brackets)",
+        *([f"- Note: {args.note}"] if args.note else []),
+        f"- Machine: {facts.get('nproc')} CPUs ({facts.get('cpu', '?')}), "
+        f"{facts.get('memory', '?')} memory, Linux {facts.get('kernel')}, {facts.get('os')}; "
+        f"load average (1 min) {loads[0]} at the start, {loads[1]} at the end",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in found.items()),
+        "- S3 server: `scripts/nulls3.py`, started by the script on 127.0.0.1: it reads every "
+        "body and drops it, keeps sizes, ETags and metadata, serves GETs from a fixed "
+        "pattern; one process with three listeners on the same buckets: http, https "
+        f"(throwaway certificate) and http answering every request {args.delay_ms} ms late "
+        "(a distant server's round trip)",
+        "",
+        "## Goals",
+        "",
+        "| goal | measured (s3mpfs vs peer) | |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {g} | {t} | {verdict(ok)} |" for g, ok, t in goals]
+    lines += ["", "Distance to what the machine allows: s3mpfs against the awscrt S3 client "
+              "(C, no FUSE), same run:", ""]
+    for proto in big:
+        for direction in ("write", "read"):
+            a, b = rate(proto, "s3mpfs", direction), rate(proto, "awscrt", direction)
+            lines.append(f"- {direction} over {proto}: {fmt(a, '.0f')} vs {fmt(b, '.0f')} "
+                         f"MiB/s ({ratio(a, b)} of awscrt)")
+    for proto, results in big.items():
+        lines += [
+            "",
+            f"## {human(size)} file over {proto}",
+            "",
+            "| tool | write MiB/s | read MiB/s | client CPU s/GiB write / read | "
+            "peak RSS write / read (MiB) | parts | server CPU s/GiB write / read |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in results.values():
+            if r.unavailable or (r.failed and not r.writes):
+                lines.append(f"| {r.label} | {r.unavailable or r.failed} | | | | | |")
+                continue
+            parts = sorted({x.parts for x in r.writes if x.parts is not None})
+            tool_w = per_gib(size, r.writes, "tool_cpu")
+            tool_r = per_gib(size, r.reads, "tool_cpu")
+            lines.append(
+                f"| {r.label} | {fmt(mibps(size, r.writes))}{spread(size, r.writes)} | "
+                f"{fmt(mibps(size, r.reads))}{spread(size, r.reads)} | "
+                f"{fmt(per_gib(size, r.writes, 'client_cpu'))}"
+                f"{'' if tool_w is None else f' (+{tool_w:.1f} cp)'} / "
+                f"{fmt(per_gib(size, r.reads, 'client_cpu'))}"
+                f"{'' if tool_r is None else f' (+{tool_r:.1f} cat)'} | "
+                f"{fmt(rss_mib(r.writes), '.0f')} / {fmt(rss_mib(r.reads), '.0f')} | "
+                f"{', '.join(map(str, parts)) or '–'} | "
+                f"{fmt(per_gib(size, r.writes, 'server_cpu'))} / "
+                f"{fmt(per_gib(size, r.reads, 'server_cpu'))} |")
+        if results.get("failed"):
+            pass
+    for label in labels:
+        rows = [r for r in small.values() if r.label == label]
+        files = rows[0].files
+        lines += [
+            "",
+            f"## Small files, {label}: `cp -r` of {files} files into a new directory, then "
+            "`ls -l` of it on a fresh mount",
+            "",
+            "| tool | cp -r s | ms per file | daemon CPU ms per file | requests per file | "
+            "ls -l s | ms per entry | daemon CPU ms per entry | requests per entry | "
+            "listing |",
+            "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |",
+        ]
+        for r in rows:
+            if r.failed and not r.copies:
+                lines.append(f"| {r.tool} | {r.failed} | | | | | | | | |")
+                continue
+            c, ls_ = small_median(r.copies, "seconds"), small_median(r.listings, "seconds")
+            cc, lc = small_median(r.copies, "daemon_cpu"), small_median(r.listings,
+                                                                         "daemon_cpu")
+            lines.append(
+                f"| {r.tool} | {fmt(c, '.2f')} | {fmt(c and c * 1000 / files, '.2f')} | "
+                f"{fmt(cc and cc * 1000 / files, '.2f')} | "
+                f"{fmt_requests(small_requests(r.copies), files)} | {fmt(ls_, '.2f')} | "
+                f"{fmt(ls_ and ls_ * 1000 / files, '.3f')} | "
+                f"{fmt(lc and lc * 1000 / files, '.3f')} | "
+                f"{fmt_requests(small_requests(r.listings), files)} | {r.checked or '–'} |")
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}](bench/{p})" for p in plots]
+    how = {r.label: r.how.replace("; bucket versioned (see below)", "")  # moto only
+           for results in big.values() for r in results.values()}
+    lines += [
+        "",
+        "## How each tool was run",
+        "",
+    ] + [f"- {label}: {text}" for label, text in how.items()] + [
+        "- Small files: `cp -r SRC MNT/treeN` on a fresh mount, then `ls -l MNT/treeN` on "
+        "another fresh mount (cold caches); the wall time is the command's; daemon CPU is "
+        "the FUSE daemon's during the command; requests are those the server saw from the "
+        "command's start to 1 s after it ended (0.2 s for `ls`), by S3 operation, divided "
+        "by the number of files; the listing column checks names and modes against the "
+        "source.",
+        "- https: s3mpfs, boto3 and the awscrt client trust the throwaway certificate "
+        "(AWS_CA_BUNDLE); rclone through RCLONE_CA_CERT; s3fs-fuse with "
+        "`no_check_certificate` (it has no option for a CA file).",
+        "",
+        "## What these numbers mean",
+        "",
+        "- The server does almost nothing, so the figures measure the clients: their CPU per "
+        "byte and per request, and how much of each request's wait they overlap. The machine "
+        f"has {facts.get('nproc')} cores shared by the client, the kernel's FUSE traffic, "
+        "`cp`/`cat` and the server; a tool that spends less CPU is faster here.",
+        "- Other work on the machine (load average above) adds noise; runs are interleaved so "
+        "that it spreads over all tools, and the range of each figure is shown.",
+        "- Read-back is not compared with the source: the server keeps no bytes. The moto "
+        "run (`--server moto`) compares every read with `cmp`.",
+        "",
+    ]
+    text = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text
+
+
+NULL_TOOLS = "s3mpfs,s3fs,rclone-mount,awscrt"
+
+
+def run_null(args: argparse.Namespace, cleanup: Cleanup) -> int:
+    started = datetime.datetime.now().astimezone()
+    t0 = time.monotonic()
+    load_start = f"{os.getloadavg()[0]:.2f}"
+    bench = Bench(args, cleanup)
+    bench.make_source()
+    bench.start_nulls3(args.delay_ms)
+    tools = all_tools(bench)
+    wanted = (args.tools or NULL_TOOLS).split(",")
+    unknown = set(wanted) - {t.name for t in tools}
+    if unknown:
+        raise SystemExit(f"unknown tool(s): {', '.join(sorted(unknown))}")
+    tools = [t for t in tools if t.name in wanted]
+    small: dict[str, SmallResult] = {}
+    big: dict[str, dict[str, ToolResult]] = {}
+    if args.small_files:
+        run_small(bench, tools, "http", args.small_files, args.runs, small, "loopback")
+    if args.small_files_delay:
+        run_small(bench, tools, "delay", args.small_files_delay, args.runs, small,
+                  f"{args.delay_ms} ms round trip")
+    for proto in args.protocols.split(","):
+        if proto:
+            bench.use(proto)
+            big[proto] = {}
+            measure_big(bench, tools, args, big[proto], proto)
+    facts = machine_facts()
+    command = shlex.join([os.path.relpath(sys.executable, REPO)
+                          if sys.executable.startswith(str(REPO)) else sys.executable,
+                          os.path.relpath(Path(__file__).resolve(), REPO), *sys.argv[1:]])
+    out = Path(args.out)
+    if not out.is_absolute():
+        out = REPO / out
+    plots = make_plots(out.parent / "bench", bench.size, big, small)
+    text = write_null_report(out, bench, big, small, facts, versions(), command, started,
+                             time.monotonic() - t0, (load_start, f"{os.getloadavg()[0]:.2f}"),
+                             plots)
+    print(text)
+    log(f"wrote {out}")
+    failed = [r for results in big.values() for r in results.values() if r.failed]
+    return 1 if failed or any(r.failed and r.copies for r in small.values()) else 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -1132,6 +1742,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve_moto(stock="--stock-moto" in argv)
     if argv[:1] == ["_boto3"]:
         return boto3_transfer(*argv[1:6])
+    if argv[:1] == ["_crt"]:
+        return crt_transfer(*argv[1:6])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=parse_size, default=parse_size("1G"),
@@ -1147,6 +1759,17 @@ def main(argv: list[str] | None = None) -> int:
                         "why this size was chosen")
     parser.add_argument("--stock-moto", action="store_true",
                         help="do not patch moto's ranged GETs (read figures get distorted)")
+    parser.add_argument("--server", choices=("null", "moto"), default="null",
+                        help="null (default): scripts/nulls3.py, http and https, small-file "
+                        "steps too; moto: the earlier big-file-only comparison on moto")
+    parser.add_argument("--protocols", default="http,https",
+                        help="null server: big-file phases to run (default http,https)")
+    parser.add_argument("--small-files", type=int, default=1000,
+                        help="null server: files in the loopback cp -r / ls -l steps (0: skip)")
+    parser.add_argument("--small-files-delay", type=int, default=200,
+                        help="null server: files in the delayed steps (0: skip)")
+    parser.add_argument("--delay-ms", type=int, default=20,
+                        help="null server: the delayed listener's round trip (default 20)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -1162,7 +1785,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT even if ignored
         signal.signal(signum, terminate)
     try:
-        return run(args, cleanup)
+        return run_null(args, cleanup) if args.server == "null" else run(args, cleanup)
     except KeyboardInterrupt:
         log("interrupted: cleaning up")
         return 130

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark s3mpfs against boto3, s3fs-fuse and rclone on a local moto S3 server and write
+# Benchmark s3mpfs against s3fs-fuse, rclone and awscrt on a local S3 endpoint and write
 # docs/BENCHMARKS.md. Sets up the machine (scripts/setup.sh), installs the peers (Debian
 # packages s3fs and rclone) when they are missing, then runs scripts/bench.py; arguments go
 # to it, e.g. ./scripts/bench.sh --size 512M --runs 3
@@ -32,5 +32,10 @@ if [[ ${#missing[@]} -gt 0 ]]; then
         fi
     fi
 fi
+
+# matplotlib draws the plots of docs/BENCHMARKS.md: a benchmark-only dependency.
+.venv/bin/python -c "import matplotlib" 2>/dev/null \
+    || .venv/bin/pip install -q matplotlib \
+    || echo "bench.sh: could not install matplotlib; the report will have no plots" >&2
 
 exec .venv/bin/python scripts/bench.py "$@"

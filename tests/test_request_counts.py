@@ -1,0 +1,97 @@
+"""A guard against request regressions: the S3 requests of `cp -r` of 100 small files
+into a new directory, and of a cold `ls -l` of them, counted by the recording proxy.
+
+Each count below is the most the step may make; a change that adds a request to either
+step fails here (lower counts pass: update the table when a change removes some). What
+the numbers mean:
+
+- `cp -r`: the new directory's lookup (one LIST of its parent), its marker (PutObject),
+  one PutObject per file and nothing else: s3mpfs created the directory, so it knows it is
+  empty (no HEAD, no LIST before each PUT).
+- cold `ls -l` on a fresh mount: the parent's and the directory's LIST, and one HEAD per
+  entry (S3 listings carry no mode, owner or mtime), plus the directory's own marker.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from s3proxy import S3Proxy
+
+FILES = 100
+CP_MAX = {"ListObjectsV2": 1, "PutObject": FILES + 1}
+LS_MAX = {"ListObjectsV2": 2, "HeadObject": FILES + 1}
+
+
+@pytest.fixture
+def proxy(s3_server: str) -> Iterator[S3Proxy]:
+    p = S3Proxy(s3_server, seed=0).start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def settle(proxy: S3Proxy, quiet: float = 1.5, timeout: float = 30.0) -> None:
+    """Wait until the proxy has seen no request for `quiet` seconds (deferred attribute
+    writes and mount-time housekeeping included)."""
+    deadline = time.monotonic() + timeout
+    seen, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = len(proxy.requests)
+        if now != seen:
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
+    raise AssertionError("requests did not settle")
+
+
+def counts(proxy: S3Proxy) -> Counter[str]:
+    return Counter(r.kind for r in proxy.requests)
+
+
+def over(seen: Counter[str], allowed: dict[str, int]) -> dict[str, tuple[int, int]]:
+    return {kind: (n, allowed.get(kind, 0)) for kind, n in seen.items()
+            if n > allowed.get(kind, 0)}
+
+
+def test_cp_r_and_cold_ls_l_make_no_extra_requests(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
+    src = tmp_path / "tree"
+    src.mkdir()
+    for i in range(FILES):
+        (src / f"f{i:03d}").write_bytes(i.to_bytes(2, "big") * 2048)
+    via = f"endpoint_url={proxy.url}"
+
+    m = mount(bucket, via)
+    settle(proxy)
+    proxy.clear()
+    done = subprocess.run(["cp", "-r", str(src), str(m.path / "tree")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr + m.log_text()
+    settle(proxy)
+    copied = counts(proxy)
+    print("cp -r:", dict(copied))
+    assert copied["PutObject"] >= FILES  # every file was stored
+    assert not over(copied, CP_MAX), f"cp -r made more requests than before: {copied}"
+    m.unmount()
+
+    fresh = mount(bucket, via)
+    settle(proxy)
+    proxy.clear()
+    listed = subprocess.run(["ls", "-l", str(fresh.path / "tree")], capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr + fresh.log_text()
+    assert len(listed.stdout.splitlines()) == FILES + 1  # "total" and one line per file
+    settle(proxy, quiet=0.5)
+    seen = counts(proxy)
+    print("ls -l:", dict(seen))
+    assert not over(seen, LS_MAX), f"cold ls -l made more requests than before: {seen}"
