@@ -136,3 +136,8 @@ def is_mounted(path: str | os.PathLike[str]) -> bool:
     # Resolve symlinks in the parent only: resolving `path` itself would stat it.
     real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
     return real in mount_points()
+
+
+# Seconds to wait for what s3mpfs stores in the background (attribute copies ~0.5 s after
+# a change, aborts): generous, because a loaded 2-core machine can stretch them a lot.
+STORE_DEADLINE = 30.0

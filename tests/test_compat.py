@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from helpers import random_file, sha256_file, sha256_object, wait_for
+from helpers import STORE_DEADLINE, random_file, sha256_file, sha256_object, wait_for
 from s3proxy import CORRUPT, FAULT_501, S3Proxy
 from test_faults import assert_object, assert_settled, cp, log_lines, proxy, via
 
@@ -86,7 +86,7 @@ def test_a_part_damaged_every_time_fails_the_file_and_keeps_the_old_one(
     assert "Input/output error" in result.stderr
     assert s3.get_object(Bucket=bucket, Key="f.bin")["Body"].read() == b"previous"
     wait_for(lambda: not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"),
-             message="the failed upload to be aborted")
+             message="the failed upload to be aborted", timeout=STORE_DEADLINE)
 
 
 def test_an_explicit_checksum_the_server_ignores_refuses_the_mount(
@@ -158,7 +158,7 @@ def test_rename_chmod_touch_keep_every_header(
     os.chmod(m.path / "a.html", 0o600)
     os.utime(m.path / "a.html", (1262304000, 1262304000))
     wait_for(lambda: s3.head_object(Bucket=bucket, Key="a.html")["Metadata"].get("mtime")
-             == "1262304000", message="the attributes to be stored")
+             == "1262304000", message="the attributes to be stored", timeout=STORE_DEADLINE)
     head = assert_foreign_kept(s3, bucket, "a.html")
     assert int(head["Metadata"]["mode"]) & 0o7777 == 0o600
     os.rename(m.path / "a.html", m.path / "b.html")
@@ -229,7 +229,8 @@ def test_directory_markers_keep_their_headers(s3: Any, bucket: str, mount: Any) 
     m = mount(bucket)
     os.chmod(m.path / "d", 0o700)
     head = wait_for(lambda: (h := s3.head_object(Bucket=bucket, Key="d/"))["Metadata"].get(
-        "mode") == str(stat.S_IFDIR | 0o700) and h, message="the mode to be stored")
+        "mode") == str(stat.S_IFDIR | 0o700) and h, message="the mode to be stored",
+        timeout=STORE_DEADLINE)
     assert head["ContentType"] == "application/x-directory"
     assert head["Metadata"]["foreign"] == "keepme"
     (m.path / "new").mkdir()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_for
+from helpers import STORE_DEADLINE, wait_for
 
 pytestmark = pytest.mark.mount
 
@@ -56,7 +56,7 @@ def test_exclusive_create_of_a_name_another_client_just_created(
         assert failure.value.errno == errno.EIO
     assert theirs(s3, bucket) == b"theirs"
     wait_for(lambda: not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"),
-             message="nothing pending")
+             message="nothing pending", timeout=STORE_DEADLINE)
 
 
 def test_plain_create_without_trunc_opens_the_existing_object(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_for
+from helpers import STORE_DEADLINE, wait_for
 
 pytestmark = pytest.mark.mount
 
@@ -33,7 +33,7 @@ def meta(s3: Any, bucket: str, key: str) -> dict[str, str]:
 def stored(s3: Any, bucket: str, key: str, name: str, value: str) -> dict[str, str]:
     """Wait until the object's metadata entry `name` is `value`; return the metadata."""
     return wait_for(lambda: (m := meta(s3, bucket, key)).get(name) == value and m,
-                    message=f"x-amz-meta-{name}={value} on {key}")
+                    message=f"x-amz-meta-{name}={value} on {key}", timeout=STORE_DEADLINE)
 
 
 def remount(m: Any, mount: Any, bucket: str) -> Any:
@@ -76,7 +76,7 @@ def test_ctime_moves_with_every_change(s3: Any, bucket: str, mount: Any, change:
     assert after > before
     key = path.name
     wait_for(lambda: float(meta(s3, bucket, key).get("ctime", "0")) == pytest.approx(after),
-             message="the new ctime to be stored")
+             message="the new ctime to be stored", timeout=STORE_DEADLINE)
 
 
 def test_truncate_sets_mtime(s3: Any, bucket: str, mount: Any) -> None:
@@ -169,7 +169,8 @@ def test_xattrs_are_stored_in_s3fs_form(s3: Any, bucket: str, mount: Any) -> Non
     os.setxattr(path, "user.bin", b"\x00bin")
     assert sorted(os.listxattr(path)) == ["user.bin", "user.color"]
     assert os.getxattr(path, "user.color") == b"blue"
-    wait_for(lambda: "xattr" in meta(s3, bucket, "f"), message="xattrs to be stored")
+    wait_for(lambda: "xattr" in meta(s3, bucket, "f"), message="xattrs to be stored",
+             timeout=STORE_DEADLINE)
     os.removexattr(path, "user.bin")
     with pytest.raises(OSError) as missing:
         os.getxattr(path, "user.bin")
@@ -182,7 +183,7 @@ def test_xattrs_are_stored_in_s3fs_form(s3: Any, bucket: str, mount: Any) -> Non
     assert big.value.errno == errno.ENOSPC
     assert os.listxattr(path) == ["user.color"]
     wait_for(lambda: "AGJpbg" not in meta(s3, bucket, "f").get("xattr", ""),
-             message="the removal to be stored")
+             message="the removal to be stored", timeout=STORE_DEADLINE)
     m = remount(m, mount, bucket)
     assert os.getxattr(m.path / "f", "user.color") == b"blue"
     assert os.listxattr(m.path / "f") == ["user.color"]
@@ -243,7 +244,7 @@ def test_a_truncate_past_the_limit_leaves_nothing_pending(s3: Any, bucket: str,
         os.truncate(m.path / "f", 2**62)
     assert failure.value.errno == errno.EFBIG
     wait_for(lambda: not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"),
-             message="no upload pending")
+             message="no upload pending", timeout=STORE_DEADLINE)
     assert s3.head_object(Bucket=bucket, Key="f")["ContentLength"] == 6 * 1024 * 1024
 
 
@@ -280,6 +281,7 @@ def test_chmod_keeps_storage_class_and_encryption(
     m = mount(bucket)
     os.chmod(m.path / "f", 0o600)
     head = wait_for(lambda: (h := s3.head_object(Bucket=bucket, Key="f"))["Metadata"].get(
-        "mode") == str(stat.S_IFREG | 0o600) and h, message="the mode to be stored")
+        "mode") == str(stat.S_IFREG | 0o600) and h, message="the mode to be stored",
+        timeout=STORE_DEADLINE)
     assert head["StorageClass"] == "STANDARD_IA"
     assert head["ServerSideEncryption"] == encryption["ServerSideEncryption"]
