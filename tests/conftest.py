@@ -184,6 +184,7 @@ class S3Backend:
     secret_key: str
     kms_key_id: str | None = None  # a KMS key that exists up front (RGW); moto makes its own
     sse_s3: bool = True  # honours x-amz-server-side-encryption: AES256 (Ceph 16.2 ignores it)
+    flexible_checksums: bool = True  # echoes x-amz-checksum-* (Ceph 16.2 ignores them)
     dsse_kms: bool = True  # accepts aws:kms:dsse (Ceph 16.2 answers 400 InvalidArgument)
     sse_c_enforced: bool = False  # an SSE-C object cannot be read without its key (moto: can)
     state_dir: str | None = None  # RGW: scripts/rgw.sh's directory (config, logs)
@@ -264,6 +265,7 @@ def _start_rgw() -> Iterator[S3Backend]:
             values["S3MPFS_RGW_SECRET_KEY"],
             values.get("S3MPFS_RGW_KMS_KEY_ID"),
             sse_s3=False,
+            flexible_checksums=False,
             dsse_kms=False,
             sse_c_enforced=True,
             state_dir=state,
