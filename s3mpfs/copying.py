@@ -17,7 +17,7 @@ import logging
 import trio
 
 from .errors import S3mpfsError, describe, root_cause, s3_error_code
-from .store import CompletedPart, ObjectInfo, S3Store
+from .store import CompletedPart, ObjectInfo, S3Store, tagging
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,13 @@ class Copier:
         LastModified is 0 when the server did not say)."""
         source = await self.store.head(src)
         tags = await self.store.tags_of(source)
-        copied = await self._copy(source, dst, self.store.copy_params(source, metadata or {}))
+        copied = await self._copy(source, dst, self.store.copy_params(source, metadata or {}),
+                                  tags)
         await self.store.put_tags(dst, tags)  # copies drop them on some servers
         return copied
 
-    async def _copy(self, source: ObjectInfo, dst: str, params: dict) -> ObjectInfo:
+    async def _copy(self, source: ObjectInfo, dst: str, params: dict,
+                    tags: list[dict[str, str]]) -> ObjectInfo:
         src = source.key
         kind = source.headers.get("SSECustomerAlgorithm") and "SSE-C" or source.sse or ""
         if source.size <= ONE_REQUEST_LIMIT and kind not in self._one_request_refused:
@@ -67,7 +69,7 @@ class Copier:
                 log.warning("%s; copying %s objects part by part with UploadPartCopy "
                             "instead", describe(exc), kind or "unencrypted")
         try:
-            return await self._copy_in_parts(source, dst, params)
+            return await self._copy_in_parts(source, dst, {**params, **tagging(tags)})
         except Exception as exc:
             if refused(exc):
                 problem = (f"cannot copy {src} to {dst}: this server implements neither "

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import boto3
 import trio
@@ -211,9 +211,10 @@ class S3Store:
         return resp.get("TagSet", [])
 
     async def put_tags(self, key: str, tags: list[dict[str, str]]) -> None:
-        """Set an object's tags. New versions and copies get their tags this way, after
-        they exist: some servers (Ceph RGW) drop tags on copies and ignore the Tagging
-        parameter of multipart uploads."""
+        """Set an object's tags again once it exists. New versions and copies carry them
+        from the start where the server keeps them (the Tagging parameter, CopyObject's
+        default); some servers (Ceph RGW) drop them on copies and ignore Tagging on
+        multipart uploads, hence this second request, for tagged objects only."""
         if tags:
             await self._call(self._client.put_object_tagging, Key=key,
                              Tagging={"TagSet": tags})
@@ -406,7 +407,7 @@ class S3Store:
             params.setdefault("ContentType", content_type)
         tags = await self.tags_of(replacing)
         resp = await self._send(self._client.put_object, data, f"PutObject of {key}",
-                                Key=key, **params, **condition)
+                                Key=key, **params, **tagging(tags), **condition)
         await self.put_tags(key, tags)
         return resp
 
@@ -479,7 +480,7 @@ class S3Store:
         if self.integrity.algorithm:
             params["ChecksumAlgorithm"] = self.integrity.algorithm
         tags = await self.tags_of(replacing)
-        upload_id = await self.create_multipart_with(key, params)
+        upload_id = await self.create_multipart_with(key, {**params, **tagging(tags)})
         if tags:
             self._tags_at_completion[upload_id] = tags
         return upload_id
@@ -589,6 +590,11 @@ def _replay(operation: str, answer: dict, failure: Exception | None) -> Callable
 
     replay.__name__ = re.sub(r"(?<!^)(?=[A-Z][a-z0-9])", "_", operation).lower()
     return replay
+
+
+def tagging(tags: list[dict[str, str]]) -> dict[str, str]:
+    """The Tagging parameter of a request creating an object with these tags."""
+    return {"Tagging": urlencode([(t["Key"], t["Value"]) for t in tags])} if tags else {}
 
 
 def _log_request(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:

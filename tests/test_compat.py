@@ -141,8 +141,10 @@ def assert_foreign_kept(s3: Any, bucket: str, key: str) -> dict[str, Any]:
             assert head["Metadata"]["foreign"] == "keepme", head["Metadata"]
         else:
             assert head.get(name) == value, (name, head.get(name))
-    tags = s3.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
-    assert tags == [{"Key": "team", "Value": "backup"}]
+    # (on servers that drop tags on copies they are set again right after the copy)
+    wait_for(lambda: s3.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
+             == [{"Key": "team", "Value": "backup"}], message="the tags",
+             timeout=STORE_DEADLINE)
     return head
 
 
