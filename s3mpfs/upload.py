@@ -32,6 +32,7 @@ from .errors import (
     s3_error_code,
 )
 from .parts import Part, PartPlanner, copy_parts
+from .resend import SentParts
 from .rewrite import RandomWrites
 from .spool import SpoolSpace
 from .store import CompletedPart, ObjectInfo, ObjectStore
@@ -120,6 +121,8 @@ class Upload:
         self.parts: dict[int, CompletedPart] = {}
         self.prefer_random = prefer_random
         self.random: RandomWrites | None = None  # random mode (see rewrite.py)
+        self.sent = SentParts(shared.spool, key)  # sent parts a write may still change
+        self._sending: dict[int, trio.Event] = {}  # part number -> its last upload ended
         self._send, self._receive = trio.open_memory_channel[tuple[Part, bool, int]](0)
         self._lock = trio.Lock()  # one write or close at a time, in arrival order
         self._done = trio.Event()
@@ -156,25 +159,43 @@ class Upload:
                 self.bytes_written += len(data)
                 return len(data)
             await self._start_from_base()
-            try:
-                self.planner.check_write(offset, len(data))
-            except InvalidWrite as exc:
-                log.error("write to %s refused: %s; the file is streaming (opened write-only, "
-                          "or the spool is full or disabled), so those bytes are no longer "
-                          "at hand. Programs that rewrite files should open them O_RDWR",
-                          self.key, exc)
-                raise
-            self.bytes_written += len(data)  # counted before a part reaches the driver
-            for part in self.planner.write(offset, data):
-                await self._hand_over(part, last=False)
+            await self._stream(offset, data)
             return len(data)
+
+    async def _stream(self, offset: int, data: bytes) -> None:
+        """A write to a streaming file: bytes of parts already sent are patched where
+        they are kept (see resend.py), the rest goes through the planner."""
+        sent_end = self.planner.sent_end
+        patch, rest = b"", data
+        if offset < sent_end:
+            split = min(len(data), sent_end - offset)
+            patch, rest = data[:split], data[split:]
+            if not self.sent.covers(offset, offset + split):
+                log.error("write to %s at %d refused: it lands in a part already uploaded "
+                          "whose bytes are no longer at hand (a file opened write-only keeps "
+                          "its first part, and the parts cut after it first went back while "
+                          "the spool has room). Programs that rewrite files should open "
+                          "them O_RDWR", self.key, offset)
+                raise InvalidWrite(f"write at {offset} into a part already uploaded")
+        if rest or not patch:
+            self.planner.check_write(offset + len(patch), len(rest))
+        if offset < self.planner.size:
+            self.sent.went_back = True
+        if patch:
+            self.sent.patch(offset, patch)
+            offset += len(patch)
+        self.bytes_written += len(data)  # counted before a part reaches the driver
+        if rest or not patch:
+            for part in self.planner.write(offset, rest):
+                self.sent.keep(part)
+                await self._hand_over(part, last=False)
 
     def _wants_random(self, offset: int) -> bool:
         if self.copy_source is not None or self.planner.parts_cut:
             return False  # parts are on their way: only streaming can go on
         if self.base is not None and offset < self.base.size:
             return True  # changing an existing object in place
-        return self.prefer_random or offset < self.planner.size
+        return self.prefer_random  # (a write-only file going back keeps streaming)
 
     def _go_random(self, *, required: bool) -> None:
         """Switch to random mode (nothing was handed to the driver yet): the bytes
@@ -240,6 +261,8 @@ class Upload:
                         await self._start_from_base()  # an unchanged base is copied whole
                         if self.planner.buffered or not self.planner.parts_cut:
                             await self._hand_over(self.planner.finish(), last=True)
+                        for part in self.sent.changed_parts():  # sent again, now changed
+                            await self._hand_over(part, last=False)
                         self._closed_cleanly = True  # (no empty last part after full ones)
                 except Exception as exc:
                     self._fail(exc)
@@ -266,6 +289,7 @@ class Upload:
             elif base.size > 0:
                 data = await self.shared.store.get_range(base.key, 0, base.size, base.etag)
                 for part in self.planner.write(0, data):
+                    self.sent.keep(part)
                     await self._hand_over(part, last=False)
         except Exception as exc:  # sticky: later writes must not go on without the base
             self._fail(exc)
@@ -324,7 +348,11 @@ class Upload:
                             break
                         if self.upload_id is None:
                             await self._create()
-                        workers.start_soon(self._upload_part, part, charge)
+                        # A part sent again starts once its earlier upload has ended, so
+                        # that S3 keeps the new bytes.
+                        earlier = self._sending.get(part.number)
+                        ended = self._sending[part.number] = trio.Event()
+                        workers.start_soon(self._upload_part, part, charge, earlier, ended)
                 if self.upload_id is not None and self.error is None and self._closed_cleanly:
                     await self._complete()
         except Exception as exc:  # any failure of this one file; the mount goes on
@@ -333,6 +361,7 @@ class Upload:
             self._receive.close()
             if self.random is not None:
                 self.random.close()
+            self.sent.close()
             if self.upload_id is not None and self.error is None:  # cancelled from outside
                 self._fail(UploadFailed(f"{self.key}: interrupted before completion"))
             if self.error is not None:
@@ -365,8 +394,11 @@ class Upload:
             raise UploadFailed(f"{self.key}: S3 reports encryption {reported}, not "
                                f"{expected}; the object was deleted")
 
-    async def _upload_part(self, part: Part, charge: int) -> None:
+    async def _upload_part(self, part: Part, charge: int, earlier: trio.Event | None,
+                           ended: trio.Event) -> None:
         try:
+            if earlier is not None:
+                await earlier.wait()
             async with self.shared.part_limiter:
                 assert self.upload_id is not None
                 if part.copy_length:
@@ -381,6 +413,7 @@ class Upload:
                 raise UploadFailed(f"{self.key}: part {part.number} came back without an ETag")
             self.parts[part.number] = done
         finally:
+            ended.set()
             self.shared.budget.release(charge)
 
     async def _complete(self) -> None:

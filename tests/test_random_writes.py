@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sqlite3
 import subprocess
 import zipfile
@@ -87,18 +88,89 @@ def test_write_into_the_part_being_filled_is_patched_in_memory(
 def test_write_into_a_part_already_uploaded_of_a_write_only_file_fails_cleanly(
     s3: Any, bucket: str, mount: Any
 ) -> None:
+    """A file that streamed parts without ever going back keeps only its first part."""
     m = mount(bucket, "part_size=5M")
-    data = random_bytes(11 * MiB, seed=3)
+    data = random_bytes(16 * MiB, seed=3)
     fd = os.open(m.path / "stream", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         assert os.write(fd, data) == len(data)
         with pytest.raises(OSError) as info:
-            os.pwrite(fd, b"x", 10)
+            os.pwrite(fd, b"x", 6 * MiB)  # part 2: sent, its bytes not kept
         assert info.value.errno == errno.EINVAL
     finally:
         os.close(fd)
     assert body(s3, bucket, "stream") == data  # the refused write changed nothing
     assert "already uploaded" in m.log_text()
+
+
+def test_write_only_header_written_last_sends_the_first_part_again(
+    s3: Any, bucket: str, mount: Any, proxy: S3Proxy
+) -> None:
+    """ffmpeg's MP4 muxer opens its output write-only and fills in the header last."""
+    m = mount(bucket, f"part_size=5M,endpoint_url={proxy.url}")
+    media = random_bytes(17 * MiB, seed=5)
+    proxy.clear()
+    with open(m.path / "movie.mp4", "wb") as f:  # O_WRONLY
+        f.write(b"\0" * 64)
+        f.write(media)
+        f.seek(8)
+        f.write(b"HEAD" * 14)
+        f.seek(0, os.SEEK_END)
+        f.write(b"moov-at-the-end")
+    assert body(s3, bucket, "movie.mp4") == bytes(8) + b"HEAD" * 14 + media + b"moov-at-the-end"
+    # Streamed as it was written: four parts, then the first one again; nothing spooled.
+    parts = [r.query.get("partNumber") for r in proxy.of_kind("UploadPart")]
+    assert sorted(parts) == ["1", "1", "2", "3", "4"], parts
+    assert pending(s3, bucket) == []
+
+
+def test_ffmpeg_mp4_mux_onto_the_mount(s3: Any, bucket: str, mount: Any,
+                                      tmp_path: Path) -> None:
+    """ffmpeg's MP4 muxer, write-only, rewrites the mdat size at the start when it ends:
+    byte for byte the file it writes on local disk (bit-exact flags)."""
+    assert shutil.which("ffmpeg"), "ffmpeg is installed by scripts/test.sh"
+    m = mount(bucket, "part_size=5M")
+
+    def mux(target: Path) -> None:
+        result = subprocess.run(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+             "-i", "testsrc=size=640x360:rate=25,noise=alls=60:allf=t+u", "-t", "6",
+             "-c:v", "mpeg4", "-q:v", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
+             "-y", str(target)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+
+    mux(tmp_path / "local.mp4")
+    mux(m.path / "movie.mp4")
+    expected = (tmp_path / "local.mp4").read_bytes()
+    assert len(expected) > 2 * 5 * MiB  # several parts, the first one sent before the end
+    assert body(s3, bucket, "movie.mp4") == expected
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
+                            "-of", "csv=p=0", str(m.path / "movie.mp4")],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0 and float(probe.stdout) == pytest.approx(6.0), probe
+
+
+def test_python_zipfile_written_write_only_fills_in_every_header(
+    s3: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
+    """A zip writer given a write-only file seeks back to each entry's local header
+    after its data; once a file has gone back, its later parts are kept in the spool."""
+    m = mount(bucket, "part_size=5M")
+    entries = {f"e{i}.bin": random_bytes(6 * MiB + i * 1000, seed=10 + i) for i in range(3)}
+
+    def write_zip(path: Path) -> None:
+        with open(path, "wb") as out, zipfile.ZipFile(out, "w") as archive:  # O_WRONLY
+            for name, data in entries.items():
+                info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+                with archive.open(info, "w") as member:
+                    member.write(data)
+
+    write_zip(m.path / "a.zip")
+    write_zip(tmp_path / "a.zip")
+    assert body(s3, bucket, "a.zip") == (tmp_path / "a.zip").read_bytes()
+    with zipfile.ZipFile(m.path / "a.zip") as archive:
+        assert archive.testzip() is None
+        assert {n: archive.read(n) for n in archive.namelist()} == entries
 
 
 def test_writes_at_random_offsets_match_a_local_file(

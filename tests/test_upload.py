@@ -12,6 +12,7 @@ import errno
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +21,11 @@ from fakestore import FakeStore, client_error, md5_etag, multipart_etag_of
 from trio.testing import wait_all_tasks_blocked
 
 from s3mpfs.errors import InvalidWrite, UploadFailed, errno_for
+from s3mpfs.spool import SpoolSpace
 from s3mpfs.upload import MemoryBudget, Upload, UploadShared, multipart_etag
 
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 PART = 5 * MiB  # the smallest base part size; the schedule keeps it for 64 parts
 DEADLINE = 10  # seconds; a test that takes longer is hung
 KEY = "dir/file"
@@ -134,19 +137,96 @@ async def test_a_hole_is_uploaded_as_zeros() -> None:
     assert store.objects[KEY].data == b"head" + bytes(2 * PART - 4) + b"tail"
 
 
-async def test_an_out_of_order_write_is_refused_and_the_upload_goes_on() -> None:
+async def test_a_write_into_a_sent_part_not_kept_is_refused_and_the_upload_goes_on() -> None:
     store = FakeStore()
+    data = payload(2 * PART + 1)
     async with mount_uploads(store) as shared:
         upload = Upload(shared, KEY, dict)
-        await upload.write(0, b"abc")
-        await upload.write(1, b"X")  # in the part being filled: patched (no spool here)
-        await upload.write(3, bytes(range(256)) * (PART // 256) + b"e")  # cuts part 1
+        await upload.write(0, data)  # parts 1 and 2 cut, the file never went back
         with pytest.raises(InvalidWrite) as info:
-            await upload.write(1, b"Y")  # already handed to the upload
+            await upload.write(PART + 7, b"Y")  # part 2: sent, its bytes not kept
         assert errno_for(info.value) == errno.EINVAL
-        await upload.write(PART + 4, b"d")
+        await upload.write(len(data), b"d")
         await upload.close()
-    assert store.objects[KEY].data == b"aXc" + bytes(range(256)) * (PART // 256) + b"e" + b"d"
+    assert store.objects[KEY].data == data + b"d"
+
+
+async def test_the_first_part_is_sent_again_when_a_header_is_written_last() -> None:
+    """A muxer's pattern, opened write-only: placeholder header, media, then the header."""
+    store = FakeStore()
+    media = payload(3 * PART)
+    released = trio.Event()
+    upload_part = store.upload_part
+
+    async def first_upload_of_part_1_is_slow(key: str, upload_id: str, number: int,
+                                             data: bytes) -> Any:
+        if number == 1 and not released.is_set():
+            await released.wait()
+        return await upload_part(key, upload_id, number, data)
+
+    store.upload_part = first_upload_of_part_1_is_slow  # type: ignore[method-assign]
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, bytes(16))
+        await upload.write(16, media)
+        await upload.write(16 + len(media), b"moov")
+        await upload.write(4, b"HEADER")  # part 1's first upload is still in flight
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(upload.close)
+            await wait_all_tasks_blocked()
+            released.set()
+    assert store.objects[KEY].data == bytes(4) + b"HEADER" + bytes(6) + media + b"moov"
+    assert store.calls_to("upload_part").count(1) == 2  # sent again after the first ended
+    assert store.calls_to("upload_part").count(2) == 1
+
+
+async def test_after_going_back_later_parts_are_kept_in_the_spool(tmp_path: Path) -> None:
+    """A zip writer fills in each entry's local header after its data."""
+    store = FakeStore()
+    space = SpoolSpace(str(tmp_path), 16 * PART)
+    entries = [payload(PART + 100, seed) for seed in range(3)]
+    expected = bytearray()
+    async with mount_uploads(store, spool=space) as shared:
+        upload = Upload(shared, KEY, dict)
+        for entry in entries:
+            header_at = len(expected)
+            await upload.write(header_at, bytes(30))
+            await upload.write(header_at + 30, entry)
+            expected += b"H" * 30 + entry
+            await upload.write(header_at, b"H" * 30)  # back into a sent part
+        assert space.used > 0
+        await upload.close()
+    assert store.objects[KEY].data == bytes(expected)
+    assert space.used == 0
+
+
+async def test_a_file_written_in_order_never_touches_the_spool(tmp_path: Path) -> None:
+    store = FakeStore()
+    space = SpoolSpace(str(tmp_path / "spool"), 16 * PART)
+    data = payload(4 * PART)
+    async with mount_uploads(store, spool=space) as shared:
+        upload = Upload(shared, KEY, dict)
+        for start in range(0, len(data), 128 * KiB):
+            await upload.write(start, data[start:start + 128 * KiB])
+        await upload.close()
+    assert store.objects[KEY].data == data
+    assert not (tmp_path / "spool").exists()
+    assert len(store.calls_to("upload_part")) == 4
+
+
+async def test_when_the_spool_has_no_room_later_parts_are_not_kept(tmp_path: Path) -> None:
+    store = FakeStore()
+    space = SpoolSpace(str(tmp_path), PART)  # room for one part only
+    data = payload(4 * PART)
+    async with mount_uploads(store, spool=space) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, b"x")
+        await upload.write(0, data)  # went back at once: parts 2.. are kept while room
+        await upload.write(PART + 1, b"2")  # part 2: kept
+        with pytest.raises(InvalidWrite):
+            await upload.write(2 * PART + 1, b"3")  # part 3: no room was left for it
+        await upload.close()
+    assert store.objects[KEY].data == data[:PART + 1] + b"2" + data[PART + 2:]
 
 
 async def test_metadata_is_taken_when_the_object_is_created() -> None:

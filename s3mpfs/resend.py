@@ -1,0 +1,120 @@
+"""Parts a streaming file may still change after they were sent.
+
+S3 keeps the last upload of each part number, so a part already sent can be sent again
+with new bytes, as long as its bytes are still at hand. A streaming upload keeps:
+
+- its first part, in memory (a reference to the bytes already cut, no copy): muxers and
+  archivers write a header first and fill in sizes at the end (MP4's `mdat` size, WAV and
+  AVI's RIFF sizes, a zip entry's local header);
+- once the file has gone back (a write before its end), every part cut from then on, in
+  the spool: a file that goes back once tends to go back again (each zip entry).
+
+A write into a kept part patches it and marks it changed; the upload sends the changed
+parts again before it completes. A file that never goes back (cp, rsync, tar) holds one
+extra reference to its first part and never touches the spool.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Iterator
+
+from .parts import Part
+from .spool import Spool, SpoolSpace
+
+log = logging.getLogger(__name__)
+
+
+class SentParts:
+    """The kept parts of one streaming upload, and which of them changed."""
+
+    def __init__(self, space: SpoolSpace, key: str) -> None:
+        self._space = space
+        self._key = key
+        self.went_back = False  # from now on, parts cut are kept in the spool
+        self._head: bytes | bytearray = b""  # part 1's bytes, when part 1 holds data
+        self._spool: Spool | None = None
+        self._starts: list[int] = []  # kept parts, in file order: start, end, number
+        self._ends: list[int] = []
+        self._numbers: list[int] = []
+        self._changed: set[int] = set()
+        self._warned = False
+
+    def keep(self, part: Part) -> None:
+        """A part is being handed to the upload: keep its bytes if it may change."""
+        if part.copy_length or not part.data:
+            return  # a copy of a base object: its bytes were never here
+        if part.number == 1:
+            self._head = part.data
+        elif not self.went_back or not self._spool_takes(part):
+            return
+        self._starts.append(part.offset)
+        self._ends.append(part.offset + len(part.data))
+        self._numbers.append(part.number)
+
+    def _spool_takes(self, part: Part) -> bool:
+        if self._space.limit and self._space.used + len(part.data) <= self._space.limit:
+            if self._spool is None:
+                self._spool = self._space.open(self._key)
+            self._spool.write(part.offset, part.data)
+            return True
+        if not self._warned:
+            self._warned = True
+            log.warning("%s goes back to change what it wrote, but the spool (cache_size) "
+                        "has no room to keep its parts from %d on: writes into them will "
+                        "be refused", self._key, part.offset)
+        return False
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether every byte of [start, end) is in a kept part."""
+        i = bisect.bisect_right(self._starts, start) - 1
+        while start < end:
+            if i < 0 or i >= len(self._starts) or not self._starts[i] <= start < self._ends[i]:
+                return False
+            start = self._ends[i]
+            i += 1
+        return True
+
+    def patch(self, offset: int, data: bytes) -> None:
+        """Change bytes of kept parts (`covers` said they all are)."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        done = 0
+        while done < len(data):
+            end, number = self._ends[i], self._numbers[i]
+            here = offset + done
+            piece = data[done:done + end - here]
+            if number == 1:
+                head = self._head if isinstance(self._head, bytearray) \
+                    else bytearray(self._head)
+                head[here:here + len(piece)] = piece
+                self._head = head
+            else:
+                assert self._spool is not None
+                self._spool.write(here, piece)
+            self._changed.add(number)
+            done += len(piece)
+            i += 1
+
+    def changed_parts(self) -> Iterator[Part]:
+        """The parts to send again, with their new bytes, read one at a time."""
+        for i, number in enumerate(self._numbers):
+            if number not in self._changed:
+                continue
+            self._changed.discard(number)
+            start, end = self._starts[i], self._ends[i]
+            if number == 1:
+                yield Part(number, start, bytes(self._head))
+            else:
+                assert self._spool is not None
+                ((_, data),) = self._spool.pieces(start, end)
+                yield Part(number, start, data)
+
+    def close(self) -> None:
+        self._head = b""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        self._starts.clear()
+        self._ends.clear()
+        self._numbers.clear()
