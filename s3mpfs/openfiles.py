@@ -47,6 +47,7 @@ class ReadHandle:
     node: Node
     reader: ObjectReader
     while_written: bool = False  # opened while the file was being written
+    opener_pid: int = 0
 
 
 Handle = WriteHandle | ReadHandle
@@ -82,17 +83,18 @@ class OpenFiles:
 
     # -- opening ---------------------------------------------------------------------
 
-    def open_read(self, node: Node) -> tuple[int, bool, bool]:
+    def open_read(self, node: Node, pid: int = 0) -> tuple[int, bool, bool]:
         """A reader of the node's current version; returns the handle, whether reads
         must bypass the page cache (a reader of a file being rewritten reads the
-        previous version from S3, whose size the kernel does not know), and whether the
+        previous version from S3, or what its own process wrote, whose size the kernel
+        does not know), and whether the
         kernel may keep the pages it cached (only if they are of the same version: S3's
         LastModified has 1 s resolution, so the kernel cannot tell a same-size overwrite
         in the same second)."""
         if node.is_dir:
             raise IsADirectory(node.path)
         keep_cache, node.cached_etag = node.cached_etag == node.etag != "", node.etag
-        fh = self._add(ReadHandle(node, self._reader(node), node.upload is not None))
+        fh = self._add(ReadHandle(node, self._reader(node), node.upload is not None, pid))
         return fh, node.upload is not None, keep_cache
 
     def _reader(self, node: Node) -> ObjectReader:
@@ -179,6 +181,12 @@ class OpenFiles:
             return await handle.reader.read(offset, length) if handle.reader else b""
         if handle.while_written and node.unlinked:
             raise Gone(f"{node.path} was deleted while being written")
+        if handle.while_written and self._reads_own_writes(handle):
+            assert node.upload is not None
+            data = node.upload.read_at_hand(offset, length)
+            if data is not None:
+                return data
+            await self._publish_for_reader(node)
         if node.upload is None and node.etag and handle.reader.etag != node.etag \
                 and node.last_modified is None:
             handle.reader = self._reader(node)  # written through this mount since: read it
@@ -205,6 +213,30 @@ class OpenFiles:
             raise upload.error
         if isinstance(handle, WriteHandle) and handle.upload is upload:
             await self._commit(handle, final=False, durable=True)
+
+    def _reads_own_writes(self, handle: ReadHandle) -> bool:
+        """Whether a reader of a file being streamed is the process writing it (ffmpeg's
+        faststart reads back its own output): it sees what it wrote. Other processes (a
+        checksum job, a restore) read the previous version, complete, until close."""
+        upload = handle.node.upload
+        if upload is None or not upload.bytes_written or not handle.opener_pid:
+            return False
+        reader = _process_of(handle.opener_pid)
+        return any(h.upload is upload and h.opener_pid
+                   and _process_of(h.opener_pid) == reader
+                   for h in self.write_handles(handle.node))
+
+    async def _publish_for_reader(self, node: Node) -> None:
+        """A reader wants bytes of a file being streamed that were sent for good: make
+        the object hold everything written so far, as fsync would (later writes continue
+        it), so that the read sees the file as written rather than its previous version."""
+        upload = node.upload
+        writer = next((h for h in self.write_handles(node) if h.upload is upload), None)
+        if upload is None or writer is None:
+            return
+        log.info("%s is read while being written: what was written so far is stored now "
+                 "(as fsync would), so that the read sees it", node.path)
+        await self._commit(writer, final=False, durable=True)
 
     # -- closing ----------------------------------------------------------------------
 
@@ -299,3 +331,15 @@ class OpenFiles:
             except OSError:
                 continue
         return False
+
+
+def _process_of(pid: int) -> int:
+    """The process (thread group) of a thread id that FUSE reported (0: unknown)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0 if pid == 0 else -pid  # gone: matches only itself

@@ -125,6 +125,17 @@ class PartPlanner:
         buffer[start:start + len(data)] = data
         self._chunks = deque([bytes(buffer)])
 
+    def read_buffered(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the buffer (sent_end <= start <= end <= size)."""
+        out, position = [], self.sent_end
+        for chunk in self._chunks:
+            if position >= end:
+                break
+            if position + len(chunk) > start:
+                out.append(chunk[max(0, start - position):end - position])
+            position += len(chunk)
+        return b"".join(out)
+
     def take_buffer(self) -> bytes:
         """Hand over everything buffered (nothing cut yet), leaving the planner empty."""
         assert not self.parts_cut

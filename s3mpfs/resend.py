@@ -96,6 +96,21 @@ class SentParts:
             done += len(piece)
             i += 1
 
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of kept parts (`covers` said they all are)."""
+        out = []
+        i = bisect.bisect_right(self._starts, start) - 1
+        while start < end:
+            stop = min(end, self._ends[i])
+            if self._numbers[i] == 1:
+                out.append(bytes(self._head[start:stop]))
+            else:
+                assert self._spool is not None
+                out.extend(data for _, data in self._spool.pieces(start, stop))
+            start = stop
+            i += 1
+        return b"".join(out)
+
     def changed_parts(self) -> Iterator[Part]:
         """The parts to send again, with their new bytes, read one at a time."""
         for i, number in enumerate(self._numbers):

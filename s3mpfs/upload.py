@@ -227,6 +227,25 @@ class Upload:
             self._raise_if_failed()
             return await self.random.read(offset, length)
 
+    def read_at_hand(self, offset: int, length: int) -> bytes | None:
+        """What a streaming file holds at [offset, offset + length), if those bytes are
+        still here (the part being filled, kept parts); None if some were sent for good."""
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        if self.base is not None:
+            return None  # nothing written yet: the object is what it holds
+        sent_end = self.planner.sent_end
+        head = b""
+        if offset < sent_end:
+            stop = min(end, sent_end)
+            if not self.sent.covers(offset, stop):
+                return None
+            head = self.sent.read(offset, stop)
+        if end <= sent_end:
+            return head
+        return head + self.planner.read_buffered(max(offset, sent_end), end)
+
     async def truncate(self, size: int) -> None:
         """Change the length of the file being written."""
         async with self._lock:

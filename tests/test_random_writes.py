@@ -150,6 +150,54 @@ def test_ffmpeg_mp4_mux_onto_the_mount(s3: Any, bucket: str, mount: Any,
     assert probe.returncode == 0 and float(probe.stdout) == pytest.approx(6.0), probe
 
 
+def test_ffmpeg_faststart_reads_back_what_it_wrote(s3: Any, bucket: str, mount: Any,
+                                                  tmp_path: Path) -> None:
+    """`-movflags +faststart` reopens its output for reading while its write-only
+    descriptor is still open, and moves everything forward to put the header first."""
+    m = mount(bucket, "part_size=5M")
+
+    def mux(target: Path) -> None:
+        result = subprocess.run(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+             "-i", "testsrc=size=640x360:rate=25,noise=alls=60:allf=t+u", "-t", "5",
+             "-c:v", "mpeg4", "-q:v", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
+             "-movflags", "+faststart", "-y", str(target)],
+            capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+
+    mux(tmp_path / "local.mp4")
+    mux(m.path / "fast.mp4")
+    assert body(s3, bucket, "fast.mp4") == (tmp_path / "local.mp4").read_bytes()
+    assert pending(s3, bucket) == []
+
+
+def test_a_reader_sees_a_streaming_file_as_written(
+    s3: Any, bucket: str, mount: Any, proxy: S3Proxy
+) -> None:
+    """Bytes still at hand are read from memory; a read of bytes already sent stores
+    what was written so far first (as fsync would), then the writer goes on."""
+    m = mount(bucket, f"part_size=5M,endpoint_url={proxy.url}")
+    data = random_bytes(12 * MiB, seed=7)
+    path = m.path / "growing"
+    proxy.clear()
+    with open(path, "wb") as writer:
+        writer.write(data)
+        writer.flush()
+        with open(path, "rb") as reader:
+            reader.seek(11 * MiB)  # in the part being filled: no request
+            assert reader.read(MiB) == data[11 * MiB:]
+            assert proxy.count("CompleteMultipartUpload") == 0
+            reader.seek(0)  # the first part, kept: no request either
+            assert reader.read(4096) == data[:4096]
+            assert proxy.count("CompleteMultipartUpload") == 0
+            reader.seek(6 * MiB)  # sent for good: stored now, then read
+            assert reader.read(MiB) == data[6 * MiB:7 * MiB]
+            assert proxy.count("CompleteMultipartUpload") == 1
+        writer.write(b"more")
+    assert body(s3, bucket, "growing") == data + b"more"
+    assert pending(s3, bucket) == []
+
+
 def test_python_zipfile_written_write_only_fills_in_every_header(
     s3: Any, bucket: str, mount: Any, tmp_path: Path
 ) -> None:
