@@ -26,6 +26,16 @@ if [[ "$backend" != moto ]]; then
     ./scripts/rgw.sh install
 fi
 
+# ffmpeg (with ffprobe): the muxer tests in tests/test_random_writes.py.
+if ! command -v ffmpeg >/dev/null 2>&1; then
+    as_root=()
+    [[ $EUID -ne 0 ]] && as_root=(sudo)
+    echo "test.sh: installing ffmpeg for the muxer tests" >&2
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+fi
+
 lint=0
 .venv/bin/ruff check s3mpfs tests scripts || lint=$?
 
