@@ -458,6 +458,8 @@ class Upload:
         for; a wrong object of ours is deleted rather than left looking like a good one."""
         assert self.result is not None
         info = await self.shared.store.head(self.key)
+        if not self.result.get("ETag"):  # Ceph RGW 16 answers Complete with an empty ETag
+            self.result["ETag"] = info.etag
         expected_etag = multipart_etag([self.parts[n] for n in sorted(self.parts)])
         if info.etag != expected_etag:
             return  # another writer replaced it since: theirs is not ours to judge
@@ -470,7 +472,6 @@ class Upload:
             with trio.CancelScope(shield=True):
                 await self.shared.store.delete(self.key)
             raise UploadFailed(f"{self.key}: {problem}; the object was deleted")
-        self.result.setdefault("ETag", info.etag)
 
     async def _unregister(self, upload_id: str) -> None:
         if self.shared.registry is not None:

@@ -229,6 +229,23 @@ async def test_when_the_spool_has_no_room_later_parts_are_not_kept(tmp_path: Pat
     assert store.objects[KEY].data == data[:PART + 1] + b"2" + data[PART + 2:]
 
 
+async def test_an_empty_etag_from_complete_is_replaced_by_the_objects() -> None:
+    """Ceph RGW 16 answers CompleteMultipartUpload with `<ETag></ETag>`: the ETag the
+    mount remembers (and pins later reads to) comes from the HEAD that checks the object."""
+    store = FakeStore()
+    complete = store.complete_multipart
+
+    async def complete_without_etag(*args: Any, **kwargs: Any) -> dict:
+        return {**await complete(*args, **kwargs), "ETag": ""}
+
+    store.complete_multipart = complete_without_etag  # type: ignore[method-assign]
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, payload(PART + 1))
+        result = await upload.close()
+    assert result["ETag"] == store.objects[KEY].etag != ""
+
+
 async def test_metadata_is_taken_when_the_object_is_created() -> None:
     store = FakeStore()
     state = {"mtime": "1"}
