@@ -1,4 +1,4 @@
-"""The only module that touches boto3.
+"""The only module that touches boto3 (routing.py sends some requests through awscrt).
 
 `ObjectStore` is what the rest of s3mpfs needs from S3; `S3Store` implements it with
 one shared boto3 client. Every blocking call runs in `trio.to_thread.run_sync` under
@@ -13,33 +13,29 @@ import functools
 import hashlib
 import io
 import logging
-import os
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
 
 import boto3
 import trio
 from botocore import auth as botocore_auth
 from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError
 
-from . import crt
 from .config import MountConfig
 from .errors import UploadFailed, describe, s3_error_code
 from .integrity import ATTEMPTS, ChecksumIgnored, Corrupted, Integrity, Sent
 from .params import COPIED_HEADERS, RequestParams, tagging
+from .routing import CrtRoute
 from .stats import MountStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Error codes of a server that verified a body's checksum and found it wrong.
-CRT_CONCURRENCY = 64  # requests in flight through awscrt (HEADs of a listing, small PUTs)
 _BAD_DIGEST = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch",
                "XAmzContentSHA256Mismatch"}
 PROBE_DIR = ".s3mpfs/"  # under the mount's prefix, hidden from the mount
@@ -115,20 +111,13 @@ class S3Store:
         self.params = RequestParams(config)  # every request parameter is built there
         threads = config.upload_concurrency + 8  # parts in flight plus reads and metadata
         self._limiter = trio.CapacityLimiter(threads)
-        # Requests through awscrt hold no worker thread: a HEAD costs a connection and
-        # a few kilobytes, so a listing's HEADs can have many more in flight (s3fs: 20).
-        self._crt_limiter = trio.CapacityLimiter(CRT_CONCURRENCY)
         self._client = make_client(config, pool=threads, check_mode=check_mode)
         self.integrity = Integrity(config.checksum)
         self.conditional_create = False  # the server honours If-None-Match: * (probed)
         self._tags_at_completion: dict[str, list[dict[str, str]]] = {}  # by upload id
-        # HEAD and small GETs and PUTs go through awscrt (crt.py) unless S3MPFS_HTTP=boto3;
-        # parts, large reads, everything else and anything crt.py cannot express: boto3.
-        self._crt = None if check_mode or os.environ.get("S3MPFS_HTTP") == "boto3" else \
-            crt.CrtClient.create(self._client, self.bucket,
-                                 path_style=bool(config.endpoint_url), retries=config.retries,
-                                 connect_timeout=config.connect_timeout,
-                                 read_timeout=config.read_timeout)
+        # HEAD, listings and small GETs and PUTs go through awscrt (routing.py); None:
+        # everything through boto3.
+        self._crt = CrtRoute.create(self._client, config, self.stats, check_mode=check_mode)
 
     async def tags_of(self, source: ObjectInfo | None) -> list[dict[str, str]]:
         """`source`'s tags (one request, only if its HEAD counted some)."""
@@ -168,30 +157,14 @@ class S3Store:
                 Bucket=self.bucket, Body=io.BytesIO(data), **kwargs, **sent.params)
             return resp, sent
 
-        async def send_crt() -> tuple[dict, Sent]:
-            if len(data) > 256 * 1024:  # zlib/hashlib release the GIL in a worker thread
-                sent = await trio.to_thread.run_sync(self.integrity.prepare, data)
-            else:
-                sent = self.integrity.prepare(data)
-            params = {k: v for k, v in kwargs.items() if k not in ("Key", "UploadId",
-                                                                     "PartNumber")}
-            query = (f"partNumber={kwargs['PartNumber']}&uploadId="
-                     f"{quote(kwargs['UploadId'], safe='')}" if "UploadId" in kwargs else "")
-            with_value = crt.add_checksum_value({**params, **sent.params}, data)
-            resp = None if with_value is None else await self._crt_call(
-                _OPERATIONS[fn.__name__], "PUT", kwargs["Key"], with_value, body=data,
-                query=query)
-            if resp is None:
-                return await trio.to_thread.run_sync(send, limiter=self._limiter)
-            return resp, sent
-
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                if self._crt is not None and fn.__name__ in _OPERATIONS \
-                        and len(data) < crt.MAX_BODY:
-                    resp, sent = await send_crt()
-                else:
-                    resp, sent = await trio.to_thread.run_sync(send, limiter=self._limiter)
+                answer = None
+                if self._crt is not None and self._crt.sends(fn.__name__, len(data)):
+                    answer = await self._crt.send(fn.__name__, data, kwargs, self.integrity)
+                if answer is None:
+                    answer = await trio.to_thread.run_sync(send, limiter=self._limiter)
+                resp, sent = answer
                 self.integrity.check(resp, resp.get("ETag", ""), sent, what)
                 return resp
             except ChecksumIgnored:
@@ -212,50 +185,6 @@ class S3Store:
                             s3_error_code(exc), attempt, ATTEMPTS)
         raise UploadFailed(f"{what}: the bytes reached the server damaged {ATTEMPTS} times")
 
-    async def _crt_call(self, operation: str, method: str, key: str, params: dict[str, Any],
-                        body: bytes | None = None, query: str = "",
-                        expect_size: int = 0) -> dict | None:
-        """One request through awscrt, answered in boto3's shape (the body, if any, as
-        "Body" bytes); None if crt.py cannot express these parameters (use boto3).
-        Failures raise the botocore exceptions the boto3 path would."""
-        assert self._crt is not None
-        headers = crt.headers_for(params)
-        if headers is None:
-            return None
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s (crt)", operation, key)
-        failure: Exception | None = None
-        answer: dict[str, Any] = {}
-        try:
-            async with self._crt_limiter:
-                answer, data = await self._crt.request(operation, method, key, headers, body,
-                                                       query, expect_size)
-            answer["Body"] = data
-        except crt.CrtRequestError as exc:
-            if exc.status == 0:
-                failure = EndpointConnectionError(endpoint_url=self._crt.host,
-                                                  error=f"{exc.code}: {exc.message}")
-            else:
-                failure = ClientError({
-                    "Error": {"Code": exc.code, "Message": exc.message},
-                    "ResponseMetadata": {"HTTPStatusCode": exc.status,
-                                         "HTTPHeaders": exc.headers},
-                }, operation)
-        # Counted as the boto3 path counts its requests (stats.py), once answered.
-        self.stats.counted(_replay(operation, answer, failure), len(body or b""))(Key=key)
-        return answer
-
-
-    async def _crt_list(self, kwargs: dict[str, Any]) -> dict | None:
-        """One ListObjectsV2 page through awscrt, parsed by crt.parse_list (botocore's
-        parser and dateutil took a third of a cold `ls -l`)."""
-        assert self._crt is not None
-        query = crt.list_query(kwargs)
-        if query is None:
-            return None
-        resp = await self._crt_call("ListObjectsV2", "GET", "", {}, query=query)
-        return None if resp is None else crt.parse_list(resp["Body"])
-
     # -- ObjectStore --------------------------------------------------------------------
 
     async def check_bucket(self) -> None:
@@ -272,7 +201,7 @@ class S3Store:
         while True:
             page = None
             if self._crt is not None:
-                page = await self._crt_list(kwargs)
+                page = await self._crt.list_page(kwargs)
             if page is None:
                 page = await self._call(self._client.list_objects_v2, **kwargs)
             for item in page.get("Contents", []):
@@ -290,7 +219,7 @@ class S3Store:
     async def head(self, key: str) -> ObjectInfo:
         resp = None
         if self._crt is not None:
-            resp = await self._crt_call("HeadObject", "HEAD", key, self.params.sse_c())
+            resp = await self._crt.call("HeadObject", "HEAD", key, self.params.sse_c())
         if resp is None:
             resp = await self._call(self._client.head_object, Key=key, **self.params.sse_c())
         headers = {name: resp[name] for name in (*COPIED_HEADERS, "SSEKMSKeyId",
@@ -306,12 +235,11 @@ class S3Store:
         """Bytes [start, end) of an object; of that very version when `etag` is given
         (a replaced object then fails with PreconditionFailed, never mixes versions)."""
         version = {"IfMatch": etag} if etag.startswith('"') else {}
-        if self._crt is not None and end - start < crt.MAX_BODY:
-            resp = await self._crt_call("GetObject", "GET", key, {
-                "Range": f"bytes={start}-{end - 1}", **version, **self.params.sse_c()},
-                expect_size=end - start)
-            if resp is not None:
-                return bytes(resp["Body"])
+        if self._crt is not None:
+            data = await self._crt.get(key, {"Range": f"bytes={start}-{end - 1}", **version,
+                                             **self.params.sse_c()}, end - start)
+            if data is not None:
+                return data
 
         def fetch() -> bytes:
             resp = self.stats.counted(self._client.get_object)(
@@ -483,23 +411,6 @@ class S3Store:
                 return uploads
             kwargs["KeyMarker"] = page.get("NextKeyMarker")
             kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
-
-
-# boto3 methods whose requests crt.py can send, and their S3 operation names.
-_OPERATIONS = {"put_object": "PutObject", "upload_part": "UploadPart"}
-
-
-def _replay(operation: str, answer: dict, failure: Exception | None) -> Callable[..., dict]:
-    """A stand-in for the boto3 method of `operation` that gives this outcome again, for
-    stats.counted: requests sent through awscrt are counted like the others."""
-
-    def replay(**_: Any) -> dict:
-        if failure is not None:
-            raise failure
-        return answer
-
-    replay.__name__ = re.sub(r"(?<!^)(?=[A-Z][a-z0-9])", "_", operation).lower()
-    return replay
 
 
 def _log_request(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
