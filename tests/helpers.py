@@ -16,9 +16,22 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 # random_file / random_bytes generate in chunks of this size; it is part of the definition
 # of the byte stream for a given seed, so do not change it.
 RANDOM_CHUNK = 1024 * 1024
+
+
+def s3mpfs_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for `python -m s3mpfs`: ours, plus the repo on PYTHONPATH (so the package
+    is found even from an interpreter it is not installed in), unbuffered output."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
 
 
 class WaitTimeout(AssertionError):

@@ -24,10 +24,9 @@ import pytest
 from botocore.config import Config
 from helpers import STORE_DEADLINE, random_file, sha256_file, sha256_object, wait_for
 from s3proxy import CORRUPT, FAULT_501, S3Proxy
-from test_faults import assert_object, assert_settled, cp, log_lines, proxy, via
+from test_faults import assert_object, assert_settled, cp, log_lines, via
 
 pytestmark = pytest.mark.mount
-__all__ = ["proxy"]  # the fixture, imported for the tests below
 
 MiB = 1024 * 1024
 
