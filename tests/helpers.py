@@ -154,3 +154,10 @@ def is_mounted(path: str | os.PathLike[str]) -> bool:
 # Seconds to wait for what s3mpfs stores in the background (attribute copies ~0.5 s after
 # a change, aborts): generous, because a loaded 2-core machine can stretch them a lot.
 STORE_DEADLINE = 30.0
+
+
+def wait_for_mode(s3: Any, bucket: str, key: str, mode: int) -> dict[str, Any]:
+    """The HeadObject answer of `key` once its metadata holds `mode` (a full st_mode, file
+    type included): s3mpfs stores a chmod in the background."""
+    return wait_for(lambda: (h := s3.head_object(Bucket=bucket, Key=key))["Metadata"].get(
+        "mode") == str(mode) and h, message="the mode to be stored", timeout=STORE_DEADLINE)
