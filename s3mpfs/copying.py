@@ -17,7 +17,8 @@ import logging
 import trio
 
 from .errors import S3mpfsError, describe, root_cause, s3_error_code
-from .store import CompletedPart, ObjectInfo, S3Store, tagging
+from .params import tagging
+from .store import CompletedPart, ObjectInfo, S3Store
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ connections (awscrt.http) and SigV4 signing (awscrt.auth) run in C threads that 
 hold the GIL; what is left in Python (about 0.3 ms) is building the headers and reading
 the answer. Bodies of MAX_BODY and more stay with boto3 (see there).
 
-`store.S3Store` hands this module the same boto3-style parameters it would give boto3.
-`headers_for` translates them to HTTP headers and returns None for any parameter it does not
-know, and the store then sends that request through boto3: whatever the store asks for is
-sent, one way or the other. Answers come back as boto3-shaped dicts; a failure is a
-`CrtRequestError` carrying the status, the S3 error code and message, which the store turns
+`routing.CrtRoute` hands this module the same boto3-style parameters `store.S3Store` would
+give boto3. `headers_for` translates them to HTTP headers and returns None for any parameter it
+does not know, and the store then sends that request through boto3: whatever the store asks
+for is sent, one way or the other. Answers come back as boto3-shaped dicts; a failure is a
+`CrtRequestError` carrying the status, the S3 error code and message, which `routing` turns
 into the same botocore ClientError the boto3 path raises. Nothing here imports boto3.
 
 Retries are done here as botocore's standard mode does them: `retries` attempts on 5xx,

@@ -1,10 +1,10 @@
-"""The only module that touches boto3.
+"""The only module that touches boto3 (routing.py sends some requests through awscrt).
 
 `ObjectStore` is what the rest of s3mpfs needs from S3; `S3Store` implements it with
 one shared boto3 client. Every blocking call runs in `trio.to_thread.run_sync` under
 one CapacityLimiter, never abandoned on cancel (they all have side effects or hold a
-pooled connection). Encryption, storage class, ACL, object lock and checksum request
-parameters are built here and nowhere else.
+pooled connection). Encryption, storage class, ACL, object lock and tag parameters are
+built by `params.RequestParams`, checksums by `integrity.Integrity`, and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,38 +13,31 @@ import functools
 import hashlib
 import io
 import logging
-import os
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote, urlencode
 
 import boto3
 import trio
 from botocore import auth as botocore_auth
 from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError
 
-from . import crt
 from .config import MountConfig
 from .errors import UploadFailed, describe, s3_error_code
 from .integrity import ATTEMPTS, ChecksumIgnored, Corrupted, Integrity, Sent
-from .metadata import OWNED
+from .params import COPIED_HEADERS, RequestParams, tagging
+from .routing import CrtRoute
 from .stats import MountStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Error codes of a server that verified a body's checksum and found it wrong.
-CRT_CONCURRENCY = 64  # requests in flight through awscrt (HEADs of a listing, small PUTs)
 _BAD_DIGEST = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch",
                "XAmzContentSHA256Mismatch"}
-# Headers of an object that a copy must carry over (HeadObject names = request names).
-COPIED_HEADERS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding",
-                  "ContentLanguage", "Expires", "WebsiteRedirectLocation")
 PROBE_DIR = ".s3mpfs/"  # under the mount's prefix, hidden from the mount
 DIRECTORY_TYPE = "application/x-directory"  # the Content-Type of `dir/` markers, as s3fs
 
@@ -115,93 +108,16 @@ class S3Store:
         self.config = config
         self.stats = stats or MountStats()  # every request is counted here
         self.bucket = config.bucket
+        self.params = RequestParams(config)  # every request parameter is built there
         threads = config.upload_concurrency + 8  # parts in flight plus reads and metadata
         self._limiter = trio.CapacityLimiter(threads)
-        # Requests through awscrt hold no worker thread: a HEAD costs a connection and
-        # a few kilobytes, so a listing's HEADs can have many more in flight (s3fs: 20).
-        self._crt_limiter = trio.CapacityLimiter(CRT_CONCURRENCY)
         self._client = make_client(config, pool=threads, check_mode=check_mode)
         self.integrity = Integrity(config.checksum)
         self.conditional_create = False  # the server honours If-None-Match: * (probed)
         self._tags_at_completion: dict[str, list[dict[str, str]]] = {}  # by upload id
-        # HEAD and small GETs and PUTs go through awscrt (crt.py) unless S3MPFS_HTTP=boto3;
-        # parts, large reads, everything else and anything crt.py cannot express: boto3.
-        self._crt = None if check_mode or os.environ.get("S3MPFS_HTTP") == "boto3" else \
-            crt.CrtClient.create(self._client, self.bucket,
-                                 path_style=bool(config.endpoint_url), retries=config.retries,
-                                 connect_timeout=config.connect_timeout,
-                                 read_timeout=config.read_timeout)
-
-    # -- request parameters, built in exactly one place ---------------------------------
-
-    def _sse_c(self, prefix: str = "") -> dict[str, Any]:
-        """SSE-C headers: needed on every request that reads or writes object data;
-        `prefix="CopySource"` gives the ones that unlock a copy's source."""
-        if self.config.sse_c_key is None:
-            return {}
-        # boto3 base64-encodes the key and adds its MD5 itself.
-        return {f"{prefix}SSECustomerAlgorithm": "AES256",
-                f"{prefix}SSECustomerKey": self.config.sse_c_key}
-
-    def _new_object(self, metadata: dict[str, str],
-                    replacing: ObjectInfo | None = None) -> dict[str, Any]:
-        """Parameters for requests that create an object: PutObject and
-        CreateMultipartUpload. `replacing`: the object (HEADed) this one is a new version
-        of; what s3mpfs does not own is carried over (content headers, other tools'
-        metadata, and its storage class and encryption unless the mount sets them)."""
-        c = self.config
-        params: dict[str, Any] = {"Metadata": metadata, **self._sse_c()}
-        if c.sse:
-            params["ServerSideEncryption"] = c.sse
-        if c.sse_kms_key_id:
-            params["SSEKMSKeyId"] = c.sse_kms_key_id
-        if c.sse_kms_context:
-            params["SSEKMSEncryptionContext"] = c.sse_kms_context
-        if c.bucket_key:
-            params["BucketKeyEnabled"] = True
-        if c.storage_class:
-            params["StorageClass"] = c.storage_class
-        if c.acl:
-            params["ACL"] = c.acl
-        if c.object_lock_mode:
-            params["ObjectLockMode"] = c.object_lock_mode
-            params["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
-                days=c.object_lock_retain_days or 0)
-        if c.object_lock_legal_hold:
-            params["ObjectLockLegalHoldStatus"] = "ON"
-        if replacing is not None:
-            params.update(self._carried(replacing, metadata))
-            if not c.sse and not c.sse_c_key:
-                params.update(self._stored_as(replacing))
-            elif not c.storage_class:
-                params.update({k: v for k, v in self._stored_as(replacing).items()
-                               if k == "StorageClass"})
-        return params
-
-    def _carried(self, source: ObjectInfo, metadata: dict[str, str]) -> dict[str, Any]:
-        """What a new version or a copy of `source` keeps of it: its content headers
-        and user metadata, s3mpfs's own entries replaced when `metadata` has them all."""
-        kept = dict(source.metadata or {})
-        if "mode" in metadata:  # a full set of ours: drop stale ones (a removed xattr)
-            kept = {k: v for k, v in kept.items() if k not in OWNED}
-        params: dict[str, Any] = {"Metadata": {**kept, **metadata}}
-        params.update({k: v for k, v in source.headers.items() if k in COPIED_HEADERS})
-        return params
-
-    def _stored_as(self, source: ObjectInfo) -> dict[str, Any]:
-        """`source`'s storage class and server-side encryption, as request parameters."""
-        params: dict[str, Any] = {}
-        if source.storage_class and source.storage_class != "STANDARD":
-            params["StorageClass"] = source.storage_class
-        if source.sse and not self.config.sse_c_key:
-            params["ServerSideEncryption"] = source.sse
-            if source.headers.get("SSEKMSKeyId"):
-                params["SSEKMSKeyId"] = source.headers["SSEKMSKeyId"]
-            if source.headers.get("BucketKeyEnabled"):
-                params["BucketKeyEnabled"] = True
-            if source.sse == self.config.sse and self.config.sse_kms_context:
-                params["SSEKMSEncryptionContext"] = self.config.sse_kms_context
-        return params
+        # HEAD, listings and small GETs and PUTs go through awscrt (routing.py); None:
+        # everything through boto3.
+        self._crt = CrtRoute.create(self._client, config, self.stats, check_mode=check_mode)
 
     async def tags_of(self, source: ObjectInfo | None) -> list[dict[str, str]]:
         """`source`'s tags (one request, only if its HEAD counted some)."""
@@ -241,30 +157,14 @@ class S3Store:
                 Bucket=self.bucket, Body=io.BytesIO(data), **kwargs, **sent.params)
             return resp, sent
 
-        async def send_crt() -> tuple[dict, Sent]:
-            if len(data) > 256 * 1024:  # zlib/hashlib release the GIL in a worker thread
-                sent = await trio.to_thread.run_sync(self.integrity.prepare, data)
-            else:
-                sent = self.integrity.prepare(data)
-            params = {k: v for k, v in kwargs.items() if k not in ("Key", "UploadId",
-                                                                     "PartNumber")}
-            query = (f"partNumber={kwargs['PartNumber']}&uploadId="
-                     f"{quote(kwargs['UploadId'], safe='')}" if "UploadId" in kwargs else "")
-            with_value = crt.add_checksum_value({**params, **sent.params}, data)
-            resp = None if with_value is None else await self._crt_call(
-                _OPERATIONS[fn.__name__], "PUT", kwargs["Key"], with_value, body=data,
-                query=query)
-            if resp is None:
-                return await trio.to_thread.run_sync(send, limiter=self._limiter)
-            return resp, sent
-
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                if self._crt is not None and fn.__name__ in _OPERATIONS \
-                        and len(data) < crt.MAX_BODY:
-                    resp, sent = await send_crt()
-                else:
-                    resp, sent = await trio.to_thread.run_sync(send, limiter=self._limiter)
+                answer = None
+                if self._crt is not None and self._crt.sends(fn.__name__, len(data)):
+                    answer = await self._crt.send(fn.__name__, data, kwargs, self.integrity)
+                if answer is None:
+                    answer = await trio.to_thread.run_sync(send, limiter=self._limiter)
+                resp, sent = answer
                 self.integrity.check(resp, resp.get("ETag", ""), sent, what)
                 return resp
             except ChecksumIgnored:
@@ -285,50 +185,6 @@ class S3Store:
                             s3_error_code(exc), attempt, ATTEMPTS)
         raise UploadFailed(f"{what}: the bytes reached the server damaged {ATTEMPTS} times")
 
-    async def _crt_call(self, operation: str, method: str, key: str, params: dict[str, Any],
-                        body: bytes | None = None, query: str = "",
-                        expect_size: int = 0) -> dict | None:
-        """One request through awscrt, answered in boto3's shape (the body, if any, as
-        "Body" bytes); None if crt.py cannot express these parameters (use boto3).
-        Failures raise the botocore exceptions the boto3 path would."""
-        assert self._crt is not None
-        headers = crt.headers_for(params)
-        if headers is None:
-            return None
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s (crt)", operation, key)
-        failure: Exception | None = None
-        answer: dict[str, Any] = {}
-        try:
-            async with self._crt_limiter:
-                answer, data = await self._crt.request(operation, method, key, headers, body,
-                                                       query, expect_size)
-            answer["Body"] = data
-        except crt.CrtRequestError as exc:
-            if exc.status == 0:
-                failure = EndpointConnectionError(endpoint_url=self._crt.host,
-                                                  error=f"{exc.code}: {exc.message}")
-            else:
-                failure = ClientError({
-                    "Error": {"Code": exc.code, "Message": exc.message},
-                    "ResponseMetadata": {"HTTPStatusCode": exc.status,
-                                         "HTTPHeaders": exc.headers},
-                }, operation)
-        # Counted as the boto3 path counts its requests (stats.py), once answered.
-        self.stats.counted(_replay(operation, answer, failure), len(body or b""))(Key=key)
-        return answer
-
-
-    async def _crt_list(self, kwargs: dict[str, Any]) -> dict | None:
-        """One ListObjectsV2 page through awscrt, parsed by crt.parse_list (botocore's
-        parser and dateutil took a third of a cold `ls -l`)."""
-        assert self._crt is not None
-        query = crt.list_query(kwargs)
-        if query is None:
-            return None
-        resp = await self._crt_call("ListObjectsV2", "GET", "", {}, query=query)
-        return None if resp is None else crt.parse_list(resp["Body"])
-
     # -- ObjectStore --------------------------------------------------------------------
 
     async def check_bucket(self) -> None:
@@ -345,7 +201,7 @@ class S3Store:
         while True:
             page = None
             if self._crt is not None:
-                page = await self._crt_list(kwargs)
+                page = await self._crt.list_page(kwargs)
             if page is None:
                 page = await self._call(self._client.list_objects_v2, **kwargs)
             for item in page.get("Contents", []):
@@ -363,9 +219,9 @@ class S3Store:
     async def head(self, key: str) -> ObjectInfo:
         resp = None
         if self._crt is not None:
-            resp = await self._crt_call("HeadObject", "HEAD", key, self._sse_c())
+            resp = await self._crt.call("HeadObject", "HEAD", key, self.params.sse_c())
         if resp is None:
-            resp = await self._call(self._client.head_object, Key=key, **self._sse_c())
+            resp = await self._call(self._client.head_object, Key=key, **self.params.sse_c())
         headers = {name: resp[name] for name in (*COPIED_HEADERS, "SSEKMSKeyId",
                                                   "BucketKeyEnabled", "SSECustomerAlgorithm",
                                                   "TagCount") if resp.get(name)}
@@ -379,17 +235,16 @@ class S3Store:
         """Bytes [start, end) of an object; of that very version when `etag` is given
         (a replaced object then fails with PreconditionFailed, never mixes versions)."""
         version = {"IfMatch": etag} if etag.startswith('"') else {}
-        if self._crt is not None and end - start < crt.MAX_BODY:
-            resp = await self._crt_call("GetObject", "GET", key, {
-                "Range": f"bytes={start}-{end - 1}", **version, **self._sse_c()},
-                expect_size=end - start)
-            if resp is not None:
-                return bytes(resp["Body"])
+        if self._crt is not None:
+            data = await self._crt.get(key, {"Range": f"bytes={start}-{end - 1}", **version,
+                                             **self.params.sse_c()}, end - start)
+            if data is not None:
+                return data
 
         def fetch() -> bytes:
             resp = self.stats.counted(self._client.get_object)(
                 Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **version,
-                **self._sse_c())
+                **self.params.sse_c())
             return resp["Body"].read()
 
         return await trio.to_thread.run_sync(fetch, limiter=self._limiter)
@@ -402,7 +257,7 @@ class S3Store:
         `replacing`: the version it replaces, whose headers and tags it keeps.
         `content_type`: unless the replaced version has one."""
         condition = {"IfNoneMatch": "*"} if only_new and self.conditional_create else {}
-        params = self._new_object(metadata, replacing)
+        params = self.params.new_object(metadata, replacing)
         if content_type:
             params.setdefault("ContentType", content_type)
         tags = await self.tags_of(replacing)
@@ -411,18 +266,9 @@ class S3Store:
         await self.put_tags(key, tags)
         return resp
 
-    def _plain(self) -> dict[str, Any]:
-        """Parameters of a small bookkeeping object: the mount's encryption, no user
-        metadata, no archive class and no lock (it is deleted soon)."""
-        params = self._new_object({})
-        for name in ("Metadata", "StorageClass", "ACL", "ObjectLockMode",
-                     "ObjectLockRetainUntilDate", "ObjectLockLegalHoldStatus"):
-            params.pop(name, None)
-        return params
-
     async def put_plain(self, key: str, data: bytes) -> None:
         await self._send(self._client.put_object, data, f"PutObject of {key}", Key=key,
-                         **self._plain())
+                         **self.params.plain())
 
     async def probe(self, prefix: str) -> None:
         """Learn, with a small object of our own under PREFIX.s3mpfs/, what the server
@@ -433,14 +279,14 @@ class S3Store:
         body = uuid.uuid4().bytes * 4
         sent = self.integrity.prepare(body)
         resp = await self._call(self._client.put_object, Key=key, Body=body,
-                                **self._plain(), **sent.params)
+                                **self.params.plain(), **sent.params)
         try:
             wanted = self.integrity.response_key
             self.integrity.learn(echoes=wanted is None or wanted in resp,
                                  etag=resp.get("ETag", ""), body=body)
             try:
                 await self._call(self._client.put_object, Key=key, Body=body,
-                                 IfNoneMatch="*", **self._plain())
+                                 IfNoneMatch="*", **self.params.plain())
             except ClientError as exc:
                 self.conditional_create = s3_error_code(exc) in ("PreconditionFailed", "412")
                 if not self.conditional_create:
@@ -456,7 +302,7 @@ class S3Store:
 
     async def get_object(self, key: str) -> bytes:
         def fetch() -> bytes:
-            resp = self._client.get_object(Bucket=self.bucket, Key=key, **self._sse_c())
+            resp = self._client.get_object(Bucket=self.bucket, Key=key, **self.params.sse_c())
             return resp["Body"].read()
 
         return await trio.to_thread.run_sync(fetch, limiter=self._limiter)
@@ -476,7 +322,7 @@ class S3Store:
 
     async def create_multipart(self, key: str, metadata: dict[str, str],
                                replacing: ObjectInfo | None = None) -> str:
-        params = self._new_object(metadata, replacing)
+        params = self.params.new_object(metadata, replacing)
         if self.integrity.algorithm:
             params["ChecksumAlgorithm"] = self.integrity.algorithm
         tags = await self.tags_of(replacing)
@@ -494,7 +340,7 @@ class S3Store:
                           data: bytes) -> CompletedPart:
         resp = await self._send(self._client.upload_part, data, f"part {number} of {key}",
                                 Key=key, UploadId=upload_id, PartNumber=number,
-                                **self._sse_c())
+                                **self.params.sse_c())
         checksum = {k: v for k, v in resp.items()
                     if k.startswith("Checksum") and k != "ChecksumType"}
         return CompletedPart(number, resp["ETag"], checksum)
@@ -502,7 +348,7 @@ class S3Store:
     async def upload_part_copy(self, key: str, upload_id: str, number: int,
                                source: ObjectInfo, start: int, end: int) -> CompletedPart:
         """Copy bytes [start, end) of `source` as a part; fails if the source changed."""
-        extra: dict[str, Any] = {**self._sse_c(), **self._sse_c("CopySource")}
+        extra: dict[str, Any] = {**self.params.sse_c(), **self.params.sse_c("CopySource")}
         if source.etag:
             extra["CopySourceIfMatch"] = source.etag
         resp = await self._call(
@@ -521,7 +367,7 @@ class S3Store:
         condition = {"IfNoneMatch": "*"} if only_new and self.conditional_create else {}
         resp = await self._call(
             self._client.complete_multipart_upload, Key=key, UploadId=upload_id,
-            MultipartUpload={"Parts": listed}, **self._sse_c(), **condition)
+            MultipartUpload={"Parts": listed}, **self.params.sse_c(), **condition)
         await self.put_tags(key, self._tags_at_completion.pop(upload_id, []))
         return resp
 
@@ -534,16 +380,8 @@ class S3Store:
 
     def copy_params(self, source: ObjectInfo, metadata: dict[str, str]) -> dict[str, Any]:
         """Parameters for a copy of `source` (HEADed) whose user metadata gets the
-        entries of `metadata`: everything else it carries is kept, storage class and
-        encryption included; the mount's ACL and Object Lock apply, as to any object it
-        creates."""
-        mount = self._new_object({})
-        params: dict[str, Any] = {**self._sse_c(), **self._carried(source, metadata),
-                                  **self._stored_as(source)}
-        params.update({k: mount[k] for k in ("ACL", "ObjectLockMode",
-                                             "ObjectLockRetainUntilDate",
-                                             "ObjectLockLegalHoldStatus") if k in mount})
-        return params
+        entries of `metadata` (see params.RequestParams.copy)."""
+        return self.params.copy(source, metadata)
 
     async def copy_once(self, source: ObjectInfo, dst: str,
                         params: dict[str, Any]) -> ObjectInfo:
@@ -552,7 +390,7 @@ class S3Store:
             self._client.copy_object, Key=dst,
             CopySource={"Bucket": self.bucket, "Key": source.key},
             CopySourceIfMatch=source.etag, MetadataDirective="REPLACE",
-            **params, **self._sse_c("CopySource"))
+            **params, **self.params.sse_c("CopySource"))
         result = resp["CopyObjectResult"]
         return ObjectInfo(dst, source.size, result["LastModified"].timestamp(),
                           result["ETag"])
@@ -573,28 +411,6 @@ class S3Store:
                 return uploads
             kwargs["KeyMarker"] = page.get("NextKeyMarker")
             kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
-
-
-# boto3 methods whose requests crt.py can send, and their S3 operation names.
-_OPERATIONS = {"put_object": "PutObject", "upload_part": "UploadPart"}
-
-
-def _replay(operation: str, answer: dict, failure: Exception | None) -> Callable[..., dict]:
-    """A stand-in for the boto3 method of `operation` that gives this outcome again, for
-    stats.counted: requests sent through awscrt are counted like the others."""
-
-    def replay(**_: Any) -> dict:
-        if failure is not None:
-            raise failure
-        return answer
-
-    replay.__name__ = re.sub(r"(?<!^)(?=[A-Z][a-z0-9])", "_", operation).lower()
-    return replay
-
-
-def tagging(tags: list[dict[str, str]]) -> dict[str, str]:
-    """The Tagging parameter of a request creating an object with these tags."""
-    return {"Tagging": urlencode([(t["Key"], t["Value"]) for t in tags])} if tags else {}
 
 
 def _log_request(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:

@@ -790,6 +790,7 @@ class RcloneMount(FuseTool):
 
 class Boto3(Tool):
     name, label = "boto3", "boto3 upload_file/download_file"
+    child = "_boto3"  # this script's argument that makes the child process do the transfer
 
     def how(self) -> str:
         return ("`upload_file` / `download_file` with s3transfer's defaults (8 MiB parts, "
@@ -804,9 +805,9 @@ class Boto3(Tool):
         srv0 = bench.server_cpu()
         out = tempfile.TemporaryFile()
         done = check(run_timed(
-            [sys.executable, str(Path(__file__).resolve()), "_boto3", direction,
+            [sys.executable, str(Path(__file__).resolve()), self.child, direction,
              bench.endpoint, self.bucket, KEY, str(path)], env=bench.env, stdout=out),
-            f"boto3 {direction}")
+            f"{self.name} {direction}")
         srv1 = bench.server_cpu()
         out.seek(0)
         report = json.loads(out.read().decode().strip().splitlines()[-1])
@@ -919,28 +920,12 @@ def crt_transfer(direction: str, endpoint: str, bucket: str, key: str, path: str
 
 class AwsCrt(Boto3):
     name, label = "awscrt", "awscrt S3 client (no FUSE)"
+    child = "_crt"
 
     def how(self) -> str:
         return ("awscrt's `S3Client` (the CRT transfer engine: C, parallel 8 MiB parts), "
                 "`PUT_OBJECT` from the file and `GET_OBJECT` to a file in /dev/shm, in a "
                 "child process; the clock runs around the transfer only")
-
-    def _child(self, direction: str) -> Sample:
-        bench = self.bench
-        target = bench.data_dir / "download.bin"
-        path = bench.source if direction == "up" else target
-        srv0 = bench.server_cpu()
-        out = tempfile.TemporaryFile()
-        done = check(run_timed(
-            [sys.executable, str(Path(__file__).resolve()), "_crt", direction,
-             bench.endpoint, self.bucket, KEY, str(path)], env=bench.env, stdout=out),
-            f"awscrt {direction}")
-        srv1 = bench.server_cpu()
-        out.seek(0)
-        report = json.loads(out.read().decode().strip().splitlines()[-1])
-        out.close()
-        return Sample(report["seconds"], done.max_rss_kib, report["cpu"], None,
-                      delta(srv1, srv0))
 
 
 def all_tools(bench: Bench) -> list[Tool]:

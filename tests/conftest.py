@@ -15,6 +15,7 @@ on the other backends.
     s3_server                 session: its endpoint URL ("http://127.0.0.1:PORT")
     s3                        session: boto3 S3 client for that endpoint
     bucket                    a fresh, uniquely named, empty bucket (emptied at teardown)
+    proxy                     a recording, fault-injecting S3Proxy in front of s3_server
     mount(spec, *opts, ...)   factory: `python -m s3mpfs spec MNT -f -o endpoint_url=...,...`
     run_cli(*args, ...)       `python -m s3mpfs *args` to completion (CompletedProcess)
 """
@@ -41,9 +42,9 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from helpers import WaitTimeout, is_mounted, wait_for
+from helpers import REPO_ROOT, WaitTimeout, is_mounted, s3mpfs_env, wait_for
+from s3proxy import S3Proxy
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 MOUNT_TIMEOUT = 20.0
 UNMOUNT_TIMEOUT = 60.0
@@ -116,17 +117,6 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for `python -m s3mpfs`: ours, plus the repo on PYTHONPATH (so the package
-    is found even from an interpreter it is not installed in), unbuffered output."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    if extra:
-        env.update(extra)
-    return env
 
 
 # --------------------------------------------------------------------------- backends
@@ -363,6 +353,18 @@ def _delete_bucket(s3: Any, name: str) -> None:
         print(f"[bucket teardown] could not delete {name}: {exc!r}", file=sys.stderr)
 
 
+@pytest.fixture
+def proxy(s3_server: str) -> Iterator[S3Proxy]:
+    """A recording, fault-injecting proxy (tests/s3proxy.py, seed 0) in front of the backend.
+    Request it before `mount` in a test's arguments, so that the mount is torn down before
+    the proxy stops. Faults still set at the end are cleared (anything held is released)."""
+    with S3Proxy(s3_server, seed=0) as p:
+        try:
+            yield p
+        finally:
+            p.clear_faults()
+
+
 # --------------------------------------------------------------------------- mounts
 
 
@@ -505,7 +507,7 @@ def mount(
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_subprocess_env(env),
+                env=s3mpfs_env(env),
                 cwd=tmp_path,
                 start_new_session=True,
             )
@@ -578,7 +580,7 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=_subprocess_env(env),
+            env=s3mpfs_env(env),
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
             check=False,

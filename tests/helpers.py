@@ -16,9 +16,22 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 # random_file / random_bytes generate in chunks of this size; it is part of the definition
 # of the byte stream for a given seed, so do not change it.
 RANDOM_CHUNK = 1024 * 1024
+
+
+def s3mpfs_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for `python -m s3mpfs`: ours, plus the repo on PYTHONPATH (so the package
+    is found even from an interpreter it is not installed in), unbuffered output."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
 
 
 class WaitTimeout(AssertionError):
@@ -141,3 +154,10 @@ def is_mounted(path: str | os.PathLike[str]) -> bool:
 # Seconds to wait for what s3mpfs stores in the background (attribute copies ~0.5 s after
 # a change, aborts): generous, because a loaded 2-core machine can stretch them a lot.
 STORE_DEADLINE = 30.0
+
+
+def wait_for_mode(s3: Any, bucket: str, key: str, mode: int) -> dict[str, Any]:
+    """The HeadObject answer of `key` once its metadata holds `mode` (a full st_mode, file
+    type included): s3mpfs stores a chmod in the background."""
+    return wait_for(lambda: (h := s3.head_object(Bucket=bucket, Key=key))["Metadata"].get(
+        "mode") == str(mode) and h, message="the mode to be stored", timeout=STORE_DEADLINE)

@@ -17,14 +17,12 @@ import random
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import list_keys, random_bytes, random_file, sha256_file, sha256_object, wait_for
-from s3proxy import S3Proxy
 
 pytestmark = pytest.mark.mount
 
@@ -34,14 +32,6 @@ WRITE_KINDS = ("PutObject", "CreateMultipartUpload", "UploadPart", "CopyObject",
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def proxy(s3_server: str) -> Iterator[S3Proxy]:
-    """A recording proxy in front of the backend. Request it before `mount` in a test's arguments
-    so that the mount is unmounted before the proxy stops."""
-    with S3Proxy(s3_server) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

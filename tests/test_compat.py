@@ -22,12 +22,18 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from helpers import STORE_DEADLINE, random_file, sha256_file, sha256_object, wait_for
+from helpers import (
+    STORE_DEADLINE,
+    random_file,
+    sha256_file,
+    sha256_object,
+    wait_for,
+    wait_for_mode,
+)
 from s3proxy import CORRUPT, FAULT_501, S3Proxy
-from test_faults import assert_object, assert_settled, cp, log_lines, proxy, via
+from test_faults import assert_object, assert_settled, cp, log_lines, via
 
 pytestmark = pytest.mark.mount
-__all__ = ["proxy"]  # the fixture, imported for the tests below
 
 MiB = 1024 * 1024
 
@@ -230,9 +236,7 @@ def test_directory_markers_keep_their_headers(s3: Any, bucket: str, mount: Any) 
                   Metadata={"foreign": "keepme"})
     m = mount(bucket)
     os.chmod(m.path / "d", 0o700)
-    head = wait_for(lambda: (h := s3.head_object(Bucket=bucket, Key="d/"))["Metadata"].get(
-        "mode") == str(stat.S_IFDIR | 0o700) and h, message="the mode to be stored",
-        timeout=STORE_DEADLINE)
+    head = wait_for_mode(s3, bucket, "d/", stat.S_IFDIR | 0o700)
     assert head["ContentType"] == "application/x-directory"
     assert head["Metadata"]["foreign"] == "keepme"
     (m.path / "new").mkdir()

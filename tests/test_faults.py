@@ -64,18 +64,6 @@ FUSERMOUNT = "fusermount3"
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-def proxy(s3_server: str) -> Iterator[S3Proxy]:
-    """A recording, fault-injecting proxy in front of the backend. Request it before `mount` in a
-    test's arguments, so that the mount is torn down before the proxy stops."""
-    p = S3Proxy(s3_server, seed=0).start()
-    try:
-        yield p
-    finally:
-        p.clear_faults()  # releases anything still held
-        p.stop()
-
-
 def via(proxy: S3Proxy) -> str:
     """The mount option that sends a mount's requests through `proxy`."""
     return f"endpoint_url={proxy.url}"

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REGION, REPO_ROOT, Mount, extra_mount_options
-from helpers import no_pending_uploads, wait_for
+from conftest import REGION, Mount, extra_mount_options
+from helpers import no_pending_uploads, s3mpfs_env, wait_for
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -104,7 +104,7 @@ def shared_mount(
     opts = ",".join([f"endpoint_url={s3_server}", f"region={REGION}", *extra_mount_options(),
                      "part_size=5M"])
     argv = [sys.executable, "-m", "s3mpfs", bucket, str(mountpoint), "-f", "-o", opts]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    env = s3mpfs_env()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, env=env, cwd=base,

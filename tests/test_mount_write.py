@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +66,6 @@ def assert_object(s3: Any, bucket: str, key: str, source: Path, parts: int) -> d
         assert etag_parts(head["ETag"]) == parts, head["ETag"]
     assert no_pending_uploads(s3, bucket) == []
     return head
-
-
-@pytest.fixture
-def proxy(s3_server: str) -> Iterator[S3Proxy]:
-    """A recording, fault-injecting proxy in front of moto (request it before `mount`, so
-    that it outlives the mount)."""
-    with S3Proxy(s3_server) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

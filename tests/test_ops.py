@@ -21,10 +21,12 @@ from typing import Any
 
 import pytest
 from helpers import (
+    REPO_ROOT,
     is_mounted,
     list_keys,
     no_pending_uploads,
     random_file,
+    s3mpfs_env,
     sha256_file,
     sha256_object,
     wait_for,
@@ -38,7 +40,6 @@ from s3mpfs.config import build_config
 from s3mpfs.control import socket_path
 from s3mpfs.errors import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -49,7 +50,7 @@ def help_names(text: str) -> list[str]:
 
 def readme_names() -> list[str]:
     """The options named in the first column of the README's "Mount options" table."""
-    section = (REPO / "README.md").read_text().split("## Mount options", 1)[1]
+    section = (REPO_ROOT / "README.md").read_text().split("## Mount options", 1)[1]
     section = section.split("\n## ", 1)[0]
     names: list[str] = []
     for line in section.splitlines():
@@ -96,17 +97,6 @@ def test_readme_names_the_same_options(run_cli: Run) -> None:
 
 
 # --------------------------------------------------------------------------- syslog
-
-
-@pytest.fixture
-def proxy(s3_server: str) -> Iterator[S3Proxy]:
-    """A recording, fault-injecting proxy in front of moto (see test_faults.py)."""
-    p = S3Proxy(s3_server, seed=0).start()
-    try:
-        yield p
-    finally:
-        p.clear_faults()
-        p.stop()
 
 
 class SyslogStandIn:
@@ -256,7 +246,7 @@ def test_another_user_cannot_read_the_status(mount: Any, bucket: str, run_cli: R
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
          "-m", "s3mpfs", "status", str(m.path), "--json"],
         capture_output=True, text=True, timeout=30, cwd="/", check=False,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        env=s3mpfs_env())
     assert nobody.returncode == 1, (nobody.stdout, nobody.stderr)
     assert nobody.stdout == ""
     assert "permission denied" in nobody.stderr, nobody.stderr
@@ -351,7 +341,7 @@ def test_unmount_wait_waits_for_a_copy(proxy: S3Proxy, mount: Any, bucket: str,
             waiter = subprocess.Popen(
                 [sys.executable, "-m", "s3mpfs", "unmount", str(m.path), "--wait"],
                 stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(REPO)})
+                env=s3mpfs_env())
         wait_for(lambda: "waiting for 1 file(s) being written before unmounting: big.bin"
                  in log_path.read_text(), timeout=30, message="unmount saying what it waits for")
         assert waiter.poll() is None and m.is_mounted()
@@ -399,7 +389,7 @@ def test_mount_tells_systemd_it_is_ready(mount: Any, bucket: str,
 def test_systemd_units_verify(tmp_path: Path) -> None:
     """The template unit and the units systemd makes of the fstab example verify."""
     s3mpfs = Path(sys.executable).parent / "s3mpfs"  # the unit names /usr/local/bin/s3mpfs
-    unit = (REPO / "contrib" / "s3mpfs@.service").read_text()
+    unit = (REPO_ROOT / "contrib" / "s3mpfs@.service").read_text()
     assert "Type=notify" in unit and "network-online.target" in unit
     assert "unmount --wait" in unit
     (tmp_path / "s3mpfs@.service").write_text(unit.replace("/usr/local/bin/s3mpfs",
@@ -414,7 +404,7 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     generator = Path("/lib/systemd/system-generators/systemd-fstab-generator")
     out = tmp_path / "generated"
     out.mkdir()
-    env = {**os.environ, "SYSTEMD_FSTAB": str(REPO / "contrib" / "fstab.example"),
+    env = {**os.environ, "SYSTEMD_FSTAB": str(REPO_ROOT / "contrib" / "fstab.example"),
            "SYSTEMD_PROC_CMDLINE": ""}
     subprocess.run([str(generator), str(out), str(out), str(out)], env=env, check=True,
                    timeout=60)
@@ -426,8 +416,8 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
                              str(out / "mnt-backups.mount")],
                             capture_output=True, text=True, timeout=60, check=False)
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
-    readme = (REPO / "README.md").read_text()
-    assert (REPO / "contrib" / "fstab.example").read_text().splitlines()[-1] in readme
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert (REPO_ROOT / "contrib" / "fstab.example").read_text().splitlines()[-1] in readme
 
 
 @pytest.mark.mount
@@ -462,7 +452,7 @@ def test_status_watch_redraws_in_place(mount: Any, bucket: str) -> None:
     watch = subprocess.Popen(
         [sys.executable, "-m", "s3mpfs", "status", str(m.path), "--watch",
          "--interval", "0.2"], stdin=slave, stdout=slave, stderr=slave,
-        env={**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm", "COLUMNS": "100"})
+        env=s3mpfs_env({"TERM": "xterm", "COLUMNS": "100"}))
     os.close(slave)
     os.set_blocking(master, False)
     screen = bytearray()

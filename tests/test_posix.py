@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import STORE_DEADLINE, wait_for
+from helpers import STORE_DEADLINE, wait_for, wait_for_mode
 
 pytestmark = pytest.mark.mount
 
@@ -280,8 +280,6 @@ def test_chmod_keeps_storage_class_and_encryption(
                   **encryption)
     m = mount(bucket)
     os.chmod(m.path / "f", 0o600)
-    head = wait_for(lambda: (h := s3.head_object(Bucket=bucket, Key="f"))["Metadata"].get(
-        "mode") == str(stat.S_IFREG | 0o600) and h, message="the mode to be stored",
-        timeout=STORE_DEADLINE)
+    head = wait_for_mode(s3, bucket, "f", stat.S_IFREG | 0o600)
     assert head["StorageClass"] == "STANDARD_IA"
     assert head["ServerSideEncryption"] == encryption["ServerSideEncryption"]

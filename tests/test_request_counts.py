@@ -17,25 +17,14 @@ from __future__ import annotations
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from s3proxy import S3Proxy
 
 FILES = 100
 CP_MAX = {"ListObjectsV2": 1, "PutObject": FILES + 1}
 LS_MAX = {"ListObjectsV2": 2, "HeadObject": FILES + 1}
-
-
-@pytest.fixture
-def proxy(s3_server: str) -> Iterator[S3Proxy]:
-    p = S3Proxy(s3_server, seed=0).start()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 def settle(proxy: S3Proxy, quiet: float = 1.5, timeout: float = 30.0) -> None:

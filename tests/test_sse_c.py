@@ -8,7 +8,6 @@ import base64
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,6 @@ KEY = "secret/file.bin"
 ALGORITHM = "x-amz-server-side-encryption-customer-algorithm"
 KEY_HEADER = "x-amz-server-side-encryption-customer-key"
 MD5_HEADER = "x-amz-server-side-encryption-customer-key-md5"
-
-
-@pytest.fixture
-def proxy(s3_server: str) -> Iterator[S3Proxy]:
-    with S3Proxy(s3_server) as p:
-        yield p
 
 
 @pytest.fixture
