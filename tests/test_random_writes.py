@@ -22,16 +22,6 @@ KiB = 1024
 MiB = 1024 * KiB
 
 
-@pytest.fixture
-def proxy(s3_server: str) -> Any:
-    p = S3Proxy(s3_server, seed=0).start()
-    try:
-        yield p
-    finally:
-        p.clear_faults()
-        p.stop()
-
-
 def body(s3: Any, bucket: str, key: str) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
@@ -50,7 +40,7 @@ def pwrite_all(path: Path, writes: list[tuple[int, bytes]], flags: int) -> None:
 
 
 def test_dd_conv_notrunc_patches_an_existing_object(
-    s3: Any, bucket: str, mount: Any, tmp_path: Path, proxy: S3Proxy
+    s3: Any, bucket: str, proxy: S3Proxy, mount: Any, tmp_path: Path
 ) -> None:
     original = random_bytes(20 * MiB, seed=1)
     s3.put_object(Bucket=bucket, Key="disk.img", Body=original)
@@ -104,7 +94,7 @@ def test_write_into_a_part_already_uploaded_of_a_write_only_file_fails_cleanly(
 
 
 def test_write_only_header_written_last_sends_the_first_part_again(
-    s3: Any, bucket: str, mount: Any, proxy: S3Proxy
+    s3: Any, bucket: str, proxy: S3Proxy, mount: Any
 ) -> None:
     """ffmpeg's MP4 muxer opens its output write-only and fills in the header last."""
     m = mount(bucket, f"part_size=5M,endpoint_url={proxy.url}")
@@ -172,7 +162,7 @@ def test_ffmpeg_faststart_reads_back_what_it_wrote(s3: Any, bucket: str, mount: 
 
 
 def test_a_reader_sees_a_streaming_file_as_written(
-    s3: Any, bucket: str, mount: Any, proxy: S3Proxy
+    s3: Any, bucket: str, proxy: S3Proxy, mount: Any
 ) -> None:
     """Bytes still at hand are read from memory; a read of bytes already sent stores
     what was written so far first (as fsync would), then the writer goes on."""
@@ -319,7 +309,7 @@ def test_sqlite_database_on_the_mount(s3: Any, bucket: str, mount: Any) -> None:
 
 
 def test_rsync_inplace_sends_only_the_changed_part(
-    s3: Any, bucket: str, mount: Any, tmp_path: Path, proxy: S3Proxy
+    s3: Any, bucket: str, proxy: S3Proxy, mount: Any, tmp_path: Path
 ) -> None:
     size = 50 * MiB
     original = random_bytes(size, seed=6)
