@@ -275,6 +275,7 @@ class Namespace:
             if upload is not None:  # later writes through this descriptor append to it
                 upload.base = ObjectInfo(upload.key, node.size, 0, etag=node.etag) \
                     if node.size else None
+                upload.only_new = False  # the object there now is the one just stored
             return
         await upload.truncate(size)
 
