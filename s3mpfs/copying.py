@@ -17,7 +17,7 @@ import logging
 import trio
 
 from .errors import S3mpfsError, describe, root_cause, s3_error_code
-from .params import tagging
+from .params import content_type_for, tagging
 from .store import CompletedPart, ObjectInfo, S3Store
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,10 @@ class Copier:
         LastModified is 0 when the server did not say)."""
         source = await self.store.head(src)
         tags = await self.store.tags_of(source)
-        copied = await self._copy(source, dst, self.store.copy_params(source, metadata or {}),
-                                  tags)
+        params = self.store.copy_params(source, metadata or {})
+        if params.get("ContentType") == content_type_for(src):  # a type named after the key
+            params["ContentType"] = content_type_for(dst)  # follows it, as with s3fs
+        copied = await self._copy(source, dst, params, tags)
         await self.store.put_tags(dst, tags)  # copies drop them on some servers
         return copied
 

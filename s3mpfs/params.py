@@ -9,6 +9,8 @@ built here (through boto3, or through awscrt where `routing.py` can).
 
 from __future__ import annotations
 
+import mimetypes
+import os
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -25,6 +27,15 @@ COPIED_HEADERS = ("ContentType", "CacheControl", "ContentDisposition", "ContentE
 # What the mount sets on every object it creates, copies included.
 _MOUNT_ONLY = ("ACL", "ObjectLockMode", "ObjectLockRetainUntilDate",
                "ObjectLockLegalHoldStatus")
+
+
+def content_type_for(key: str) -> str:
+    """The Content-Type of a new object, from its name's extension as s3fs does
+    (/etc/mime.types, else Python's table); application/octet-stream when unknown."""
+    if not mimetypes.inited:
+        mimetypes.init()
+    extension = os.path.splitext(key.rpartition("/")[2])[1].lower()
+    return mimetypes.types_map.get(extension, "application/octet-stream")
 
 
 class RequestParams:

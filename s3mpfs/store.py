@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 from .config import MountConfig
 from .errors import UploadFailed, describe, s3_error_code
 from .integrity import ATTEMPTS, ChecksumIgnored, Corrupted, Integrity, Sent
-from .params import COPIED_HEADERS, RequestParams, tagging
+from .params import COPIED_HEADERS, RequestParams, content_type_for, tagging
 from .routing import CrtRoute
 from .stats import MountStats
 
@@ -258,8 +258,7 @@ class S3Store:
         `content_type`: unless the replaced version has one."""
         condition = {"IfNoneMatch": "*"} if only_new and self.conditional_create else {}
         params = self.params.new_object(metadata, replacing)
-        if content_type:
-            params.setdefault("ContentType", content_type)
+        params.setdefault("ContentType", content_type or content_type_for(key))
         tags = await self.tags_of(replacing)
         resp = await self._send(self._client.put_object, data, f"PutObject of {key}",
                                 Key=key, **params, **tagging(tags), **condition)
@@ -323,6 +322,7 @@ class S3Store:
     async def create_multipart(self, key: str, metadata: dict[str, str],
                                replacing: ObjectInfo | None = None) -> str:
         params = self.params.new_object(metadata, replacing)
+        params.setdefault("ContentType", content_type_for(key))
         if self.integrity.algorithm:
             params["ChecksumAlgorithm"] = self.integrity.algorithm
         tags = await self.tags_of(replacing)

@@ -6,6 +6,9 @@ the cases it found wrong:
 - Growing a file that is being created with `ftruncate` before any write (`truncate -s`
   on a new name, `dd seek=N` without `conv=notrunc`) stores the grown file; the close
   that follows must not mistake that object for one another client created.
+- A new object gets a Content-Type from its name's extension, as s3fs gives it (web
+  servers and browsers in front of the bucket rely on it); a rename moves a type that was
+  named after the old key to the one named after the new key, and keeps any other.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import subprocess
 from typing import Any
 
 import pytest
+from helpers import random_bytes
 
 pytestmark = pytest.mark.mount
 
@@ -53,3 +57,44 @@ def test_writes_after_growing_a_new_file_are_kept(s3: Any, bucket: str, mount: A
         os.close(fd)
     assert (m.path / "f").read_bytes() == bytes(100) + b"tail"
     assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == bytes(100) + b"tail"
+
+
+# ------------------------------------------------------------------- Content-Type
+
+
+def content_type(s3: Any, bucket: str, key: str) -> str:
+    return s3.head_object(Bucket=bucket, Key=key)["ContentType"]
+
+
+def test_new_files_get_a_content_type_from_their_extension(s3: Any, bucket: str,
+                                                           mount: Any) -> None:
+    m = mount(bucket)
+    for name in ("page.txt", "photo.jpg", "data.bin", "noextension"):
+        (m.path / name).write_bytes(b"")
+    (m.path / "big.json").write_bytes(random_bytes(9 * MiB, seed=1))  # a multipart upload
+    (m.path / "dir").mkdir()
+    assert content_type(s3, bucket, "page.txt") == "text/plain"
+    assert content_type(s3, bucket, "photo.jpg") == "image/jpeg"
+    assert content_type(s3, bucket, "data.bin") == "application/octet-stream"
+    assert content_type(s3, bucket, "noextension") == "application/octet-stream"
+    assert content_type(s3, bucket, "big.json") == "application/json"
+    assert content_type(s3, bucket, "dir/") == "application/x-directory"
+
+
+def test_a_rename_moves_a_content_type_named_after_the_key(s3: Any, bucket: str,
+                                                          mount: Any) -> None:
+    m = mount(bucket)
+    (m.path / "notes.txt").write_bytes(b"hello\n")
+    (m.path / "notes.txt").rename(m.path / "notes.html")
+    assert content_type(s3, bucket, "notes.html") == "text/html"
+    (m.path / "notes.html").rename(m.path / "notes.html-old")
+    assert content_type(s3, bucket, "notes.html-old") == "application/octet-stream"
+    assert (m.path / "notes.html-old").read_bytes() == b"hello\n"
+
+
+def test_a_rename_keeps_a_content_type_set_by_another_tool(s3: Any, bucket: str,
+                                                          mount: Any) -> None:
+    s3.put_object(Bucket=bucket, Key="report", Body=b"%PDF", ContentType="application/pdf")
+    m = mount(bucket)
+    (m.path / "report").rename(m.path / "report.txt")
+    assert content_type(s3, bucket, "report.txt") == "application/pdf"
