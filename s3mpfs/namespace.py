@@ -425,15 +425,15 @@ class Namespace:
             if existing.upload is not None:
                 raise Unsupported(f"{new_path} is being written")
         old_path, old_dir = node.path, node.parent_path
+        node.attrs.ctime = time.time()  # a rename changes the inode's ctime
+        if node.meta_dirty or node.meta_writing:
+            metadata = encode(node.attrs)  # the copy carries the pending attributes
+        else:  # the rest of the source's metadata is kept by the copy
+            metadata = {"ctime": format_mtime(node.attrs.ctime)}
+        node.meta_dirty = False
         if node.is_dir:
-            await self._rename_dir(node, new_path)
+            await self._rename_dir(node, new_path, metadata)
         else:
-            node.attrs.ctime = time.time()  # a rename changes the inode's ctime
-            if node.meta_dirty or node.meta_writing:
-                metadata = encode(node.attrs)  # the copy carries the pending attributes
-            else:  # the rest of the source's metadata is kept by the copy
-                metadata = {"ctime": format_mtime(node.attrs.ctime)}
-            node.meta_dirty = False
             moved = await self._move_object(self.names.file_key(old_path),
                                             self.names.file_key(new_path), metadata)
             node.etag, node.last_modified = moved.etag, None  # we wrote it
@@ -453,10 +453,11 @@ class Namespace:
         await self.store.delete(src)
         return copied
 
-    async def _rename_dir(self, node: Node, new_path: str) -> None:
+    async def _rename_dir(self, node: Node, new_path: str, own: dict[str, str]) -> None:
         """Move every object under the directory's prefix, in parallel. Not atomic: an
         interruption leaves some objects under each name, none lost. Attribute changes
-        still pending for files inside travel with their copies."""
+        still pending for files inside travel with their copies; `own`, the metadata
+        entries of the directory's marker to replace (its new ctime), with the marker."""
         old_prefix, new_prefix = self.names.dir_key(node.path), self.names.dir_key(new_path)
         listing = await self.store.list(old_prefix, delimiter=None)
         limiter = trio.CapacityLimiter(self.config.upload_concurrency)
@@ -468,6 +469,8 @@ class Namespace:
             if inside is not None and (inside.meta_dirty or inside.meta_writing):
                 # pending attributes (the copy must not read the object's older ones)
                 metadata, inside.meta_dirty = encode(inside.attrs), False
+            if info.key == old_prefix:
+                metadata = own
             async with limiter:
                 await self._move_object(info.key, new_prefix + info.key[len(old_prefix):],
                                         metadata)

@@ -9,6 +9,8 @@ the cases it found wrong:
 - A new object gets a Content-Type from its name's extension, as s3fs gives it (web
   servers and browsers in front of the bucket rely on it); a rename moves a type that was
   named after the old key to the one named after the new key, and keeps any other.
+- Renaming a directory changes its ctime (stored in its marker), as renaming a file does;
+  the files inside keep theirs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from helpers import random_bytes
 pytestmark = pytest.mark.mount
 
 MiB = 1024 * 1024
+T0 = 1000000000  # 2001-09-09
 
 
 # ------------------------------------------------------------- growing a new file
@@ -98,3 +101,23 @@ def test_a_rename_keeps_a_content_type_set_by_another_tool(s3: Any, bucket: str,
     m = mount(bucket)
     (m.path / "report").rename(m.path / "report.txt")
     assert content_type(s3, bucket, "report.txt") == "application/pdf"
+
+
+# ------------------------------------------------------------------- times
+
+
+def test_renaming_a_directory_sets_its_ctime_only(s3: Any, bucket: str, mount: Any) -> None:
+    s3.put_object(Bucket=bucket, Key="d/", Body=b"", ContentType="application/x-directory",
+                  Metadata={"atime": str(T0), "ctime": str(T0), "mtime": str(T0)})
+    s3.put_object(Bucket=bucket, Key="d/f", Body=b"x",
+                  Metadata={"atime": str(T0), "ctime": str(T0), "mtime": str(T0)})
+    m = mount(bucket)
+    (m.path / "d").rename(m.path / "e")
+    moved = os.stat(m.path / "e")
+    assert (moved.st_atime, moved.st_mtime) == (T0, T0)
+    assert moved.st_ctime > T0
+    inside = os.stat(m.path / "e" / "f")  # the files inside are not changed
+    assert (inside.st_atime, inside.st_ctime, inside.st_mtime) == (T0, T0, T0)
+    stored = s3.head_object(Bucket=bucket, Key="e/")["Metadata"]
+    assert float(stored["ctime"]) == pytest.approx(moved.st_ctime)
+    assert stored["mtime"] == str(T0)
