@@ -88,6 +88,7 @@ class MountConfig:
     retries: int = 6
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    negative_ttl: float = 0.25  # seconds a name found absent is trusted absent (names.py)
     read_ahead: int = 8 * MiB
     cache_dir: str = field(default_factory=lambda: default_cache_dir())
     cache_size: int = DEFAULT_CACHE_SIZE  # 0: no spool, writes out of order are refused
@@ -367,6 +368,9 @@ OPTIONS: tuple[Option, ...] = (
            lambda v, o: _parse_int(v, o, 1, 20)),
     Option("connect_timeout", "seconds", "10", "connect timeout per request", _parse_float),
     Option("read_timeout", "seconds", "60", "read timeout per request", _parse_float),
+    Option("negative_ttl", "seconds", "0.25",
+           "a name absent from a cached listing is asked about again once this mount has "
+           "not listed or changed its directory for this long", _parse_float),
     Option("uid", "number", "the mounting user's",
            "owner shown for objects without s3fs metadata",
            lambda v, o: _parse_int(v, o, 0, 2**32 - 2)),

@@ -39,6 +39,13 @@ class _Listing:
     names: set[str] = field(default_factory=set)
     complete: bool = True
     ours: bool = False  # made by this mount's mkdir: complete as long as it is in use
+    # When this mount last listed or changed the directory: a name absent from `names` is
+    # trusted absent only shortly after (config.negative_ttl), while the mount is busy in
+    # the directory (cp -r, tar, rsync). Later, another client's new object is looked for.
+    touched: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.touched = self.touched or self.taken
 
 
 class Names:
@@ -165,6 +172,9 @@ class Names:
         if node is not None and node.upload is not None:
             return node
         listing = await self._recent_listing(parent)
+        if listing is not None and name not in listing.names \
+                and time.monotonic() - listing.touched >= self.config.negative_ttl:
+            listing = await self._recent_listing(parent, fresh=True)  # created meanwhile?
         if listing is None:  # a large directory: ask about this one name
             return await self._fetch(path)
         node = self.table.at(path)
@@ -172,12 +182,12 @@ class Names:
             raise NotFound(path)
         return node
 
-    async def _recent_listing(self, directory: Node) -> _Listing | None:
-        """The directory's listing if taken a moment ago, else a new one when the
-        directory is small; None for large directories."""
+    async def _recent_listing(self, directory: Node, *, fresh: bool = False) -> _Listing | None:
+        """The directory's listing if taken a moment ago (unless `fresh`), else a new one
+        when the directory is small; None for large directories."""
         listing = self._listings.get(directory.path)
         ttl = OWN_LISTING_TTL if listing is not None and listing.ours else LISTING_TTL
-        if listing is None or time.monotonic() - listing.taken >= ttl:
+        if listing is None or fresh or time.monotonic() - listing.taken >= ttl:
             await self.list(directory, limit=SMALL_DIRECTORY)
             listing = self._listings.get(directory.path)
         return listing if listing is not None and listing.complete else None
@@ -214,7 +224,9 @@ class Names:
         for node in self.being_written(directory.path):
             entries.setdefault(node.name, node)
         await self.fetch_metadata(list(entries.values()))
-        self._listings[directory.path] = _Listing(taken, set(entries), not listing.truncated)
+        previous = self._listings.get(directory.path)
+        self._listings[directory.path] = _Listing(taken, set(entries), not listing.truncated,
+                                                  ours=previous is not None and previous.ours)
         return [entries[name] for name in sorted(entries)]
 
     # -- changes made through this mount -----------------------------------------------
@@ -224,8 +236,16 @@ class Names:
         listing = self._listings.get(dir_path)
         if listing is not None:
             (listing.names.add if present else listing.names.discard)(name)
+            listing.touched = time.monotonic()
             if listing.ours:
-                listing.taken = time.monotonic()  # still complete: renewed while in use
+                listing.taken = listing.touched  # still complete: renewed while in use
+
+    def stored(self, dir_path: str) -> None:
+        """A file of the directory was stored through this mount (its close): the mount
+        is still busy there, so names it has not seen are still trusted absent."""
+        listing = self._listings.get(dir_path)
+        if listing is not None:
+            listing.touched = time.monotonic()
 
     def created_dir(self, path: str) -> None:
         """A directory this mount just made: empty, and every name in it known."""

@@ -307,6 +307,7 @@ class OpenFiles:
             if other.upload is upload:
                 other.upload, other.must_commit = None, False
         handle.must_commit = False
+        self.names.stored(node.parent_path)
         node.size = upload.size
         node.etag, node.last_modified = result.get("ETag", ""), None
         node.refreshed = time.monotonic()

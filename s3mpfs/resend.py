@@ -7,7 +7,10 @@ with new bytes, as long as its bytes are still at hand. A streaming upload keeps
   archivers write a header first and fill in sizes at the end (MP4's `mdat` size, WAV and
   AVI's RIFF sizes, a zip entry's local header);
 - once the file has gone back (a write before its end), every part cut from then on, in
-  the spool: a file that goes back once tends to go back again (each zip entry).
+  the spool: a file that goes back once tends to go back again (each zip entry). A file
+  whose first write leaves a hole (`dd seek=`, a downloader writing pieces out of order)
+  counts as having gone back;
+- after a hole, parts that hold only zeros: their bytes are known without keeping any.
 
 A write into a kept part patches it and marks it changed; the upload sends the changed
 parts again before it completes. A file that never goes back (cp, rsync, tar) holds one
@@ -33,6 +36,7 @@ class SentParts:
         self._space = space
         self._key = key
         self.went_back = False  # from now on, parts cut are kept in the spool
+        self.holes = False  # the file has a hole: look for parts of zeros
         self._head: bytes | bytearray = b""  # part 1's bytes, when part 1 holds data
         self._spool: Spool | None = None
         self._starts: list[int] = []  # kept parts, in file order: start, end, number
@@ -47,6 +51,8 @@ class SentParts:
             return  # a copy of a base object: its bytes were never here
         if part.number == 1:
             self._head = part.data
+        elif self.holes and part.data.count(0) == len(part.data):
+            pass  # zeros: nothing to keep (their changes go to the spool)
         elif not self.went_back or not self._spool_takes(part):
             return
         self._starts.append(part.offset)
@@ -89,8 +95,9 @@ class SentParts:
                     else bytearray(self._head)
                 head[here:here + len(piece)] = piece
                 self._head = head
-            else:
-                assert self._spool is not None
+            else:  # (a part of zeros gets its spool now: SpoolFull when there is none)
+                if self._spool is None:
+                    self._spool = self._space.open(self._key)
                 self._spool.write(here, piece)
             self._changed.add(number)
             done += len(piece)
@@ -102,11 +109,7 @@ class SentParts:
         i = bisect.bisect_right(self._starts, start) - 1
         while start < end:
             stop = min(end, self._ends[i])
-            if self._numbers[i] == 1:
-                out.append(bytes(self._head[start:stop]))
-            else:
-                assert self._spool is not None
-                out.extend(data for _, data in self._spool.pieces(start, stop))
+            out.append(self._content(self._numbers[i], start, stop))
             start = stop
             i += 1
         return b"".join(out)
@@ -118,12 +121,20 @@ class SentParts:
                 continue
             self._changed.discard(number)
             start, end = self._starts[i], self._ends[i]
-            if number == 1:
-                yield Part(number, start, bytes(self._head))
-            else:
-                assert self._spool is not None
-                ((_, data),) = self._spool.pieces(start, end)
-                yield Part(number, start, data)
+            yield Part(number, start, self._content(number, start, end))
+
+    def _content(self, number: int, start: int, end: int) -> bytes:
+        """Bytes [start, end) of kept part `number`: the first part's own, else the
+        spooled ones over zeros (a part kept whole in the spool is one piece)."""
+        if number == 1:
+            return bytes(self._head[start:end])
+        pieces = self._spool.pieces(start, end) if self._spool is not None else []
+        if len(pieces) == 1 and pieces[0][0] == start and len(pieces[0][1]) == end - start:
+            return pieces[0][1]
+        buffer = bytearray(end - start)
+        for offset, data in pieces:
+            buffer[offset - start:offset - start + len(data)] = data
+        return bytes(buffer)
 
     def close(self) -> None:
         self._head = b""

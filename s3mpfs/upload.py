@@ -181,6 +181,10 @@ class Upload:
             self.planner.check_write(offset + len(patch), len(rest))
         if offset < self.planner.size:
             self.sent.went_back = True
+        elif offset > self.planner.size:  # a hole: zeros up to offset
+            self.sent.holes = True
+            if not self.planner.parts_cut:  # written out of order from the start
+                self.sent.went_back = True
         if patch:
             self.sent.patch(offset, patch)
             offset += len(patch)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,34 @@ def test_reading_a_file_another_client_just_replaced(
                             timeout=30)
     assert result.returncode == 0, result.stderr.decode() + m.log_text()
     assert result.stdout in (old, new)
+
+
+def test_an_object_another_client_creates_is_found_at_once(
+    s3: Any, bucket: str, mount: Any
+) -> None:
+    """A name missing from a cached listing is asked about again once the mount is not
+    busy in that directory (negative_ttl, 0.25 s), not after the listing expires (2 s)."""
+    s3.put_object(Bucket=bucket, Key="d/keep", Body=b"")
+    m = mount(bucket)
+    assert os.listdir(m.path / "d") == ["keep"]  # the listing is cached now
+    s3.put_object(Bucket=bucket, Key="d/new.txt", Body=b"theirs")
+    put = time.monotonic()
+    wait_for(lambda: (m.path / "d" / "new.txt").exists(), timeout=10,
+             message="the other client's object to show")
+    assert time.monotonic() - put < 1.5  # the listing itself is trusted for 2 s
+    assert (m.path / "d" / "new.txt").read_bytes() == b"theirs"
+
+
+def test_in_a_directory_the_mount_created_too(s3: Any, bucket: str, mount: Any) -> None:
+    """s3fs-fuse's own tests: a directory made through the mount, then objects written
+    into it with the aws CLI and read through the mount straight away."""
+    m = mount(bucket)
+    (m.path / "run").mkdir()
+    (m.path / "run" / "mine").write_bytes(b"mine")
+    s3.put_object(Bucket=bucket, Key="run/external", Body=b"theirs")
+    s3.put_object(Bucket=bucket, Key="run/sub/deep", Body=b"deeper")
+    wait_for(lambda: (m.path / "run" / "external").exists(), timeout=5,
+             message="the other client's object to show")
+    assert (m.path / "run" / "external").read_bytes() == b"theirs"
+    assert (m.path / "run" / "sub" / "deep").read_bytes() == b"deeper"
+    assert sorted(os.listdir(m.path / "run")) == ["external", "mine", "sub"]

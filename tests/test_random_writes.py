@@ -114,6 +114,19 @@ def test_write_only_header_written_last_sends_the_first_part_again(
     assert pending(s3, bucket) == []
 
 
+def test_write_only_blocks_written_backwards_match_a_local_file(
+    s3: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
+    """s3fs-fuse's write_multiblock test: the block at 20 MiB first, then the one at
+    10 MiB, through one write-only descriptor."""
+    m = mount(bucket)
+    blocks = [(20 * MiB + 1, random_bytes(10 * MiB, seed=30)),
+              (10 * MiB, random_bytes(10 * MiB, seed=31))]
+    for target in (tmp_path / "local", m.path / "backwards"):
+        pwrite_all(target, blocks, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    assert body(s3, bucket, "backwards") == (tmp_path / "local").read_bytes()
+
+
 def test_ffmpeg_mp4_mux_onto_the_mount(s3: Any, bucket: str, mount: Any,
                                       tmp_path: Path) -> None:
     """ffmpeg's MP4 muxer, write-only, rewrites the mdat size at the start when it ends:

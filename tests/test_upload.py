@@ -214,6 +214,49 @@ async def test_a_file_written_in_order_never_touches_the_spool(tmp_path: Path) -
     assert len(store.calls_to("upload_part")) == 4
 
 
+def apply(model: bytearray, offset: int, data: bytes) -> None:
+    if len(model) < offset:
+        model += bytes(offset - len(model))
+    model[offset:offset + len(data)] = data
+
+
+async def test_a_file_written_backwards_from_the_start_keeps_every_part(
+    tmp_path: Path
+) -> None:
+    """s3fs-fuse's write_multiblock, write-only: the second half first, then the first."""
+    store = FakeStore()
+    space = SpoolSpace(str(tmp_path), 16 * PART)
+    model = bytearray()
+    writes = [(4 * PART + 1, payload(2 * PART, 1)), (2 * PART, payload(2 * PART, 2)),
+              (3, b"head")]
+    async with mount_uploads(store, spool=space) as shared:
+        upload = Upload(shared, KEY, dict)
+        for offset, data in writes:
+            await upload.write(offset, data)
+            apply(model, offset, data)
+        await upload.close()
+    assert store.objects[KEY].data == bytes(model)
+    assert space.used == 0
+
+
+async def test_parts_of_zeros_after_a_hole_are_kept_without_a_byte(tmp_path: Path) -> None:
+    store = FakeStore()
+    space = SpoolSpace(str(tmp_path), 16 * PART)
+    model = bytearray()
+    async with mount_uploads(store, spool=space) as shared:
+        upload = Upload(shared, KEY, dict)
+        for offset, data in [(0, payload(2 * PART + 1, 1)), (6 * PART, b"end")]:
+            await upload.write(offset, data)  # parts 1 and 2 sent, then a hole
+            apply(model, offset, data)
+        assert space.used == 0  # the parts of zeros cost no spool
+        await upload.write(4 * PART + 9, b"into the hole")
+        apply(model, 4 * PART + 9, b"into the hole")
+        with pytest.raises(InvalidWrite):
+            await upload.write(PART + 1, b"x")  # part 2: data sent before the hole
+        await upload.close()
+    assert store.objects[KEY].data == bytes(model)
+
+
 async def test_when_the_spool_has_no_room_later_parts_are_not_kept(tmp_path: Path) -> None:
     store = FakeStore()
     space = SpoolSpace(str(tmp_path), PART)  # room for one part only
