@@ -407,8 +407,9 @@ class Namespace:
         node = await self.lookup(old_parent, old_name)
         target_dir = self.table.get(new_parent)
         new_path = self.names.child_path(target_dir, new_name)
-        if node.upload is not None:
-            raise Unsupported(f"{node.path} is being written; rename it after close()")
+        if node.upload is not None and not node.upload.movable:
+            raise Unsupported(f"{node.path} is being written and has parts uploaded already; "
+                              "rename it after close() (or fsync())")
         if flags & ~RENAME_NOREPLACE:
             raise Unsupported("rename flags other than RENAME_NOREPLACE")
         try:
@@ -433,6 +434,11 @@ class Namespace:
         node.meta_dirty = False
         if node.is_dir:
             await self._rename_dir(node, new_path, metadata)
+        elif node.upload is not None:  # nothing sent yet: the file is stored under the new name
+            node.upload.move(self.names.file_key(new_path), only_new=existing is None)
+            if node.etag:  # the version it was truncated from: the old name goes now
+                await self.store.delete(self.names.file_key(old_path))
+                node.etag, node.last_modified = "", None
         else:
             moved = await self._move_object(self.names.file_key(old_path),
                                             self.names.file_key(new_path), metadata)

@@ -231,6 +231,18 @@ class Upload:
             self._raise_if_failed()
             return await self.random.read(offset, length)
 
+    @property
+    def movable(self) -> bool:
+        """Whether the upload can still change its key (a rename of the file before
+        close): nothing was sent yet, and nothing is copied from an object at the key."""
+        return (self.upload_id is None and not self.planner.parts_cut
+                and self.base is None and self.copy_source is None and not self._closed)
+
+    def move(self, key: str, *, only_new: bool) -> None:
+        """Store the file under `key` instead (`movable` said it can)."""
+        assert self.movable
+        self.key, self.only_new, self.replacing = key, only_new, None
+
     def read_at_hand(self, offset: int, length: int) -> bytes | None:
         """What a streaming file holds at [offset, offset + length), if those bytes are
         still here (the part being filled, kept parts); None if some were sent for good."""

@@ -11,10 +11,13 @@ the cases it found wrong:
   named after the old key to the one named after the new key, and keeps any other.
 - Renaming a directory changes its ctime (stored in its marker), as renaming a file does;
   the files inside keep theirs.
+- A file renamed before it is closed (`(echo foo; mv f f.new) > f`, or a program that
+  renames its temporary file before closing it) is stored under the new name.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from typing import Any
@@ -121,3 +124,52 @@ def test_renaming_a_directory_sets_its_ctime_only(s3: Any, bucket: str, mount: A
     stored = s3.head_object(Bucket=bucket, Key="e/")["Metadata"]
     assert float(stored["ctime"]) == pytest.approx(moved.st_ctime)
     assert stored["mtime"] == str(T0)
+
+
+# ------------------------------------------------------------ rename before close
+
+
+def keys(s3: Any, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def test_rename_before_close_in_a_shell(s3: Any, bucket: str, mount: Any) -> None:
+    m = mount(bucket)
+    subprocess.run(["sh", "-c", "(echo foo; mv f f.new) > f"], cwd=m.path, check=True,
+                   timeout=30)
+    assert (m.path / "f.new").read_bytes() == b"foo\n"
+    assert not (m.path / "f").exists()
+    assert keys(s3, bucket) == ["f.new"]
+    assert s3.get_object(Bucket=bucket, Key="f.new")["Body"].read() == b"foo\n"
+
+
+def test_rename_before_close_then_more_writes(s3: Any, bucket: str, mount: Any) -> None:
+    """The old name's previous version goes (the file was truncated), a replaced target
+    is replaced, and writes after the rename land in the renamed file."""
+    s3.put_object(Bucket=bucket, Key="draft", Body=b"previous draft")
+    s3.put_object(Bucket=bucket, Key="final", Body=b"old final")
+    m = mount(bucket)
+    with open(m.path / "draft", "wb") as f:
+        f.write(b"first half, ")
+        f.flush()
+        os.rename(m.path / "draft", m.path / "final")
+        f.write(b"second half")
+    assert (m.path / "final").read_bytes() == b"first half, second half"
+    assert keys(s3, bucket) == ["final"]
+    assert s3.get_object(Bucket=bucket, Key="final")["Body"].read() == \
+        b"first half, second half"
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_rename_of_a_file_with_parts_uploaded_is_refused(s3: Any, bucket: str,
+                                                         mount: Any) -> None:
+    m = mount(bucket, "part_size=5M")
+    data = random_bytes(11 * MiB, seed=40)
+    with open(m.path / "big", "wb") as f:
+        f.write(data)
+        f.flush()
+        with pytest.raises(OSError) as info:
+            os.rename(m.path / "big", m.path / "big.renamed")
+        assert info.value.errno == errno.EOPNOTSUPP
+    assert keys(s3, bucket) == ["big"]
+    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == data
