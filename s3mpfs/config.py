@@ -81,7 +81,7 @@ class MountConfig:
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     file_mode: int = 0o644
-    dir_mode: int = 0o755
+    dir_mode: int = 0o750  # as s3fs shows directories without metadata
     object_lock_mode: str | None = None
     object_lock_retain_days: int | None = None
     object_lock_legal_hold: bool = False
@@ -379,7 +379,7 @@ OPTIONS: tuple[Option, ...] = (
            lambda v, o: _parse_int(v, o, 0, 2**32 - 2)),
     Option("file_mode", "octal", "0644", "permissions shown for objects without s3fs metadata",
            _parse_mode),
-    Option("dir_mode", "octal", "0755", "permissions shown for directories without metadata",
+    Option("dir_mode", "octal", "0750", "permissions shown for directories without metadata",
            _parse_mode),
     Option("object_lock_mode", " | ".join(OBJECT_LOCK_MODES), "",
            "Object Lock (WORM) on new objects; needs object_lock_retain_days",

@@ -408,7 +408,7 @@ def test_objects_without_metadata_get_defaults_and_last_modified(s3, bucket, mou
     modified = s3.head_object(Bucket=bucket, Key="plain.txt")["LastModified"].timestamp()
     m = mount(bucket, *options)
     uid, gid = (1234, 5678) if options else (os.getuid(), os.getgid())
-    file_mode, dir_mode = (0o600, 0o700) if options else (0o644, 0o755)
+    file_mode, dir_mode = (0o600, 0o700) if options else (0o644, 0o750)
 
     st = os.stat(m.path / "plain.txt")
     assert (st.st_mode, st.st_uid, st.st_gid) == (stat.S_IFREG | file_mode, uid, gid)
