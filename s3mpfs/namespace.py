@@ -226,8 +226,9 @@ class Namespace:
     async def setattr(self, inode: int, fh: int | None, *, size: int | None = None,
                       mode: int | None = None, uid: int | None = None, gid: int | None = None,
                       atime_ns: int | None = None, mtime_ns: int | None = None) -> Node:
-        """chmod, chown, utimensat, truncate. As POSIX has it, each change sets ctime,
-        and a truncate sets mtime too (unless the same call sets it)."""
+        """chmod, chown, utimensat, truncate. As POSIX has it, each call sets ctime, even
+        one that sets what is already there (chown to the same owner), and a truncate
+        sets mtime too (unless the same call sets it)."""
         node = self.table.get(inode)
         await self.names.fetch_metadata([node])
         attrs = node.attrs.copy()
@@ -241,8 +242,8 @@ class Namespace:
             attrs.atime = atime_ns / 1e9
         if mtime_ns is not None:
             attrs.mtime = mtime_ns / 1e9
-        if size is None and attrs == node.attrs:
-            return node  # nothing to store
+        if (size, mode, uid, gid, atime_ns, mtime_ns) == (None,) * 6:
+            return node  # nothing asked (chown -1 -1): not even ctime changes
         self._writable()
         now = time.time()
         attrs.ctime = now

@@ -11,6 +11,7 @@ the cases it found wrong:
   named after the old key to the one named after the new key, and keeps any other.
 - Renaming a directory changes its ctime (stored in its marker), as renaming a file does;
   the files inside keep theirs.
+- `chown` and `chmod` to the values a file already has still change its ctime (POSIX).
 - A file renamed before it is closed (`(echo foo; mv f f.new) > f`, or a program that
   renames its temporary file before closing it) is stored under the new name.
 """
@@ -23,7 +24,7 @@ import subprocess
 from typing import Any
 
 import pytest
-from helpers import random_bytes
+from helpers import STORE_DEADLINE, random_bytes, wait_for
 
 pytestmark = pytest.mark.mount
 
@@ -173,3 +174,23 @@ def test_rename_of_a_file_with_parts_uploaded_is_refused(s3: Any, bucket: str,
         assert info.value.errno == errno.EOPNOTSUPP
     assert keys(s3, bucket) == ["big"]
     assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == data
+
+
+# --------------------------------------------------------- ctime of a same-value chown
+
+
+def test_chown_and_chmod_to_the_same_values_change_ctime(s3: Any, bucket: str,
+                                                          mount: Any) -> None:
+    s3.put_object(Bucket=bucket, Key="f", Body=b"data",
+                  Metadata={"mode": "33188", "uid": str(os.getuid()),
+                            "gid": str(os.getgid()), "mtime": str(T0), "ctime": str(T0)})
+    m = mount(bucket)
+    assert os.stat(m.path / "f").st_ctime == T0
+    os.chown(m.path / "f", os.getuid(), -1)
+    after_chown = os.stat(m.path / "f").st_ctime
+    assert after_chown > T0
+    wait_for(lambda: float(s3.head_object(Bucket=bucket, Key="f")["Metadata"]["ctime"]) > T0,
+             timeout=STORE_DEADLINE, message="the new ctime to be stored")
+    os.chmod(m.path / "f", 0o644)
+    assert os.stat(m.path / "f").st_ctime >= after_chown
+    assert os.stat(m.path / "f").st_mtime == T0  # only ctime moves
