@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -86,7 +84,9 @@ class CrtRoute:
                                          "HTTPHeaders": exc.headers},
                 }, operation)
         # Counted as the boto3 path counts its requests (stats.py), once answered.
-        self.stats.counted(_replay(operation, answer, failure), len(body or b""))(Key=key)
+        self.stats.record(operation, key, answer, failure, len(body or b""))
+        if failure is not None:
+            raise failure
         return answer
 
     async def list_page(self, kwargs: dict[str, Any]) -> dict | None:
@@ -130,15 +130,3 @@ class CrtRoute:
                                body=data, query=query)
         return None if resp is None else (resp, sent)
 
-
-def _replay(operation: str, answer: dict, failure: Exception | None) -> Callable[..., dict]:
-    """A stand-in for the boto3 method of `operation` that gives this outcome again, for
-    stats.counted: requests sent through awscrt are counted like the others."""
-
-    def replay(**_: Any) -> dict:
-        if failure is not None:
-            raise failure
-        return answer
-
-    replay.__name__ = re.sub(r"(?<!^)(?=[A-Z][a-z0-9])", "_", operation).lower()
-    return replay
