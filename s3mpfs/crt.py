@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import hashlib
 import io
 import logging
@@ -246,7 +247,7 @@ def _members(headers: dict[str, str]) -> dict[str, Any]:
         elif name == "content-length":
             out["ContentLength"] = int(value)
         elif name == "last-modified":
-            out["LastModified"] = email.utils.parsedate_to_datetime(value)
+            out["LastModified"] = parse_http_date(value)
         elif name == "x-amz-server-side-encryption-bucket-key-enabled":
             out["BucketKeyEnabled"] = value.lower() == "true"
         elif name == "x-amz-tagging-count":
@@ -491,5 +492,8 @@ _REASONS = {301: "Moved Permanently", 304: "Not Modified", 400: "Bad Request",
             503: "Slow Down"}
 
 
+@functools.lru_cache(maxsize=256)
 def parse_http_date(value: str) -> datetime:
+    """An HTTP date (Last-Modified). Cached: the objects of a listing written together
+    share a few seconds, and email.utils takes a few microseconds per date."""
     return email.utils.parsedate_to_datetime(value)
