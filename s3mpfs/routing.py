@@ -69,9 +69,12 @@ class CrtRoute:
         failure: Exception | None = None
         answer: dict[str, Any] = {}
         try:
-            async with self._limiter:
+            await self._acquire()
+            try:
                 answer, data = await self._crt.request(operation, method, key, headers, body,
                                                        query, expect_size)
+            finally:
+                self._limiter.release()
             answer["Body"] = data
         except crt.CrtRequestError as exc:
             if exc.status == 0:
@@ -88,6 +91,16 @@ class CrtRoute:
         if failure is not None:
             raise failure
         return answer
+
+    async def _acquire(self) -> None:
+        """A token of the limiter: at once if one is free (`async with` the limiter would
+        first yield to the scheduler, a round of trio's run loop per request), else
+        when one is released. A cancelled caller is stopped here as it was there."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await self._limiter.acquire()
 
     async def list_page(self, kwargs: dict[str, Any]) -> dict | None:
         """One ListObjectsV2 page (boto3's parameters), parsed by crt.parse_list
