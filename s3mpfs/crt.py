@@ -352,16 +352,18 @@ class CrtClient:
         even when cancelled (it has side effects and holds a connection), like the boto3
         path."""
         limit = self.connect_timeout + self.read_timeout + (len(body or b"") >> 20)
-        with trio.CancelScope(shield=True):
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    return await self._attempt(operation, method, key, headers, body, query,
-                                               expect_size, limit)
-                except CrtRequestError as exc:
-                    if attempt == self.attempts or not _retryable(exc):
-                        raise
-                    log.debug("%s: %s; retrying (attempt %d of %d)", operation, exc,
-                              attempt + 1, self.attempts)
+        # Every await here is shielded from the caller's cancellation: each attempt in
+        # its own scope (shielded, with the attempt's deadline), the backoff in this one.
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self._attempt(operation, method, key, headers, body, query,
+                                           expect_size, limit)
+            except CrtRequestError as exc:
+                if attempt == self.attempts or not _retryable(exc):
+                    raise
+                log.debug("%s: %s; retrying (attempt %d of %d)", operation, exc,
+                          attempt + 1, self.attempts)
+                with trio.CancelScope(shield=True):
                     await trio.sleep(random.random() * min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311
         raise AssertionError("unreachable")
 
@@ -407,7 +409,8 @@ class CrtClient:
                 received.append(bytes(chunk))
             got[0] = at + n
 
-        with trio.move_on_after(limit) as scope:
+        # Shielded from the caller (see request), cancelled by its own deadline.
+        with trio.CancelScope(deadline=trio.current_time() + limit, shield=True) as scope:
             try:
                 connection = await self._connection()
                 signed = auth.aws_sign_request(request, self._signing)
