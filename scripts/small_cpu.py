@@ -51,6 +51,8 @@ def main() -> int:
         tool = bench.S3mpfs(server, "s3mpfs", "s3mpfs")
         tool.prepare()
         tool.env = lambda: dict(server.env)  # type: ignore[method-assign]
+        # `python -m s3mpfs` looks in its working directory first: not in a checkout.
+        os.chdir(server.scratch)
         tree = bench.make_small_tree(server, args.files)
 
         def step(argv: list[str], what: str, stdout: object = subprocess.DEVNULL) -> float:
@@ -81,6 +83,11 @@ def main() -> int:
         for run in range(1, args.runs + 1):
             for index, root in enumerate(roots):
                 server.env["PYTHONPATH"] = root
+                if run == 1:
+                    found = subprocess.run(
+                        [sys.executable, "-c", "import s3mpfs; print(s3mpfs.__file__)"],
+                        env=tool.env(), capture_output=True, text=True, check=True)
+                    print(f"{root}: the daemon runs {found.stdout.strip()}", flush=True)
                 name = f"tree-{run}-{index}"
                 cp = step(["cp", "-r", str(tree), f"MNT/{name}"], "cp")
                 with tempfile.TemporaryFile() as listing:
