@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import hashlib
 import io
 import logging
@@ -246,7 +247,7 @@ def _members(headers: dict[str, str]) -> dict[str, Any]:
         elif name == "content-length":
             out["ContentLength"] = int(value)
         elif name == "last-modified":
-            out["LastModified"] = email.utils.parsedate_to_datetime(value)
+            out["LastModified"] = parse_http_date(value)
         elif name == "x-amz-server-side-encryption-bucket-key-enabled":
             out["BucketKeyEnabled"] = value.lower() == "true"
         elif name == "x-amz-tagging-count":
@@ -351,16 +352,18 @@ class CrtClient:
         even when cancelled (it has side effects and holds a connection), like the boto3
         path."""
         limit = self.connect_timeout + self.read_timeout + (len(body or b"") >> 20)
-        with trio.CancelScope(shield=True):
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    return await self._attempt(operation, method, key, headers, body, query,
-                                               expect_size, limit)
-                except CrtRequestError as exc:
-                    if attempt == self.attempts or not _retryable(exc):
-                        raise
-                    log.debug("%s: %s; retrying (attempt %d of %d)", operation, exc,
-                              attempt + 1, self.attempts)
+        # Every await here is shielded from the caller's cancellation: each attempt in
+        # its own scope (shielded, with the attempt's deadline), the backoff in this one.
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self._attempt(operation, method, key, headers, body, query,
+                                           expect_size, limit)
+            except CrtRequestError as exc:
+                if attempt == self.attempts or not _retryable(exc):
+                    raise
+                log.debug("%s: %s; retrying (attempt %d of %d)", operation, exc,
+                          attempt + 1, self.attempts)
+                with trio.CancelScope(shield=True):
                     await trio.sleep(random.random() * min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311
         raise AssertionError("unreachable")
 
@@ -406,7 +409,8 @@ class CrtClient:
                 received.append(bytes(chunk))
             got[0] = at + n
 
-        with trio.move_on_after(limit) as scope:
+        # Shielded from the caller (see request), cancelled by its own deadline.
+        with trio.CancelScope(deadline=trio.current_time() + limit, shield=True) as scope:
             try:
                 connection = await self._connection()
                 signed = auth.aws_sign_request(request, self._signing)
@@ -491,5 +495,8 @@ _REASONS = {301: "Moved Permanently", 304: "Not Modified", 400: "Bad Request",
             503: "Slow Down"}
 
 
+@functools.lru_cache(maxsize=256)
 def parse_http_date(value: str) -> datetime:
+    """An HTTP date (Last-Modified). Cached: the objects of a listing written together
+    share a few seconds, and email.utils takes a few microseconds per date."""
     return email.utils.parsedate_to_datetime(value)

@@ -8,6 +8,7 @@ publish a truncated file) and only then is the filesystem unmounted.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -115,6 +116,7 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         nursery.start_soon(_stop_on_signal)
         nursery.start_soon(_sweep, registry)
         log.info("mounted %s on %s", config.prefix_display, config.mountpoint)
+        _freeze_startup_objects()
         ready()
         try:
             await pyfuse3.main()
@@ -125,6 +127,16 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
             pyfuse3.close(unmount=True)  # harmless when the kernel already unmounted
             nursery.cancel_scope.cancel()
     log.info("unmounted %s", config.mountpoint)
+
+
+def _freeze_startup_objects() -> None:
+    """Leave what start-up made (boto3's clients and service models: some 80,000 objects)
+    out of the garbage collector's full collections. Without this, the first full
+    collection of a fresh mount, due after a few thousand new objects (a listing of 1,000
+    files), scanned them all: 60 to 110 ms, a quarter of the daemon's CPU for a cold
+    `ls -l` of 1,000 files. Start-up's own garbage is collected first."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _start_reporting(nursery: trio.Nursery, config: MountConfig,

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -71,9 +69,12 @@ class CrtRoute:
         failure: Exception | None = None
         answer: dict[str, Any] = {}
         try:
-            async with self._limiter:
+            await self._acquire()
+            try:
                 answer, data = await self._crt.request(operation, method, key, headers, body,
                                                        query, expect_size)
+            finally:
+                self._limiter.release()
             answer["Body"] = data
         except crt.CrtRequestError as exc:
             if exc.status == 0:
@@ -86,8 +87,20 @@ class CrtRoute:
                                          "HTTPHeaders": exc.headers},
                 }, operation)
         # Counted as the boto3 path counts its requests (stats.py), once answered.
-        self.stats.counted(_replay(operation, answer, failure), len(body or b""))(Key=key)
+        self.stats.record(operation, key, answer, failure, len(body or b""))
+        if failure is not None:
+            raise failure
         return answer
+
+    async def _acquire(self) -> None:
+        """A token of the limiter: at once if one is free (`async with` the limiter would
+        first yield to the scheduler, a round of trio's run loop per request), else
+        when one is released. A cancelled caller is stopped here as it was there."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await self._limiter.acquire()
 
     async def list_page(self, kwargs: dict[str, Any]) -> dict | None:
         """One ListObjectsV2 page (boto3's parameters), parsed by crt.parse_list
@@ -130,15 +143,3 @@ class CrtRoute:
                                body=data, query=query)
         return None if resp is None else (resp, sent)
 
-
-def _replay(operation: str, answer: dict, failure: Exception | None) -> Callable[..., dict]:
-    """A stand-in for the boto3 method of `operation` that gives this outcome again, for
-    stats.counted: requests sent through awscrt are counted like the others."""
-
-    def replay(**_: Any) -> dict:
-        if failure is not None:
-            raise failure
-        return answer
-
-    replay.__name__ = re.sub(r"(?<!^)(?=[A-Z][a-z0-9])", "_", operation).lower()
-    return replay

@@ -2,9 +2,10 @@
 
 `MountStats` is the one object the request paths report to: `store.py` wraps each S3
 request in `counted` (requests by operation, retries botocore made, errors, parts in
-flight and retried per key), `upload.py` calls `upload_ended` once per file. Requests run
-in worker threads, so every counter is updated under a lock. `snapshot` turns those
-counters and the live `Upload` objects (read, never changed) into the plain dict that
+flight and retried per key), `routing.py` reports the requests it sends through awscrt to
+`record`, `upload.py` calls `upload_ended` once per file. Requests run in worker threads,
+so every counter is updated under a lock. `snapshot` turns those counters and the live
+`Upload` objects (read, never changed) into the plain dict that
 `s3mpfs status`, its `--json` and the Prometheus endpoint all show. No I/O here.
 """
 
@@ -77,6 +78,20 @@ class MountStats:
             return answer
 
         return call
+
+    def record(self, operation: str, key: str, answer: Any, exc: Exception | None,
+               size: int = 0) -> None:
+        """A request made without `counted` (routing.py's, through awscrt), once answered
+        (`answer`) or failed (`exc`): counted as `counted` counts it."""
+        per_key = operation in PART_OPERATIONS
+        with self._lock:
+            self.requests[operation] += 1
+            if per_key:
+                self._in_flight[key] += 1
+        if exc is not None:
+            self._answered(key, per_key, getattr(exc, "response", None), 0, exc)
+        else:
+            self._answered(key, per_key, answer, size, None)
 
     def _answered(self, key: str, per_key: bool, answer: Any, size: int,
                   exc: Exception | None) -> None:
