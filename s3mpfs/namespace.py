@@ -187,7 +187,7 @@ class Namespace:
             return self.files.open_read(node, pid)
         self._writable()
         await self._know_replaced_version(node)
-        truncate = bool(flags & os.O_TRUNC) and node.current_size > 0
+        truncate = bool(flags & os.O_TRUNC)  # an empty file too: its times change (POSIX)
         if truncate:
             node.attrs.mtime = node.attrs.ctime = time.time()
         if truncate and node.upload is not None:  # being written through another descriptor

@@ -1,0 +1,36 @@
+"""POSIX behaviours a conformance suite (pjdfstest and the like) checks, through a real
+mount: the cases where s3mpfs once differed from a local Linux filesystem.
+
+Times are compared the way such suites compare them: stat, sleep a little over a second,
+act, stat again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.mount
+
+PAUSE = 1.1  # more than the kernel's attribute timeout and a whole second of st_*time
+
+
+def test_open_o_trunc_of_an_empty_file_updates_its_times(s3: Any, bucket: str,
+                                                          mount: Any) -> None:
+    """POSIX: open() with O_TRUNC of a file that exists marks mtime and ctime for update,
+    whatever its size; the new times are stored with the (empty) object at close."""
+    m = mount(bucket)
+    path = m.path / "empty"
+    path.write_bytes(b"")
+    before = os.stat(path)
+    time.sleep(PAUSE)
+    os.close(os.open(path, os.O_WRONLY | os.O_TRUNC))
+    after = os.stat(path)
+    assert after.st_size == 0
+    assert int(after.st_mtime) > int(before.st_mtime)
+    assert int(after.st_ctime) > int(before.st_ctime)
+    stored = s3.head_object(Bucket=bucket, Key="empty")["Metadata"]
+    assert float(stored["mtime"]) == pytest.approx(after.st_mtime, abs=1e-6)
