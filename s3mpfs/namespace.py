@@ -13,6 +13,7 @@ import logging
 import os
 import stat
 import time
+from fractions import Fraction
 
 import trio
 
@@ -239,9 +240,9 @@ class Namespace:
         if gid is not None:
             attrs.gid = gid
         if atime_ns is not None:
-            attrs.atime = atime_ns / 1e9
+            attrs.atime = Fraction(atime_ns, 10**9)  # exact (a float is not)
         if mtime_ns is not None:
-            attrs.mtime = mtime_ns / 1e9
+            attrs.mtime = Fraction(mtime_ns, 10**9)
         if (size, mode, uid, gid, atime_ns, mtime_ns) == (None,) * 6:
             return node  # nothing asked (chown -1 -1): not even ctime changes
         self._writable()

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import STORE_DEADLINE, wait_for
 
 pytestmark = pytest.mark.mount
 
@@ -34,3 +35,22 @@ def test_open_o_trunc_of_an_empty_file_updates_its_times(s3: Any, bucket: str,
     assert int(after.st_ctime) > int(before.st_ctime)
     stored = s3.head_object(Bucket=bucket, Key="empty")["Metadata"]
     assert float(stored["mtime"]) == pytest.approx(after.st_mtime, abs=1e-6)
+
+
+def test_utimensat_keeps_every_nanosecond(s3: Any, bucket: str, mount: Any) -> None:
+    """Times set with nanoseconds read back exactly, through the mount and after a remount
+    (rsync and `cp -p` compare st_mtim to the nanosecond: a time off by some nanoseconds
+    makes rsync copy the file again on every run)."""
+    atime_ns, mtime_ns = 1900000000_123456789, 1900000000_987654321
+    m = mount(bucket)
+    path = m.path / "f"
+    path.write_bytes(b"x")
+    os.utime(path, ns=(atime_ns, mtime_ns))
+    st = os.stat(path)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (atime_ns, mtime_ns)
+    wait_for(lambda: s3.head_object(Bucket=bucket, Key="f")["Metadata"].get("mtime")
+             == "1900000000.987654321", message="the exact mtime stored",
+             timeout=STORE_DEADLINE)
+    assert m.unmount() == 0
+    st = os.stat(mount(bucket).path / "f")
+    assert (st.st_atime_ns, st.st_mtime_ns) == (atime_ns, mtime_ns)
