@@ -229,9 +229,12 @@ class Namespace:
                       atime_ns: int | None = None, mtime_ns: int | None = None) -> Node:
         """chmod, chown, utimensat, truncate. As POSIX has it, each call sets ctime, even
         one that sets what is already there (chown to the same owner), and a truncate
-        sets mtime too (unless the same call sets it)."""
+        sets mtime too (unless the same call sets it). As on Linux, truncate(2) to the
+        size the file has changes nothing; ftruncate(2) (`fh` given) still sets the times."""
         node = self.table.get(inode)
         await self.names.fetch_metadata([node])
+        if size == node.current_size and fh is None and mtime_ns is None:
+            size = None  # truncate(2) to the size it has
         attrs = node.attrs.copy()
         if mode is not None:
             attrs.mode = stat.S_IFMT(node.attrs.mode) | stat.S_IMODE(mode)

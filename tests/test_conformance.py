@@ -54,3 +54,30 @@ def test_utimensat_keeps_every_nanosecond(s3: Any, bucket: str, mount: Any) -> N
     assert m.unmount() == 0
     st = os.stat(mount(bucket).path / "f")
     assert (st.st_atime_ns, st.st_mtime_ns) == (atime_ns, mtime_ns)
+
+
+def test_truncate_to_the_same_size_changes_nothing(bucket: str, mount: Any) -> None:
+    """As on Linux (and POSIX: truncate() updates the times "if the file size is changed"):
+    truncating a file to the size it has leaves its times as they were; another size
+    updates them, and so does ftruncate() to the same size (Linux passes it mtime now)."""
+    m = mount(bucket)
+    path = m.path / "f"
+    path.write_bytes(b"hello")
+    before = os.stat(path)
+    time.sleep(PAUSE)
+    os.truncate(path, 5)
+    same = os.stat(path)
+    assert (same.st_mtime_ns, same.st_ctime_ns) == (before.st_mtime_ns, before.st_ctime_ns)
+    os.truncate(path, 3)
+    after = os.stat(path)
+    assert after.st_size == 3
+    assert after.st_mtime > before.st_mtime and after.st_ctime > before.st_ctime
+    time.sleep(PAUSE)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, 3)
+    finally:
+        os.close(fd)
+    last = os.stat(path)
+    assert last.st_size == 3
+    assert last.st_mtime > after.st_mtime and last.st_ctime > after.st_ctime
