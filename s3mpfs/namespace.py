@@ -88,7 +88,8 @@ class Namespace:
         path = self.names.child_path(parent, name)
         if await self._exists(parent, name):
             raise Exists(path)
-        attrs = Attributes(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, time.time())
+        mode = stat.S_IMODE(mode) | (parent.attrs.mode & stat.S_ISGID)  # inherited, as on Linux
+        attrs = Attributes(stat.S_IFDIR | mode, uid, _group(parent, gid), time.time())
         await self.store.put_object(self.names.dir_key(path), b"", encode(attrs),
                                     content_type=DIRECTORY_TYPE)
         node = self.table.put(path, attrs)
@@ -166,7 +167,8 @@ class Namespace:
                 self.names.listed(parent.path, name, True)
                 return self.files.open_write(node, pid, truncate=False, must_commit=False,
                                              readable=_readable(flags)), node
-        attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, gid, time.time())
+        attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, _group(parent, gid),
+                           time.time())
         node = self.table.put(path, attrs)
         node.meta_known, node.meta_dirty, node.size, node.etag = True, False, 0, ""
         node.last_modified, node.unlinked = None, False
@@ -337,6 +339,7 @@ class Namespace:
         path = self.names.child_path(parent, name)
         if await self._exists(parent, name):
             raise Exists(path)
+        attrs.gid = _group(parent, attrs.gid)
         result = await self.store.put_object(self.names.file_key(path), body, encode(attrs),
                                              only_new=True)
         node = self.table.put(path, attrs)
@@ -492,6 +495,12 @@ class Namespace:
         if not any(info.key == old_prefix for info in listing.objects):
             await self.store.put_object(new_prefix, b"", encode(node.attrs),  # keep the dir
                                         content_type=DIRECTORY_TYPE)
+
+
+def _group(parent: Node, gid: int) -> int:
+    """The group of a new entry: the caller's, or its directory's if that directory is
+    set-group-ID, as Linux does (its kernel leaves that to FUSE filesystems)."""
+    return parent.attrs.gid if parent.attrs.mode & stat.S_ISGID else gid
 
 
 def _readable(flags: int) -> bool:

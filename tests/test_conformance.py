@@ -8,6 +8,7 @@ act, stat again.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from typing import Any
 
@@ -81,3 +82,26 @@ def test_truncate_to_the_same_size_changes_nothing(bucket: str, mount: Any) -> N
     last = os.stat(path)
     assert last.st_size == 3
     assert last.st_mtime > after.st_mtime and last.st_ctime > after.st_ctime
+
+
+def test_a_set_group_id_directory_passes_on_its_group(s3: Any, bucket: str,
+                                                       mount: Any) -> None:
+    """As on Linux: entries created in a set-group-ID directory get its group (not the
+    creator's), and new directories inherit the set-group-ID bit; the group is stored."""
+    m = mount(bucket)
+    shared = m.path / "shared"
+    shared.mkdir()
+    os.chown(shared, 0, 4321)
+    os.chmod(shared, 0o2775)
+    (shared / "f").write_bytes(b"x")
+    (shared / "d").mkdir(0o755)
+    os.symlink("f", shared / "l")
+    os.mkfifo(shared / "p")
+    for name in ("f", "d", "l", "p"):
+        assert os.lstat(shared / name).st_gid == 4321, name
+    assert stat.S_IMODE(os.stat(shared / "d").st_mode) == 0o2755
+    assert os.stat(shared / "f").st_mode & stat.S_ISGID == 0
+    assert s3.head_object(Bucket=bucket, Key="shared/f")["Metadata"]["gid"] == "4321"
+    (m.path / "plain").mkdir()
+    (m.path / "plain" / "g").write_bytes(b"x")
+    assert os.stat(m.path / "plain" / "g").st_gid == 0
