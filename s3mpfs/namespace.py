@@ -126,10 +126,12 @@ class Namespace:
         node = await self.lookup(parent_inode, name)
         if node.is_dir:
             raise IsADirectory(node.path)
-        if node.upload is not None:
+        if node.upload is not None and not node.upload.self_contained:
             node.size = node.upload.size  # what open descriptors still see (fstat)
             await node.upload.cancel("file was deleted while being written")
             node.upload = None
+        # (a self-contained one goes on: its descriptors read and write it, as POSIX has
+        # it for an open file; its last close stores nothing)
         node.meta_dirty = False
         await self.store.delete(self.names.file_key(node.path))
         self._removed(node)

@@ -105,3 +105,31 @@ def test_a_set_group_id_directory_passes_on_its_group(s3: Any, bucket: str,
     (m.path / "plain").mkdir()
     (m.path / "plain" / "g").write_bytes(b"x")
     assert os.stat(m.path / "plain" / "g").st_gid == 0
+
+
+def test_an_unlinked_file_open_read_write_keeps_working(s3: Any, bucket: str,
+                                                         mount: Any) -> None:
+    """POSIX (pjdfstest's unlink/14): a file unlinked while open stays usable through its
+    descriptor: what was written reads back, writes and fsync go on, fstat says no links;
+    its name is gone at once and nothing is stored at close."""
+    m = mount(bucket)
+    path = m.path / "d" / "tmp"
+    path.parent.mkdir()
+    path.write_bytes(b"")  # exists in S3 already, empty
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.write(fd, b"Hello, World!")
+        os.unlink(path)
+        assert not path.exists() and os.listdir(m.path / "d") == []
+        assert os.pread(fd, 100, 0) == b"Hello, World!"
+        os.pwrite(fd, b"there", 7)
+        os.fsync(fd)
+        assert os.pread(fd, 100, 0) == b"Hello, there!"
+        assert os.fstat(fd).st_nlink == 0
+    finally:
+        os.close(fd)
+    assert not path.exists()
+    os.rmdir(m.path / "d")
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix="d/")
+    assert listing.get("KeyCount", 0) == 0
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
