@@ -13,10 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import stat
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from fractions import Fraction
 from urllib.parse import quote, unquote
 
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to chown
@@ -29,9 +29,12 @@ class Attributes:
     mode: int  # full st_mode, file type bits included
     uid: int
     gid: int
-    mtime: float  # seconds since the epoch
-    atime: float = -1.0  # -1: as mtime
-    ctime: float = -1.0  # -1: as mtime
+    # Seconds since the epoch: a float (time.time()), or a Fraction holding the exact
+    # nanoseconds utimensat set or a header stored (a float cannot: rsync and cp -p compare
+    # st_mtim to the nanosecond). See `nanoseconds`.
+    mtime: float | Fraction
+    atime: float | Fraction = -1.0  # -1: as mtime
+    ctime: float | Fraction = -1.0  # -1: as mtime
     rdev: int = 0
     xattrs: dict[str, bytes] = field(default_factory=dict)
 
@@ -70,16 +73,23 @@ def _int(value: str | None, high: int) -> int | None:
     return number if number is not None and 0 <= number <= high else None
 
 
-def parse_mtime(value: str | None) -> float | None:
-    """Seconds (s3fs, rclone: '1234567890.123456789') or an RFC 3339 time."""
+def nanoseconds(seconds: float | Fraction) -> int:
+    """A time in whole nanoseconds: what stat shows and what is stored, the same number.
+    (Cheap: it runs for every entry stat and readdir return.)"""
+    numerator, denominator = seconds.as_integer_ratio()  # exact, for floats too
+    return (2 * numerator * 10**9 + denominator) // (2 * denominator)
+
+
+def parse_mtime(value: str | None) -> float | Fraction | None:
+    """Seconds (s3fs, rclone: '1234567890.123456789', read exactly) or an RFC 3339 time."""
     if not value:
         return None
     try:
-        seconds = float(value)
+        seconds = Fraction(value)
     except ValueError:
         pass
     else:
-        return seconds if math.isfinite(seconds) and abs(seconds) * 1e9 < 2**63 else None
+        return seconds if abs(seconds) * 10**9 < 2**63 else None
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
@@ -150,7 +160,9 @@ def decode_xattrs(value: str | None) -> dict[str, bytes]:
         return {}
 
 
-def format_mtime(mtime: float) -> str:
+def format_mtime(mtime: float | Fraction) -> str:
     """Seconds with up to nanosecond fraction, trailing zeros dropped ('981158400')."""
-    text = f"{mtime:.9f}".rstrip("0").rstrip(".")
-    return text or "0"
+    ns = nanoseconds(mtime)
+    whole, fraction = divmod(abs(ns), 10**9)
+    text = f"{'-' if ns < 0 else ''}{whole}.{fraction:09d}".rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"

@@ -13,6 +13,7 @@ import logging
 import os
 import stat
 import time
+from fractions import Fraction
 
 import trio
 
@@ -87,7 +88,8 @@ class Namespace:
         path = self.names.child_path(parent, name)
         if await self._exists(parent, name):
             raise Exists(path)
-        attrs = Attributes(stat.S_IFDIR | stat.S_IMODE(mode), uid, gid, time.time())
+        mode = stat.S_IMODE(mode) | (parent.attrs.mode & stat.S_ISGID)  # inherited, as on Linux
+        attrs = Attributes(stat.S_IFDIR | mode, uid, _group(parent, gid), time.time())
         await self.store.put_object(self.names.dir_key(path), b"", encode(attrs),
                                     content_type=DIRECTORY_TYPE)
         node = self.table.put(path, attrs)
@@ -124,10 +126,12 @@ class Namespace:
         node = await self.lookup(parent_inode, name)
         if node.is_dir:
             raise IsADirectory(node.path)
-        if node.upload is not None:
+        if node.upload is not None and not node.upload.self_contained:
             node.size = node.upload.size  # what open descriptors still see (fstat)
             await node.upload.cancel("file was deleted while being written")
             node.upload = None
+        # (a self-contained one goes on: its descriptors read and write it, as POSIX has
+        # it for an open file; its last close stores nothing)
         node.meta_dirty = False
         await self.store.delete(self.names.file_key(node.path))
         self._removed(node)
@@ -165,7 +169,8 @@ class Namespace:
                 self.names.listed(parent.path, name, True)
                 return self.files.open_write(node, pid, truncate=False, must_commit=False,
                                              readable=_readable(flags)), node
-        attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, gid, time.time())
+        attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, _group(parent, gid),
+                           time.time())
         node = self.table.put(path, attrs)
         node.meta_known, node.meta_dirty, node.size, node.etag = True, False, 0, ""
         node.last_modified, node.unlinked = None, False
@@ -187,7 +192,7 @@ class Namespace:
             return self.files.open_read(node, pid)
         self._writable()
         await self._know_replaced_version(node)
-        truncate = bool(flags & os.O_TRUNC) and node.current_size > 0
+        truncate = bool(flags & os.O_TRUNC)  # an empty file too: its times change (POSIX)
         if truncate:
             node.attrs.mtime = node.attrs.ctime = time.time()
         if truncate and node.upload is not None:  # being written through another descriptor
@@ -228,9 +233,12 @@ class Namespace:
                       atime_ns: int | None = None, mtime_ns: int | None = None) -> Node:
         """chmod, chown, utimensat, truncate. As POSIX has it, each call sets ctime, even
         one that sets what is already there (chown to the same owner), and a truncate
-        sets mtime too (unless the same call sets it)."""
+        sets mtime too (unless the same call sets it). As on Linux, truncate(2) to the
+        size the file has changes nothing; ftruncate(2) (`fh` given) still sets the times."""
         node = self.table.get(inode)
         await self.names.fetch_metadata([node])
+        if size == node.current_size and fh is None and mtime_ns is None:
+            size = None  # truncate(2) to the size it has
         attrs = node.attrs.copy()
         if mode is not None:
             attrs.mode = stat.S_IFMT(node.attrs.mode) | stat.S_IMODE(mode)
@@ -239,9 +247,9 @@ class Namespace:
         if gid is not None:
             attrs.gid = gid
         if atime_ns is not None:
-            attrs.atime = atime_ns / 1e9
+            attrs.atime = Fraction(atime_ns, 10**9)  # exact (a float is not)
         if mtime_ns is not None:
-            attrs.mtime = mtime_ns / 1e9
+            attrs.mtime = Fraction(mtime_ns, 10**9)
         if (size, mode, uid, gid, atime_ns, mtime_ns) == (None,) * 6:
             return node  # nothing asked (chown -1 -1): not even ctime changes
         self._writable()
@@ -333,6 +341,7 @@ class Namespace:
         path = self.names.child_path(parent, name)
         if await self._exists(parent, name):
             raise Exists(path)
+        attrs.gid = _group(parent, attrs.gid)
         result = await self.store.put_object(self.names.file_key(path), body, encode(attrs),
                                              only_new=True)
         node = self.table.put(path, attrs)
@@ -488,6 +497,12 @@ class Namespace:
         if not any(info.key == old_prefix for info in listing.objects):
             await self.store.put_object(new_prefix, b"", encode(node.attrs),  # keep the dir
                                         content_type=DIRECTORY_TYPE)
+
+
+def _group(parent: Node, gid: int) -> int:
+    """The group of a new entry: the caller's, or its directory's if that directory is
+    set-group-ID, as Linux does (its kernel leaves that to FUSE filesystems)."""
+    return parent.attrs.gid if parent.attrs.mode & stat.S_ISGID else gid
 
 
 def _readable(flags: int) -> bool:

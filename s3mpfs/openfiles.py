@@ -69,7 +69,7 @@ class OpenFiles:
         """Files of a directory being written now (S3 does not list them yet)."""
         return [h.node for h in self._handles.values()
                 if isinstance(h, WriteHandle) and h.node.upload is not None
-                and h.node.parent_path == dir_path]
+                and not h.node.unlinked and h.node.parent_path == dir_path]
 
     def write_handles(self, node: Node) -> list[WriteHandle]:
         return [h for h in self._handles.values()
@@ -196,6 +196,8 @@ class OpenFiles:
         handle = self.handle(fh)
         if not isinstance(handle, WriteHandle):
             raise S3mpfsError("file not open for writing")
+        if handle.node.unlinked and handle.node.upload is None:
+            raise Gone(f"{handle.node.path} was deleted while being written")
         handle.written = True
         handle.closed = False
         upload = handle.node.upload or self._start_upload(handle, truncate=False)
@@ -285,8 +287,12 @@ class OpenFiles:
             return
         if not needed and not final:
             return
-        if node.unlinked:  # deleted meanwhile: its upload was aborted, nothing to commit
+        if node.unlinked:  # deleted meanwhile: nothing to store
+            if durable:
+                return  # (fsync of an unlinked file: its descriptors go on with it)
             handle.upload = None
+            if node.upload is upload:
+                node.upload = None
             await upload.discard()
             return
         handle.upload = None

@@ -17,6 +17,7 @@ import pyfuse3
 
 from .errors import S3mpfsError, describe, errno_for
 from .inodes import Node
+from .metadata import nanoseconds
 from .namespace import Namespace
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,9 @@ def entry(node: Node) -> pyfuse3.EntryAttributes:
     attr.st_size = size
     attr.st_blksize = BLOCK_SIZE * 256
     attr.st_blocks = (size + 511) // 512
-    attr.st_mtime_ns = int(node.attrs.mtime * 1e9)
-    attr.st_atime_ns = int(node.attrs.atime * 1e9)
-    attr.st_ctime_ns = int(node.attrs.ctime * 1e9)
+    attr.st_mtime_ns = nanoseconds(node.attrs.mtime)
+    attr.st_atime_ns = nanoseconds(node.attrs.atime)
+    attr.st_ctime_ns = nanoseconds(node.attrs.ctime)
     return attr
 
 

@@ -140,6 +140,14 @@ class Upload:
         return self.base.size if self.base is not None else self.planner.size
 
     @property
+    def self_contained(self) -> bool:
+        """Every byte of the file is here (spooled, or none written yet): it needs no
+        object in S3, so its descriptors can go on with it after an unlink."""
+        if self.random is not None:
+            return self.copy_source is None
+        return self.base is None and self.bytes_written == 0
+
+    @property
     def done(self) -> bool:
         return self._done.is_set()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import stat
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -159,16 +160,19 @@ def test_malformed_xattrs_count_as_none(value: str) -> None:
         (0.5, "0.5"),
         (1234567890.25, "1234567890.25"),
         (1.000000001, "1.000000001"),
+        (-1.5, "-1.5"),
+        (Fraction(1900000000123456789, 10**9), "1900000000.123456789"),
     ],
 )
-def test_format_mtime_drops_trailing_zeros(mtime: float, text: str) -> None:
+def test_format_mtime_drops_trailing_zeros(mtime: float | Fraction, text: str) -> None:
     assert format_mtime(mtime) == text
 
 
 @pytest.mark.parametrize("directory", [False, True])
 def test_encode_then_decode_round_trips_with_a_sub_second_mtime(directory: bool) -> None:
     kind = stat.S_IFDIR if directory else stat.S_IFREG
-    attrs = Attributes(kind | 0o2750, 1234, 5678, 1700000000.123456, atime=1.5, ctime=2.5,
+    attrs = Attributes(kind | 0o2750, 1234, 5678, Fraction("1700000000.123456789"), atime=1.5,
+                       ctime=Fraction(-5, 2),
                        xattrs={"user.k": b"v"})
     decoded = decode(encode(attrs), directory=directory, last_modified=LAST_MODIFIED,
                      defaults=DEFAULTS)
