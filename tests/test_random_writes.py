@@ -127,23 +127,25 @@ def test_write_only_blocks_written_backwards_match_a_local_file(
     assert body(s3, bucket, "backwards") == (tmp_path / "local").read_bytes()
 
 
+def mux(target: Path, seconds: int, *options: str) -> None:
+    """An MP4 of noisy test video (about 2.2 MiB a second), written by ffmpeg with
+    bit-exact flags: the same bytes wherever it is written."""
+    assert shutil.which("ffmpeg"), "ffmpeg is installed by scripts/test.sh"
+    result = subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+         "-i", "testsrc=size=640x360:rate=25,noise=alls=60:allf=t+u", "-t", str(seconds),
+         "-c:v", "mpeg4", "-q:v", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
+         *options, "-y", str(target)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
 def test_ffmpeg_mp4_mux_onto_the_mount(s3: Any, bucket: str, mount: Any,
                                       tmp_path: Path) -> None:
     """ffmpeg's MP4 muxer, write-only, rewrites the mdat size at the start when it ends:
-    byte for byte the file it writes on local disk (bit-exact flags)."""
-    assert shutil.which("ffmpeg"), "ffmpeg is installed by scripts/test.sh"
+    byte for byte the file it writes on local disk."""
     m = mount(bucket, "part_size=5M")
-
-    def mux(target: Path) -> None:
-        result = subprocess.run(
-            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-             "-i", "testsrc=size=640x360:rate=25,noise=alls=60:allf=t+u", "-t", "6",
-             "-c:v", "mpeg4", "-q:v", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
-             "-y", str(target)], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr
-
-    mux(tmp_path / "local.mp4")
-    mux(m.path / "movie.mp4")
+    mux(tmp_path / "local.mp4", 6)
+    mux(m.path / "movie.mp4", 6)
     expected = (tmp_path / "local.mp4").read_bytes()
     assert len(expected) > 2 * 5 * MiB  # several parts, the first one sent before the end
     assert body(s3, bucket, "movie.mp4") == expected
@@ -158,18 +160,8 @@ def test_ffmpeg_faststart_reads_back_what_it_wrote(s3: Any, bucket: str, mount: 
     """`-movflags +faststart` reopens its output for reading while its write-only
     descriptor is still open, and moves everything forward to put the header first."""
     m = mount(bucket, "part_size=5M")
-
-    def mux(target: Path) -> None:
-        result = subprocess.run(
-            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-             "-i", "testsrc=size=640x360:rate=25,noise=alls=60:allf=t+u", "-t", "5",
-             "-c:v", "mpeg4", "-q:v", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
-             "-movflags", "+faststart", "-y", str(target)],
-            capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr
-
-    mux(tmp_path / "local.mp4")
-    mux(m.path / "fast.mp4")
+    mux(tmp_path / "local.mp4", 5, "-movflags", "+faststart")
+    mux(m.path / "fast.mp4", 5, "-movflags", "+faststart")
     assert body(s3, bucket, "fast.mp4") == (tmp_path / "local.mp4").read_bytes()
     assert pending(s3, bucket) == []
 
