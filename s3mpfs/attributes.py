@@ -41,6 +41,14 @@ class AttributeWriter:
         node.meta_dirty = False
         return encode(node.attrs)
 
+    def changed(self, node: Node) -> None:
+        """The node's attributes changed: a file being written carries them in its upload
+        (or stores them right after it); others store them shortly. The root has none."""
+        if node.upload is not None:
+            node.meta_dirty = True
+        elif node.path:
+            self.write_soon(node)
+
     def write_soon(self, node: Node) -> None:
         """Store a closed node's attributes shortly, coalesced with later changes."""
         node.meta_dirty = True

@@ -43,6 +43,13 @@ class Copier:
         self.concurrency = concurrency
         self._one_request_refused: set[str] = set()  # encryption kinds CopyObject refused
 
+    async def move(self, src: str, dst: str,
+                   metadata: dict[str, str] | None = None) -> ObjectInfo:
+        """Server-side copy, then delete: the bytes never leave S3 (a rename)."""
+        copied = await self.copy(src, dst, metadata)
+        await self.store.delete(src)
+        return copied
+
     async def copy(self, src: str, dst: str,
                    metadata: dict[str, str] | None = None) -> ObjectInfo:
         """Copy `src` to `dst` (possibly the same key); `metadata` entries replace the

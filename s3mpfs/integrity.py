@@ -21,9 +21,12 @@ import hashlib
 import logging
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UploadFailed
+
+if TYPE_CHECKING:
+    from .store import CompletedPart
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +119,9 @@ class Integrity:
                 f"the server does not verify checksum={self.name} (its answers carry no "
                 f"{self.response_key}); mount with -o checksum=md5 (Content-MD5, which every "
                 "S3 server verifies), checksum=auto or checksum=off")
+
+
+def multipart_etag(parts: list[CompletedPart]) -> str:
+    """The ETag S3 gives a completed multipart upload of these parts."""
+    digest = hashlib.md5(b"".join(bytes.fromhex(p.etag.strip('"')) for p in parts))  # noqa: S324
+    return f'"{digest.hexdigest()}-{len(parts)}"'

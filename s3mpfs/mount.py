@@ -17,6 +17,7 @@ import pyfuse3
 import trio
 
 from . import control, metrics
+from .budget import MemoryBudget
 from .config import MountConfig
 from .errors import S3mpfsError, describe, s3_error_code
 from .integrity import ChecksumIgnored
@@ -27,7 +28,7 @@ from .registry import UploadRegistry
 from .spool import SpoolSpace
 from .stats import MountStats
 from .store import S3Store
-from .upload import MemoryBudget, UploadShared
+from .upload import UploadShared
 
 log = logging.getLogger(__name__)
 

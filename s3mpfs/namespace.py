@@ -269,10 +269,8 @@ class Namespace:
         if mtime_ns is not None:
             for handle in self.files.write_handles(node):
                 handle.mtime_set = True
-        if node.upload is not None:
-            node.meta_dirty = True  # carried by the upload, or stored right after it
-        elif node.path and not resized:  # (a truncate stored them; the root has no marker)
-            self.attributes.write_soon(node)
+        if not resized or node.upload is not None:  # (a truncate stored them)
+            self.attributes.changed(node)
         return node
 
     async def _truncate(self, node: Node, size: int) -> None:
@@ -392,10 +390,7 @@ class Namespace:
         self._writable()
         attrs.ctime = time.time()
         node.attrs, node.meta_known = attrs, True
-        if node.upload is not None:
-            node.meta_dirty = True  # carried by the upload, or stored right after it
-        elif node.path:  # (the root has no marker to carry them)
-            self.attributes.write_soon(node)
+        self.attributes.changed(node)
 
     async def readlink(self, inode: int) -> str:
         node = self.table.get(inode)
@@ -450,8 +445,8 @@ class Namespace:
                 await self.store.delete(self.names.file_key(old_path))
                 node.etag, node.last_modified = "", None
         else:
-            moved = await self._move_object(self.names.file_key(old_path),
-                                            self.names.file_key(new_path), metadata)
+            moved = await self.copier.move(self.names.file_key(old_path),
+                                           self.names.file_key(new_path), metadata)
             node.etag, node.last_modified = moved.etag, None  # we wrote it
         if existing is not None:
             existing.unlinked = True
@@ -461,13 +456,6 @@ class Namespace:
             self._entries_changed(old_parent_node, old_name, present=False)
         self._entries_changed(target_dir, new_name, present=True)
         self.names.forget_dir(old_path)
-
-    async def _move_object(self, src: str, dst: str,
-                           metadata: dict[str, str] | None) -> ObjectInfo:
-        """Server-side copy, then delete: the bytes never leave S3."""
-        copied = await self.copier.copy(src, dst, metadata)
-        await self.store.delete(src)
-        return copied
 
     async def _rename_dir(self, node: Node, new_path: str, own: dict[str, str]) -> None:
         """Move every object under the directory's prefix, in parallel. Not atomic: an
@@ -488,8 +476,8 @@ class Namespace:
             if info.key == old_prefix:
                 metadata = own
             async with limiter:
-                await self._move_object(info.key, new_prefix + info.key[len(old_prefix):],
-                                        metadata)
+                await self.copier.move(info.key, new_prefix + info.key[len(old_prefix):],
+                                       metadata)
 
         async with trio.open_nursery() as nursery:
             for info in listing.objects:

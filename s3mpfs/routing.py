@@ -18,7 +18,7 @@ from urllib.parse import quote
 import trio
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from . import crt
+from . import crt, listxml
 from .config import MountConfig
 from .integrity import Integrity, Sent
 from .stats import MountStats
@@ -103,13 +103,13 @@ class CrtRoute:
             await self._limiter.acquire()
 
     async def list_page(self, kwargs: dict[str, Any]) -> dict | None:
-        """One ListObjectsV2 page (boto3's parameters), parsed by crt.parse_list
+        """One ListObjectsV2 page (boto3's parameters), parsed by listxml.parse_list
         (botocore's parser and dateutil took a third of a cold `ls -l`); None: use boto3."""
-        query = crt.list_query(kwargs)
+        query = listxml.list_query(kwargs)
         if query is None:
             return None
         resp = await self.call("ListObjectsV2", "GET", "", {}, query=query)
-        return None if resp is None else crt.parse_list(resp["Body"])
+        return None if resp is None else listxml.parse_list(resp["Body"])
 
     async def get(self, key: str, params: dict[str, Any], size: int) -> bytes | None:
         """A GetObject of a `size`-byte range (`params` name it); None: use boto3 (a body

@@ -11,7 +11,6 @@ upload under a shield, and sticks: later writes and the final close() raise EIO.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .budget import MemoryBudget
 from .config import MIN_PART_SIZE
 from .errors import (
     FileTooLarge,
@@ -31,6 +31,7 @@ from .errors import (
     root_cause,
     s3_error_code,
 )
+from .integrity import multipart_etag
 from .parts import Part, PartPlanner, copy_parts
 from .resend import SentParts
 from .rewrite import RandomWrites
@@ -44,30 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ABORT_TIMEOUT = 60.0  # seconds an abort may take before we give up and log it
-
-
-class MemoryBudget:
-    """Bytes of part data handed to the driver but not yet uploaded, across the mount.
-
-    A part larger than the whole budget is charged as the whole budget, so it proceeds
-    alone instead of waiting forever.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._lot = trio.lowlevel.ParkingLot()
-
-    async def acquire(self, size: int) -> int:
-        charge = min(size, self.limit)
-        while self.used + charge > self.limit:
-            await self._lot.park()
-        self.used += charge
-        return charge
-
-    def release(self, charge: int) -> None:
-        self.used -= charge
-        self._lot.unpark_all()
 
 
 @dataclass
@@ -85,12 +62,6 @@ class UploadShared:
     read_ahead: int = 8 * 1024 * 1024  # block size of base reads in random mode
     uploads: set[Upload] = field(default_factory=set)  # live ones, for shutdown
     stats: MountStats | None = None  # told when each upload ends
-
-
-def multipart_etag(parts: list[CompletedPart]) -> str:
-    """The ETag S3 gives a completed multipart upload of these parts."""
-    digest = hashlib.md5(b"".join(bytes.fromhex(p.etag.strip('"')) for p in parts))  # noqa: S324
-    return f'"{digest.hexdigest()}-{len(parts)}"'
 
 
 class Upload:
@@ -260,15 +231,12 @@ class Upload:
         if self.base is not None:
             return None  # nothing written yet: the object is what it holds
         sent_end = self.planner.sent_end
-        head = b""
-        if offset < sent_end:
-            stop = min(end, sent_end)
-            if not self.sent.covers(offset, stop):
-                return None
-            head = self.sent.read(offset, stop)
-        if end <= sent_end:
-            return head
-        return head + self.planner.read_buffered(max(offset, sent_end), end)
+        stop = min(end, sent_end)
+        if offset < stop and not self.sent.covers(offset, stop):
+            return None
+        head = self.sent.read(offset, stop) if offset < stop else b""
+        return head + (self.planner.read_buffered(max(offset, sent_end), end)
+                       if end > sent_end else b"")
 
     async def truncate(self, size: int) -> None:
         """Change the length of the file being written."""

@@ -20,9 +20,11 @@ import trio
 from fakestore import FakeStore, client_error, md5_etag, multipart_etag_of
 from trio.testing import wait_all_tasks_blocked
 
+from s3mpfs.budget import MemoryBudget
 from s3mpfs.errors import InvalidWrite, UploadFailed, errno_for
+from s3mpfs.integrity import multipart_etag
 from s3mpfs.spool import SpoolSpace
-from s3mpfs.upload import MemoryBudget, Upload, UploadShared, multipart_etag
+from s3mpfs.upload import Upload, UploadShared
 
 KiB = 1024
 MiB = 1024 * KiB
