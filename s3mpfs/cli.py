@@ -119,11 +119,11 @@ def _reexec_with_huge_pages(args: list[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("uploads", "cleanup"):
-        from .maintenance import main as maintenance_main
+        from .run.maintenance import main as maintenance_main
 
         return maintenance_main(args)
     if args and args[0] in ("status", "unmount"):
-        from .status import main as status_main
+        from .run.status import main as status_main
 
         return status_main(args)
     if _asks_for_option_help(args):

@@ -88,7 +88,7 @@ class MountConfig:
     retries: int = 6
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
-    negative_ttl: float = 0.25  # seconds a name found absent is trusted absent (names.py)
+    negative_ttl: float = 0.25  # seconds a name found absent is trusted absent (fs/names.py)
     read_ahead: int = 8 * MiB
     cache_dir: str = field(default_factory=lambda: default_cache_dir())
     cache_size: int = DEFAULT_CACHE_SIZE  # 0: no spool, writes out of order are refused

@@ -2,7 +2,7 @@
 
 Every failure that can reach a FUSE caller is an `S3mpfsError` carrying the errno
 the caller will see. `errno_for` turns anything else (botocore errors included)
-into an errno, so `operations.py` can map any exception without knowing S3.
+into an errno, so `fs/operations.py` can map any exception without knowing S3.
 """
 
 from __future__ import annotations

@@ -16,19 +16,19 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
-from . import control, metrics
-from .budget import MemoryBudget
 from .config import MountConfig
 from .errors import S3mpfsError, describe, s3_error_code
-from .integrity import ChecksumIgnored
-from .kernel import tune_read_ahead
-from .namespace import Namespace
-from .operations import S3Operations
-from .registry import UploadRegistry
-from .spool import SpoolSpace
-from .stats import MountStats
-from .store import S3Store
-from .upload import UploadShared
+from .fs.kernel import tune_read_ahead
+from .fs.namespace import Namespace
+from .fs.operations import S3Operations
+from .run import control, metrics
+from .s3.integrity import ChecksumIgnored
+from .s3.stats import MountStats
+from .s3.store import S3Store
+from .write.budget import MemoryBudget
+from .write.registry import UploadRegistry
+from .write.spool import SpoolSpace
+from .write.upload import UploadShared
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""An in-memory S3 for driving `s3mpfs.upload.Upload` without a network.
+"""An in-memory S3 for driving `s3mpfs.write.upload.Upload` without a network.
 
 `FakeStore` implements the `ObjectStore` calls an upload makes (create_multipart,
 upload_part, upload_part_copy, complete_multipart, abort_multipart, put_object, head,
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 import trio
 from botocore.exceptions import ClientError
 
-from s3mpfs.parts import MAX_PARTS
-from s3mpfs.store import CompletedPart, ObjectInfo
+from s3mpfs.objects import CompletedPart, ObjectInfo
+from s3mpfs.write.parts import MAX_PARTS
 
 MIN_PART = 5 * 1024 * 1024  # S3's minimum size of every part but the last
 
@@ -59,7 +59,7 @@ def md5_etag(data: bytes) -> str:
 
 
 def multipart_etag_of(etags: Sequence[str]) -> str:
-    """S3's ETag of a multipart object, computed independently of s3mpfs.upload."""
+    """S3's ETag of a multipart object, computed independently of s3mpfs.write.upload."""
     digests = b"".join(bytes.fromhex(e.strip('"')) for e in etags)
     return f'"{hashlib.md5(digests).hexdigest()}-{len(etags)}"'  # noqa: S324
 

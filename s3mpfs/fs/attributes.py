@@ -1,0 +1,107 @@
+"""Storing attributes (mode, owner, times) of closed files and directories in S3.
+
+A file's attributes live in its object's user metadata, so changing them on a closed
+file rewrites the object with a server-side copy onto itself (`s3/copying.py`); a
+directory's live in its `dir/` marker, which is simply written again. Tools set mtime,
+owner and mode one call at a time (and rsync renames right after), so a change waits
+METADATA_DELAY to be coalesced with the next ones into one copy, or carried by the
+rename. A failed store is retried while it stays pending, then given up: the mount
+then shows what S3 holds again, never attributes S3 does not have.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from ..errors import describe, root_cause
+from ..s3.copying import Copier
+from ..s3.metadata import encode
+from ..s3.store import DIRECTORY_TYPE, S3Store
+from .inodes import Node
+from .names import Names
+
+log = logging.getLogger(__name__)
+
+METADATA_DELAY = 0.5  # seconds a closed file's attribute change waits to be coalesced
+METADATA_RETRIES = (1.0, 4.0, 15.0)  # waits before storing attributes again after a failure
+
+
+class AttributeWriter:
+    def __init__(self, store: S3Store, names: Names, copier: Copier,
+                 nursery: trio.Nursery) -> None:
+        self.store = store
+        self.names = names
+        self.copier = copier
+        self.nursery = nursery
+
+    def encode_now(self, node: Node) -> dict[str, str]:
+        """The node's attributes for an object being written: what was pending goes in."""
+        node.meta_dirty = False
+        return encode(node.attrs)
+
+    def changed(self, node: Node) -> None:
+        """The node's attributes changed: a file being written carries them in its upload
+        (or stores them right after it); others store them shortly. The root has none."""
+        if node.upload is not None:
+            node.meta_dirty = True
+        elif node.path:
+            self.write_soon(node)
+
+    def write_soon(self, node: Node) -> None:
+        """Store a closed node's attributes shortly, coalesced with later changes."""
+        node.meta_dirty = True
+        self.nursery.start_soon(self._write_later, node)
+
+    async def _write_later(self, node: Node) -> None:
+        await trio.sleep(METADATA_DELAY)
+        await self.write(node)
+
+    async def write_pending(self) -> None:
+        """Store every deferred attribute change now (at unmount)."""
+        async with trio.open_nursery() as nursery:
+            for node in self.names.table.nodes():
+                if node.meta_dirty:
+                    nursery.start_soon(self.write, node)
+
+    async def write(self, node: Node) -> None:
+        """Store a closed file's (or directory's) attributes. One task at a time per
+        node stores its newest attributes; a failure is retried a few times while they
+        stay pending, then the mount shows what S3 holds again."""
+        if node.meta_writing or not node.meta_dirty or node.upload is not None:
+            return  # being stored (the newest go in), or going into an upload
+        node.meta_writing = True
+        try:
+            problem = ""
+            for wait in (0.0, *METADATA_RETRIES):
+                await trio.sleep(wait)
+                if not node.meta_dirty or node.upload is not None \
+                        or self.names.table.at(node.path) is not node:
+                    return  # carried by a rename or an upload, or deleted
+                node.meta_dirty = False
+                try:
+                    await self._store(node)
+                except Exception as exc:
+                    node.meta_dirty = True
+                    problem = describe(root_cause(exc))
+                    log.warning("could not store the attributes of %s (%s)", node.path,
+                                problem)
+            if node.meta_dirty and self.names.table.at(node.path) is node:
+                node.meta_dirty, node.meta_known, node.etag = False, False, ""
+                log.error("could not store the attributes of %s: %s; gave up, showing what "
+                          "S3 holds", node.path, problem)
+        finally:
+            node.meta_writing = False
+
+    async def _store(self, node: Node) -> None:
+        if node.is_dir:  # its marker object carries them, and keeps what else it had
+            key = self.names.dir_key(node.path)
+            marker = node.head or await self.names.head(key)
+            await self.store.put_object(key, b"", encode(node.attrs), replacing=marker,
+                                        content_type=DIRECTORY_TYPE)
+            node.meta_known = True
+            return
+        key = self.names.file_key(node.path)
+        copied = await self.copier.copy(key, key, encode(node.attrs))
+        node.etag, node.last_modified = copied.etag, None  # we wrote it

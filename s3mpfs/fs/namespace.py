@@ -1,0 +1,498 @@
+"""The filesystem's operations on names: what each FUSE call means for the bucket.
+
+`fs/operations.py` translates FUSE calls into calls on `Namespace`, which answers them with
+the modules that each own one part of the state: `fs/names.py` (what the bucket holds, as
+seen: listings, inodes, metadata), `fs/openfiles.py` (handles, uploads, commit on close) and
+`fs/attributes.py` (storing attributes of closed files). This module decides what creating,
+removing, renaming, linking and truncating mean in S3.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from fractions import Fraction
+
+import trio
+
+from ..config import MountConfig
+from ..errors import (
+    Exists,
+    IsADirectory,
+    NoAttribute,
+    NoSpace,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+    ReadOnly,
+    S3mpfsError,
+    Unsupported,
+)
+from ..objects import ObjectInfo
+from ..s3.copying import Copier
+from ..s3.metadata import MAX_METADATA, Attributes, encode, format_mtime, metadata_size
+from ..s3.store import DIRECTORY_TYPE, S3Store
+from ..write.upload import Upload, UploadShared
+from .attributes import AttributeWriter
+from .inodes import Node
+from .names import Names
+from .openfiles import OpenFiles
+
+log = logging.getLogger(__name__)
+
+RENAME_NOREPLACE = 1
+XATTR_NAMESPACE = "user."  # the extended attributes stored; others are not supported
+
+
+class Namespace:
+    def __init__(self, config: MountConfig, store: S3Store, uploads: UploadShared) -> None:
+        self.config = config
+        self.store = store
+        self.uploads = uploads
+        self.copier = Copier(store, config.upload_concurrency)
+        self.names = Names(config, store, lambda path: self.files.being_written(path))
+        self.table = self.names.table
+        self.attributes = AttributeWriter(store, self.names, self.copier, uploads.nursery)
+        self.files = OpenFiles(config, self.names, uploads, self.attributes)
+
+    def _writable(self) -> None:
+        if self.config.read_only:
+            raise ReadOnly("mounted read-only")
+
+    # -- looking ------------------------------------------------------------------------
+
+    async def lookup(self, parent_inode: int, name: str) -> Node:
+        return await self.names.lookup(self.table.get(parent_inode), name)
+
+    async def getattr(self, inode: int) -> Node:
+        node = self.table.get(inode)
+        await self.names.fetch_metadata([node])
+        return node
+
+    async def list_dir(self, inode: int) -> list[Node]:
+        """Every entry of a directory."""
+        directory = self.table.get(inode)
+        if not directory.is_dir:
+            raise NotADirectory(directory.path)
+        return await self.names.list(directory)
+
+    def forget(self, inode: int, count: int) -> None:
+        self.table.forget(inode, count)
+
+    # -- directories -------------------------------------------------------------------
+
+    async def mkdir(self, parent_inode: int, name: str, mode: int, uid: int, gid: int) -> Node:
+        self._writable()
+        parent = self.table.get(parent_inode)
+        path = self.names.child_path(parent, name)
+        if await self._exists(parent, name):
+            raise Exists(path)
+        mode = stat.S_IMODE(mode) | (parent.attrs.mode & stat.S_ISGID)  # inherited, as on Linux
+        attrs = Attributes(stat.S_IFDIR | mode, uid, _group(parent, gid), time.time())
+        await self.store.put_object(self.names.dir_key(path), b"", encode(attrs),
+                                    content_type=DIRECTORY_TYPE)
+        node = self.table.put(path, attrs)
+        node.meta_known, node.unlinked = True, False
+        self._entries_changed(parent, name, present=True)
+        self.names.created_dir(path)
+        return node
+
+    async def rmdir(self, parent_inode: int, name: str) -> None:
+        self._writable()
+        node = await self.lookup(parent_inode, name)
+        if not node.is_dir:
+            raise NotADirectory(node.path)
+        await self._check_empty(node.path)
+        await self.store.delete(self.names.dir_key(node.path))
+        self.names.forget_dir(node.path)
+        self._removed(node)
+
+    async def _check_empty(self, path: str) -> None:
+        listing = await self.store.list(self.names.dir_key(path), max_keys=2)
+        others = [o for o in listing.objects if o.key != self.names.dir_key(path)]
+        if others or listing.prefixes or self.files.being_written(path):
+            raise NotEmpty(path)
+
+    async def _exists(self, parent: Node, name: str) -> bool:
+        try:
+            await self.lookup(parent.inode, name)
+        except NotFound:
+            return False
+        return True
+
+    async def unlink(self, parent_inode: int, name: str) -> None:
+        self._writable()
+        node = await self.lookup(parent_inode, name)
+        if node.is_dir:
+            raise IsADirectory(node.path)
+        if node.upload is not None and not node.upload.self_contained:
+            node.size = node.upload.size  # what open descriptors still see (fstat)
+            await node.upload.cancel("file was deleted while being written")
+            node.upload = None
+        # (a self-contained one goes on: its descriptors read and write it, as POSIX has
+        # it for an open file; its last close stores nothing)
+        node.meta_dirty = False
+        await self.store.delete(self.names.file_key(node.path))
+        self._removed(node)
+
+    def _removed(self, node: Node) -> None:
+        """The node's name is gone (unlinked or removed); open descriptors keep it."""
+        node.unlinked = True
+        parent = self.table.at(node.parent_path)
+        if parent is not None:
+            self._entries_changed(parent, node.name, present=False)
+        self.table.detach(node.path)
+
+    async def create(self, parent_inode: int, name: str, mode: int, uid: int,
+                     gid: int, pid: int = 0, flags: int = os.O_TRUNC) -> tuple[int, Node]:
+        """A new file. The kernel asks only for names it was told are absent, but that
+        may come from a listing a moment old: another client may have created the object
+        since. Without O_TRUNC, its bytes must not be replaced: the name is looked up
+        in S3 first (an existing object is opened and appended to, or EEXIST for
+        O_EXCL), and the new object is committed with If-None-Match: * where the server
+        honours it. The lookup is skipped where that condition alone settles it (O_EXCL)
+        and in directories this mount created, whose every name it knows."""
+        self._writable()
+        parent = self.table.get(parent_inode)
+        path = self.names.child_path(parent, name)
+        existing = self.table.at(path)
+        if existing is not None and existing.is_dir:
+            raise IsADirectory(path)
+        only_new = not flags & os.O_TRUNC
+        if only_new and not self._absence_known(parent, flags):
+            found = await self.names.head(self.names.file_key(path))
+            if found is not None:
+                if flags & os.O_EXCL:
+                    raise Exists(path)
+                node = self.names.file_node(path, found)
+                self.names.listed(parent.path, name, True)
+                return self.files.open_write(node, pid, truncate=False, must_commit=False,
+                                             readable=_readable(flags)), node
+        attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, _group(parent, gid),
+                           time.time())
+        node = self.table.put(path, attrs)
+        node.meta_known, node.meta_dirty, node.size, node.etag = True, False, 0, ""
+        node.last_modified, node.unlinked = None, False
+        self._entries_changed(parent, name, present=True)
+        fh = self.files.open_write(node, pid, truncate=True, must_commit=True, only_new=only_new,
+                                   readable=_readable(flags))
+        return fh, node
+
+    def _absence_known(self, parent: Node, flags: int) -> bool:
+        if self.names.knows_every_name(parent.path):
+            return True
+        return bool(flags & os.O_EXCL) and self.store.conditional_create
+
+    async def open(self, inode: int, flags: int, pid: int = 0) -> tuple[int, bool, bool]:
+        """Open a file; returns the handle, whether reads bypass the page cache and
+        whether the kernel may keep its cached pages (see OpenFiles.open_read)."""
+        node = self.table.get(inode)
+        if flags & os.O_ACCMODE == os.O_RDONLY:
+            return self.files.open_read(node, pid)
+        self._writable()
+        await self._know_replaced_version(node)
+        truncate = bool(flags & os.O_TRUNC)  # an empty file too: its times change (POSIX)
+        if truncate:
+            node.attrs.mtime = node.attrs.ctime = time.time()
+        if truncate and node.upload is not None:  # being written through another descriptor
+            await node.upload.truncate(0)
+        fh = self.files.open_write(node, pid, truncate=truncate, must_commit=truncate,
+                                   readable=_readable(flags))
+        return fh, False, False
+
+    async def _know_replaced_version(self, node: Node) -> None:
+        """HEAD an object about to get a new version if its headers are not known yet:
+        the new version keeps those s3mpfs does not own (Content-Type, tags, ...)."""
+        if node.etag and node.upload is None and self.names.replaced_version(node) is None:
+            node.head = await self.names.head(self.names.file_key(node.path))
+
+    async def read(self, fh: int, offset: int, length: int) -> bytes:
+        return await self.files.read(fh, offset, length)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        return await self.files.write(fh, offset, data)
+
+    async def flush(self, fh: int) -> None:
+        await self.files.flush(fh)
+
+    async def release(self, fh: int) -> None:
+        await self.files.release(fh)
+
+    async def fsync(self, fh: int) -> None:
+        await self.files.fsync(fh)
+
+    async def write_pending_metadata(self) -> None:
+        """Store every deferred attribute change now (at unmount)."""
+        await self.attributes.write_pending()
+
+    # -- attributes ----------------------------------------------------------------------
+
+    async def setattr(self, inode: int, fh: int | None, *, size: int | None = None,
+                      mode: int | None = None, uid: int | None = None, gid: int | None = None,
+                      atime_ns: int | None = None, mtime_ns: int | None = None) -> Node:
+        """chmod, chown, utimensat, truncate. As POSIX has it, each call sets ctime, even
+        one that sets what is already there (chown to the same owner), and a truncate
+        sets mtime too (unless the same call sets it). As on Linux, truncate(2) to the
+        size the file has changes nothing; ftruncate(2) (`fh` given) still sets the times."""
+        node = self.table.get(inode)
+        await self.names.fetch_metadata([node])
+        if size == node.current_size and fh is None and mtime_ns is None:
+            size = None  # truncate(2) to the size it has
+        attrs = node.attrs.copy()
+        if mode is not None:
+            attrs.mode = stat.S_IFMT(node.attrs.mode) | stat.S_IMODE(mode)
+        if uid is not None:
+            attrs.uid = uid
+        if gid is not None:
+            attrs.gid = gid
+        if atime_ns is not None:
+            attrs.atime = Fraction(atime_ns, 10**9)  # exact (a float is not)
+        if mtime_ns is not None:
+            attrs.mtime = Fraction(mtime_ns, 10**9)
+        if (size, mode, uid, gid, atime_ns, mtime_ns) == (None,) * 6:
+            return node  # nothing asked (chown -1 -1): not even ctime changes
+        self._writable()
+        now = time.time()
+        attrs.ctime = now
+        if size is not None and mtime_ns is None:
+            attrs.mtime = now
+        before, node.attrs, node.meta_known = node.attrs, attrs, True
+        resized = size is not None and size != node.current_size
+        if resized:
+            assert size is not None
+            try:
+                await self._truncate(node, size)  # stores the new attributes with it
+            except BaseException:
+                node.attrs = before
+                raise
+        if mtime_ns is not None:
+            for handle in self.files.write_handles(node):
+                handle.mtime_set = True
+        if not resized or node.upload is not None:  # (a truncate stored them)
+            self.attributes.changed(node)
+        return node
+
+    async def _truncate(self, node: Node, size: int) -> None:
+        if node.is_dir:
+            raise IsADirectory(node.path)
+        upload = node.upload
+        if upload is None or upload.bytes_written == 0:
+            await self._truncate_object(node, size)
+            if upload is not None:  # later writes through this descriptor append to it
+                upload.base = ObjectInfo(upload.key, node.size, 0, etag=node.etag) \
+                    if node.size else None
+                upload.only_new = False  # the object there now is the one just stored
+            return
+        await upload.truncate(size)
+
+    async def _truncate_object(self, node: Node, size: int) -> None:
+        """Replace the object by its first `size` bytes, zero-filled beyond its end.
+        Kept bytes are copied server-side (or re-sent, for small objects)."""
+        await self._know_replaced_version(node)
+        replacing = self.names.replaced_version(node)
+        if size == 0:
+            result = await self.store.put_object(self.names.file_key(node.path), b"",
+                                                 self.attributes.encode_now(node),
+                                                 replacing=replacing)
+        else:
+            base = ObjectInfo(self.names.file_key(node.path), min(size, node.size), 0,
+                              etag=node.etag)
+            upload = Upload(self.uploads, base.key, lambda: self.attributes.encode_now(node),
+                            base, replacing=replacing)
+            try:
+                await upload.write(size, b"")
+            except BaseException:
+                await upload.discard()  # nothing to keep (EFBIG): no upload left pending
+                raise
+            result = await upload.close()
+        node.size, node.etag, node.last_modified = size, result.get("ETag", ""), None
+        node.meta_dirty = False  # the new object carries the attributes
+
+    # -- links -----------------------------------------------------------------------------
+
+    async def symlink(self, parent_inode: int, name: str, target: str, uid: int,
+                      gid: int) -> Node:
+        """A symbolic link as s3fs stores it: the body is the target, the mode S_IFLNK."""
+        attrs = Attributes(stat.S_IFLNK | 0o777, uid, gid, time.time())
+        node = await self._put_new(parent_inode, name, attrs, os.fsencode(target))
+        node.symlink_target = target
+        return node
+
+    async def mknod(self, parent_inode: int, name: str, mode: int, rdev: int, uid: int,
+                    gid: int) -> Node:
+        """A regular file (empty), FIFO, socket or device node, as s3fs stores them: a
+        zero-byte object whose mode carries the file type, and the device number."""
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR,
+                        stat.S_IFBLK):
+            raise Unsupported(f"{name}: file type {kind:o}")
+        device = rdev if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0
+        attrs = Attributes(kind | stat.S_IMODE(mode), uid, gid, time.time(), rdev=device)
+        return await self._put_new(parent_inode, name, attrs, b"")
+
+    async def _put_new(self, parent_inode: int, name: str, attrs: Attributes,
+                       body: bytes) -> Node:
+        """A new small object written at once (symlinks, special files)."""
+        self._writable()
+        parent = self.table.get(parent_inode)
+        path = self.names.child_path(parent, name)
+        if await self._exists(parent, name):
+            raise Exists(path)
+        attrs.gid = _group(parent, attrs.gid)
+        result = await self.store.put_object(self.names.file_key(path), body, encode(attrs),
+                                             only_new=True)
+        node = self.table.put(path, attrs)
+        node.meta_known, node.meta_dirty, node.unlinked = True, False, False
+        node.size, node.etag, node.last_modified = len(body), result.get("ETag", ""), None
+        self._entries_changed(parent, name, present=True)
+        return node
+
+    def _entries_changed(self, directory: Node, name: str, *, present: bool) -> None:
+        """An entry was added to or removed from a directory through this mount: keep
+        its cached listing true, and its mtime and ctime now (shown, not stored: storing
+        them would cost a request per change; see SEMANTICS.md)."""
+        self.names.listed(directory.path, name, present)
+        directory.attrs.mtime = directory.attrs.ctime = time.time()
+
+    # -- extended attributes -------------------------------------------------------------
+
+    async def getxattr(self, inode: int, name: str) -> bytes:
+        node = await self.getattr(inode)
+        try:
+            return node.attrs.xattrs[name]
+        except KeyError:
+            raise NoAttribute(name) from None
+
+    async def listxattr(self, inode: int) -> list[str]:
+        return sorted((await self.getattr(inode)).attrs.xattrs)
+
+    async def setxattr(self, inode: int, name: str, value: bytes) -> None:
+        if not name.startswith(XATTR_NAMESPACE):
+            raise Unsupported(f"extended attribute {name}: only user.* ones are stored")
+        node = await self.getattr(inode)
+        attrs = node.attrs.copy()
+        attrs.xattrs[name] = value
+        if metadata_size(encode(attrs)) > MAX_METADATA:
+            raise NoSpace(f"{node.path}: S3 stores at most {MAX_METADATA} bytes of metadata")
+        self._set_attributes(node, attrs)
+
+    async def removexattr(self, inode: int, name: str) -> None:
+        node = await self.getattr(inode)
+        if name not in node.attrs.xattrs:
+            raise NoAttribute(name)
+        attrs = node.attrs.copy()
+        del attrs.xattrs[name]
+        self._set_attributes(node, attrs)
+
+    def _set_attributes(self, node: Node, attrs: Attributes) -> None:
+        """New attributes (ctime now): stored shortly, or by the upload in progress."""
+        self._writable()
+        attrs.ctime = time.time()
+        node.attrs, node.meta_known = attrs, True
+        self.attributes.changed(node)
+
+    async def readlink(self, inode: int) -> str:
+        node = self.table.get(inode)
+        if not stat.S_ISLNK(node.attrs.mode):
+            raise S3mpfsError(f"{node.path} is not a symbolic link")
+        if node.symlink_target is None:
+            data = await self.store.get_range(self.names.file_key(node.path), 0, max(node.size, 1))
+            node.symlink_target = os.fsdecode(data)
+        return node.symlink_target
+
+    async def link(self) -> None:
+        raise Unsupported("hard links cannot be stored in S3")
+
+    # -- renames ---------------------------------------------------------------------------
+
+    async def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str,
+                     flags: int) -> None:
+        self._writable()
+        node = await self.lookup(old_parent, old_name)
+        target_dir = self.table.get(new_parent)
+        new_path = self.names.child_path(target_dir, new_name)
+        if node.upload is not None and not node.upload.movable:
+            raise Unsupported(f"{node.path} is being written and has parts uploaded already; "
+                              "rename it after close() (or fsync())")
+        if flags & ~RENAME_NOREPLACE:
+            raise Unsupported("rename flags other than RENAME_NOREPLACE")
+        try:
+            existing = await self.lookup(new_parent, new_name)
+        except NotFound:
+            existing = None
+        if existing is not None:
+            if flags & RENAME_NOREPLACE:
+                raise Exists(new_path)
+            if existing.is_dir != node.is_dir:
+                raise IsADirectory(new_path) if existing.is_dir else NotADirectory(new_path)
+            if existing.is_dir:
+                await self._check_empty(new_path)
+            if existing.upload is not None:
+                raise Unsupported(f"{new_path} is being written")
+        old_path, old_dir = node.path, node.parent_path
+        node.attrs.ctime = time.time()  # a rename changes the inode's ctime
+        if node.meta_dirty or node.meta_writing:
+            metadata = encode(node.attrs)  # the copy carries the pending attributes
+        else:  # the rest of the source's metadata is kept by the copy
+            metadata = {"ctime": format_mtime(node.attrs.ctime)}
+        node.meta_dirty = False
+        if node.is_dir:
+            await self._rename_dir(node, new_path, metadata)
+        elif node.upload is not None:  # nothing sent yet: the file is stored under the new name
+            node.upload.move(self.names.file_key(new_path), only_new=existing is None)
+            if node.etag:  # the version it was truncated from: the old name goes now
+                await self.store.delete(self.names.file_key(old_path))
+                node.etag, node.last_modified = "", None
+        else:
+            moved = await self.copier.move(self.names.file_key(old_path),
+                                           self.names.file_key(new_path), metadata)
+            node.etag, node.last_modified = moved.etag, None  # we wrote it
+        if existing is not None:
+            existing.unlinked = True
+        self.table.move(old_path, new_path)
+        old_parent_node = self.table.at(old_dir)
+        if old_parent_node is not None:
+            self._entries_changed(old_parent_node, old_name, present=False)
+        self._entries_changed(target_dir, new_name, present=True)
+        self.names.forget_dir(old_path)
+
+    async def _rename_dir(self, node: Node, new_path: str, own: dict[str, str]) -> None:
+        """Move every object under the directory's prefix, in parallel. Not atomic: an
+        interruption leaves some objects under each name, none lost. Attribute changes
+        still pending for files inside travel with their copies; `own`, the metadata
+        entries of the directory's marker to replace (its new ctime), with the marker."""
+        old_prefix, new_prefix = self.names.dir_key(node.path), self.names.dir_key(new_path)
+        listing = await self.store.list(old_prefix, delimiter=None)
+        limiter = trio.CapacityLimiter(self.config.upload_concurrency)
+
+        async def move(info: ObjectInfo) -> None:
+            relative = info.key[len(old_prefix):]
+            inside = self.table.at(f"{node.path}/{relative}".rstrip("/"))
+            metadata = None
+            if inside is not None and (inside.meta_dirty or inside.meta_writing):
+                # pending attributes (the copy must not read the object's older ones)
+                metadata, inside.meta_dirty = encode(inside.attrs), False
+            if info.key == old_prefix:
+                metadata = own
+            async with limiter:
+                await self.copier.move(info.key, new_prefix + info.key[len(old_prefix):],
+                                       metadata)
+
+        async with trio.open_nursery() as nursery:
+            for info in listing.objects:
+                nursery.start_soon(move, info)
+        if not any(info.key == old_prefix for info in listing.objects):
+            await self.store.put_object(new_prefix, b"", encode(node.attrs),  # keep the dir
+                                        content_type=DIRECTORY_TYPE)
+
+
+def _group(parent: Node, gid: int) -> int:
+    """The group of a new entry: the caller's, or its directory's if that directory is
+    set-group-ID, as Linux does (its kernel leaves that to FUSE filesystems)."""
+    return parent.attrs.gid if parent.attrs.mode & stat.S_ISGID else gid
+
+
+def _readable(flags: int) -> bool:
+    return flags & os.O_ACCMODE == os.O_RDWR

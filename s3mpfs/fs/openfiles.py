@@ -1,0 +1,352 @@
+"""Open files: their handles, the uploads they feed, and when a file is committed.
+
+Each flush (every close() of a descriptor) would commit what was written, but forked
+children and duplicated descriptors (shell redirections) flush too: a file is committed
+only at the close of the process that opened it, checked through /proc, or at release.
+Later writes through a descriptor still open continue in a new upload that starts from
+the committed object.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..config import MountConfig
+from ..errors import Gone, IsADirectory, S3mpfsError, Unsupported, describe
+from ..objects import ObjectInfo
+from ..s3.reader import ObjectReader
+from ..write.upload import Upload, UploadShared
+from .attributes import AttributeWriter
+from .inodes import Node
+from .names import Names
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WriteHandle:
+    """A file open for writing."""
+
+    node: Node
+    opener_pid: int = 0  # the process that opened it (0: unknown)
+    upload: Upload | None = None
+    must_commit: bool = False  # the file must become an object even with no new bytes
+    mtime_set: bool = False  # utimens() while open: keep that mtime, not the close time
+    reader: ObjectReader | None = None  # O_RDWR: reads of the object until the first write
+    written: bool = False
+    readable: bool = False  # O_RDWR: writes go to the spool (random mode) from the first
+    closed: bool = False  # its opener closed it: it no longer holds the file's commit back
+
+
+@dataclass
+class ReadHandle:
+    node: Node
+    reader: ObjectReader
+    while_written: bool = False  # opened while the file was being written
+    opener_pid: int = 0
+
+
+Handle = WriteHandle | ReadHandle
+
+
+class OpenFiles:
+    def __init__(self, config: MountConfig, names: Names, uploads: UploadShared,
+                 attributes: AttributeWriter) -> None:
+        self.config = config
+        self.names = names
+        self.uploads = uploads
+        self.attributes = attributes
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        # Tells the kernel to forget an inode's cached attributes (set by fs/operations.py).
+        self.invalidate_attributes: Callable[[int], None] = lambda inode: None
+
+    def being_written(self, dir_path: str) -> list[Node]:
+        """Files of a directory being written now (S3 does not list them yet)."""
+        return [h.node for h in self._handles.values()
+                if isinstance(h, WriteHandle) and h.node.upload is not None
+                and not h.node.unlinked and h.node.parent_path == dir_path]
+
+    def write_handles(self, node: Node) -> list[WriteHandle]:
+        return [h for h in self._handles.values()
+                if isinstance(h, WriteHandle) and h.node is node]
+
+    def handle(self, fh: int) -> Handle:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise S3mpfsError(f"bad file handle {fh}") from None
+
+    # -- opening ---------------------------------------------------------------------
+
+    def open_read(self, node: Node, pid: int = 0) -> tuple[int, bool, bool]:
+        """A reader of the node's current version; returns the handle, whether reads
+        must bypass the page cache (a reader of a file being rewritten reads the
+        previous version from S3, or what its own process wrote, whose size the kernel
+        does not know), and whether the
+        kernel may keep the pages it cached (only if they are of the same version: S3's
+        LastModified has 1 s resolution, so the kernel cannot tell a same-size overwrite
+        in the same second)."""
+        if node.is_dir:
+            raise IsADirectory(node.path)
+        keep_cache, node.cached_etag = node.cached_etag == node.etag != "", node.etag
+        fh = self._add(ReadHandle(node, self._reader(node), node.upload is not None, pid))
+        return fh, node.upload is not None, keep_cache
+
+    def _reader(self, node: Node) -> ObjectReader:
+        return ObjectReader(self.names.store, self.uploads.nursery,
+                            self.names.file_key(node.path), node.size,
+                            self.config.read_ahead, node.etag, lambda: self._reopen(node))
+
+    async def _reopen(self, node: Node) -> tuple[int, str] | None:
+        """The version a reader opened is gone before it read a byte (replaced by another
+        client after the listing the open relied on): read the one there now, and make
+        the kernel ask for the file's new size if it grew."""
+        info = await self.names.head(self.names.file_key(node.path))
+        if info is None:
+            return None
+        grown = info.size > node.size
+        self.names.file_node(node.path, info)
+        node.cached_etag = info.etag  # the pages the kernel caches now are of this one
+        if grown:  # (a shorter answer than asked shrinks the kernel's size by itself)
+            self.invalidate_attributes(node.inode)
+        return info.size, info.etag
+
+    def open_write(self, node: Node, pid: int, *, truncate: bool, must_commit: bool,
+                   only_new: bool = False, readable: bool = False) -> int:
+        """A writer of the node: a new upload, empty (`truncate`) or continuing the
+        object. `only_new`: the object must not exist when it is committed.
+        `readable` (O_RDWR): reads work until the first write."""
+        if node.is_dir:
+            raise IsADirectory(node.path)
+        node.cached_etag = ""  # what gets written replaces what the kernel cached
+        handle = WriteHandle(node, opener_pid=pid, must_commit=must_commit,
+                             readable=readable)
+        if node.upload is not None:  # another descriptor is writing it: share its upload
+            handle.upload = node.upload
+            return self._add(handle)
+        if readable and not truncate and node.size:
+            handle.reader = self._reader(node)
+        self._start_upload(handle, truncate=truncate, only_new=only_new)
+        return self._add(handle)
+
+    def _start_upload(self, handle: WriteHandle, *, truncate: bool,
+                      only_new: bool = False) -> Upload:
+        node = handle.node
+        key = self.names.file_key(node.path)
+        base = ObjectInfo(key, node.size, 0, etag=node.etag) \
+            if not truncate and node.size > 0 else None
+        upload = Upload(self.uploads, key, lambda: self._upload_metadata(handle, upload),
+                        base, only_new=only_new,
+                        replacing=self.names.replaced_version(node),
+                        prefer_random=handle.readable)
+        handle.upload = node.upload = upload
+        return upload
+
+    def _upload_metadata(self, handle: WriteHandle, upload: Upload) -> dict[str, str]:
+        """Metadata for the object being created. Written bytes make mtime and ctime now
+        (unless utimensat set mtime meanwhile): S3 fixes metadata when the object is
+        created, so what is shown is what is stored."""
+        attrs = handle.node.attrs
+        if upload.bytes_written:
+            attrs.ctime = time.time()
+            if not handle.mtime_set:
+                attrs.mtime = attrs.ctime
+        return self.attributes.encode_now(handle.node)
+
+    def _add(self, handle: Handle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = handle
+        return fh
+
+    # -- reading and writing ----------------------------------------------------------
+
+    async def read(self, fh: int, offset: int, length: int) -> bytes:
+        handle = self.handle(fh)
+        node = handle.node
+        if node.upload is not None and node.upload.random is not None:
+            return await node.upload.read(offset, length)  # what was written, spooled
+        if isinstance(handle, WriteHandle):
+            if handle.written:
+                if node.upload is None and node.etag:  # committed since: read it
+                    handle.reader = self._reader(node)
+                else:
+                    raise Unsupported("reading a file after writing to it through the "
+                                      "same descriptor (open it O_RDWR)")
+            return await handle.reader.read(offset, length) if handle.reader else b""
+        if handle.while_written and node.unlinked:
+            raise Gone(f"{node.path} was deleted while being written")
+        if handle.while_written and self._reads_own_writes(handle):
+            assert node.upload is not None
+            data = node.upload.read_at_hand(offset, length)
+            if data is not None:
+                return data
+            await self._publish_for_reader(node)
+        if node.upload is None and node.etag and handle.reader.etag != node.etag \
+                and node.last_modified is None:
+            handle.reader = self._reader(node)  # written through this mount since: read it
+        return await handle.reader.read(offset, length)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        handle = self.handle(fh)
+        if not isinstance(handle, WriteHandle):
+            raise S3mpfsError("file not open for writing")
+        if handle.node.unlinked and handle.node.upload is None:
+            raise Gone(f"{handle.node.path} was deleted while being written")
+        handle.written = True
+        handle.closed = False
+        upload = handle.node.upload or self._start_upload(handle, truncate=False)
+        handle.upload = upload
+        return await upload.write(offset, data)
+
+    async def fsync(self, fh: int) -> None:
+        """A durable point: the object holds everything written so far, through every
+        descriptor (the upload is completed now); later writes continue it."""
+        handle = self.handle(fh)
+        upload = handle.node.upload
+        if upload is None:
+            return
+        if upload.error:
+            raise upload.error
+        if isinstance(handle, WriteHandle) and handle.upload is upload:
+            await self._commit(handle, final=False, durable=True)
+
+    def _reads_own_writes(self, handle: ReadHandle) -> bool:
+        """Whether a reader of a file being streamed is the process writing it (ffmpeg's
+        faststart reads back its own output): it sees what it wrote. Other processes (a
+        checksum job, a restore) read the previous version, complete, until close."""
+        upload = handle.node.upload
+        if upload is None or not upload.bytes_written or not handle.opener_pid:
+            return False
+        reader = _process_of(handle.opener_pid)
+        return any(h.upload is upload and h.opener_pid
+                   and _process_of(h.opener_pid) == reader
+                   for h in self.write_handles(handle.node))
+
+    async def _publish_for_reader(self, node: Node) -> None:
+        """A reader wants bytes of a file being streamed that were sent for good: make
+        the object hold everything written so far, as fsync would (later writes continue
+        it), so that the read sees the file as written rather than its previous version."""
+        upload = node.upload
+        writer = next((h for h in self.write_handles(node) if h.upload is upload), None)
+        if upload is None or writer is None:
+            return
+        log.info("%s is read while being written: what was written so far is stored now "
+                 "(as fsync would), so that the read sees it", node.path)
+        await self._commit(writer, final=False, durable=True)
+
+    # -- closing ----------------------------------------------------------------------
+
+    async def flush(self, fh: int) -> None:
+        """close() of a descriptor: commit what was written and report the outcome."""
+        handle = self.handle(fh)
+        if isinstance(handle, WriteHandle):
+            await self._commit(handle, final=False)
+
+    async def release(self, fh: int) -> None:
+        """The last descriptor is gone: commit anything left (errors cannot be reported)."""
+        handle = self._handles.pop(fh, None)
+        if handle is not None and handle.reader is not None:
+            handle.reader.close()
+        if isinstance(handle, WriteHandle):
+            try:
+                await self._commit(handle, final=True)
+            except Exception as exc:
+                log.debug("release of %s: %s", handle.node.path, describe(exc))
+
+    async def _commit(self, handle: WriteHandle, *, final: bool,
+                      durable: bool = False) -> None:
+        """Commit the node's upload at the last close of the last descriptor writing it
+        (or now, for fsync: `durable`)."""
+        upload = handle.upload
+        if upload is None:
+            return
+        node = handle.node
+        if upload is not node.upload:  # committed already, through another descriptor
+            handle.upload = None
+            return
+        if not durable:
+            if not final and self._opener_holds(handle):
+                # Not the opener's last close: a forked child closing its inherited copy,
+                # or a duplicate descriptor (shell redirections). Committing now would
+                # publish a partial file; the opener's own close (or release) commits it.
+                return
+            handle.closed = True
+            if any(h is not handle and h.upload is upload and not h.closed
+                   and h in self._handles.values() for h in self.write_handles(node)):
+                return  # another descriptor still writes it: the last close commits
+        must_commit = any(h.must_commit for h in self.write_handles(node)
+                          if h.upload is upload) or handle.must_commit
+        needed = upload.bytes_written > 0 or must_commit
+        if durable and not needed:
+            return
+        if not needed and not final:
+            return
+        if node.unlinked:  # deleted meanwhile: nothing to store
+            if durable:
+                return  # (fsync of an unlinked file: its descriptors go on with it)
+            handle.upload = None
+            if node.upload is upload:
+                node.upload = None
+            await upload.discard()
+            return
+        handle.upload = None
+        if node.upload is upload:
+            node.upload = None
+        if not needed:
+            await upload.discard()
+            if node.meta_dirty:  # e.g. touch: opened for writing, only futimens()
+                self.attributes.write_soon(node)
+            return
+        try:
+            result = await upload.close()
+        except Exception:
+            self.names.table.detach(node.path)  # S3 still holds the previous version
+            self.names.forget_listing(node.parent_path)
+            raise
+        for other in self.write_handles(node):
+            if other.upload is upload:
+                other.upload, other.must_commit = None, False
+        handle.must_commit = False
+        self.names.stored(node.parent_path)
+        node.size = upload.size
+        node.etag, node.last_modified = result.get("ETag", ""), None
+        node.refreshed = time.monotonic()
+        if node.meta_dirty:  # attributes changed after the object was created
+            self.attributes.write_soon(node)
+
+    def _opener_holds(self, handle: WriteHandle) -> bool:
+        """Whether the opening process still has a descriptor on this file, read from
+        /proc (readlink only: a stat would come back to this filesystem)."""
+        if not handle.opener_pid:
+            return False
+        wanted = os.path.join(self.config.mountpoint, handle.node.path)
+        fd_dir = f"/proc/{handle.opener_pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            return False  # gone, or exiting: its descriptors are closed
+        for fd in fds:
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") == wanted:
+                    return True
+            except OSError:
+                continue
+        return False
+
+
+def _process_of(pid: int) -> int:
+    """The process (thread group) of a thread id that FUSE reported (0: unknown)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0 if pid == 0 else -pid  # gone: matches only itself

@@ -1,0 +1,195 @@
+"""Unit tests of the object metadata codec (s3mpfs.s3.metadata): the headers s3fs and rclone
+write are understood, anything missing or malformed falls back to the mount's defaults."""
+
+from __future__ import annotations
+
+import math
+import stat
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from s3mpfs.s3.metadata import Attributes, Defaults, decode, encode, format_mtime, parse_mtime
+
+DEFAULTS = Defaults(uid=1500, gid=1600, file_mode=0o644, dir_mode=0o755)
+LAST_MODIFIED = 1_600_000_000.0
+
+
+def decode_file(metadata: dict[str, str] | None) -> Attributes:
+    return decode(metadata, directory=False, last_modified=LAST_MODIFIED, defaults=DEFAULTS)
+
+
+def decode_dir(metadata: dict[str, str] | None) -> Attributes:
+    return decode(metadata, directory=True, last_modified=LAST_MODIFIED, defaults=DEFAULTS)
+
+
+# -------------------------------------------------------------------- decode
+
+
+def test_s3fs_headers() -> None:
+    attrs = decode_file({"mode": "33184", "uid": "1000", "gid": "100", "mtime": "1234567890"})
+    assert attrs == Attributes(mode=0o100640, uid=1000, gid=100, mtime=1234567890.0)
+    assert stat.S_ISREG(attrs.mode) and not attrs.is_dir
+
+
+def test_header_names_are_case_insensitive() -> None:
+    attrs = decode_file({"Mode": "33184", "UID": "7", "Gid": "8", "MTime": "5"})
+    assert attrs == Attributes(0o100640, 7, 8, 5.0)
+
+
+def test_rclone_mtime_only() -> None:
+    attrs = decode_file({"mtime": "1234567890.123456789"})
+    assert attrs.mtime == pytest.approx(1234567890.123456789, abs=1e-6)
+    assert attrs.mtime != 1234567890.0
+    assert (attrs.mode, attrs.uid, attrs.gid) == (stat.S_IFREG | 0o644, 1500, 1600)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("2009-02-13T23:31:30Z", 1234567890.0),
+        ("2009-02-13T23:31:30.5Z", 1234567890.5),
+        ("2009-02-14T00:31:30.25+01:00", 1234567890.25),
+        ("2009-02-13T23:31:30.123456789Z", 1234567890.123456),
+    ],
+)
+def test_rfc3339_mtime(text: str, seconds: float) -> None:
+    assert parse_mtime(text) == pytest.approx(seconds, abs=1e-6)
+    assert decode_file({"mtime": text}).mtime == pytest.approx(seconds, abs=1e-6)
+
+
+def test_no_headers_give_the_defaults_and_last_modified() -> None:
+    for metadata in (None, {}, {"unrelated": "x"}):
+        assert decode_file(metadata) == Attributes(stat.S_IFREG | 0o644, 1500, 1600,
+                                                   LAST_MODIFIED)
+        assert decode_dir(metadata) == Attributes(stat.S_IFDIR | 0o755, 1500, 1600,
+                                                  LAST_MODIFIED)
+
+
+@pytest.mark.parametrize("field", ["mode", "uid", "gid", "mtime"])
+@pytest.mark.parametrize("value", ["", "abc", "12.5.1", "0x1A4", "1e", "--1"])
+def test_a_malformed_value_falls_back_to_its_default(field: str, value: str) -> None:
+    good = {"mode": "33184", "uid": "1000", "gid": "100", "mtime": "1234567890"}
+    attrs = decode_file({**good, field: value})
+    expected = Attributes(0o100640, 1000, 100, 1234567890.0)
+    default = {"mode": stat.S_IFREG | 0o644, "uid": 1500, "gid": 1600, "mtime": LAST_MODIFIED}
+    setattr(expected, field, default[field])
+    if field == "mtime":  # atime and ctime, absent, follow mtime
+        expected.atime = expected.ctime = LAST_MODIFIED
+    assert attrs == expected
+
+
+@pytest.mark.parametrize("value", ["", "soon", "2009-13-45T99:00:00Z", "12:30"])
+def test_parse_mtime_rejects_what_it_cannot_read(value: str) -> None:
+    assert parse_mtime(value) is None
+
+
+def test_parse_mtime_of_nothing() -> None:
+    assert parse_mtime(None) is None
+
+
+def test_a_mode_with_permission_bits_only_gets_the_file_type() -> None:
+    assert decode_file({"mode": str(0o640)}).mode == stat.S_IFREG | 0o640
+    assert decode_dir({"mode": str(0o750)}).mode == stat.S_IFDIR | 0o750
+    assert decode_file({"mode": str(0o4755)}).mode == stat.S_IFREG | 0o4755
+
+
+def test_a_directory_keeps_its_s3fs_mode() -> None:
+    attrs = decode_dir({"mode": str(stat.S_IFDIR | 0o700), "uid": "0", "gid": "0"})
+    assert attrs == Attributes(stat.S_IFDIR | 0o700, 0, 0, LAST_MODIFIED)
+    assert attrs.is_dir
+
+
+def test_a_directory_marker_with_a_file_mode_is_still_a_directory() -> None:
+    attrs = decode_dir({"mode": "33184"})  # 0o100640
+    assert attrs.mode == stat.S_IFDIR | 0o640
+    assert attrs.is_dir
+
+
+def test_a_symlink_mode_is_kept() -> None:
+    attrs = decode_file({"mode": str(stat.S_IFLNK | 0o777)})
+    assert attrs.is_symlink and not attrs.is_dir
+
+
+def test_uid_and_gid_zero_are_not_mistaken_for_missing() -> None:
+    attrs = decode_file({"uid": "0", "gid": "0", "mtime": "0"})
+    assert (attrs.uid, attrs.gid, attrs.mtime) == (0, 0, 0.0)
+
+
+# -------------------------------------------------------------------- encode
+
+
+def test_encode_writes_s3fs_headers() -> None:
+    meta = encode(Attributes(0o100640, 1000, 100, 1234567890.5, atime=7.25, ctime=8.0))
+    assert meta == {"mode": "33184", "uid": "1000", "gid": "100", "mtime": "1234567890.5",
+                    "atime": "7.25", "ctime": "8"}
+
+
+def test_atime_and_ctime_default_to_mtime() -> None:
+    attrs = decode_file({"mtime": "5"})
+    assert (attrs.atime, attrs.ctime) == (5.0, 5.0)
+
+
+def test_special_files_keep_their_type_and_device() -> None:
+    fifo = decode_file({"mode": str(stat.S_IFIFO | 0o600)})
+    assert stat.S_ISFIFO(fifo.mode) and fifo.rdev == 0
+    device = decode_file(encode(Attributes(stat.S_IFCHR | 0o600, 0, 0, 1.0, rdev=0x0501)))
+    assert stat.S_ISCHR(device.mode) and device.rdev == 0x0501
+
+
+def test_xattrs_use_s3fs_form() -> None:
+    meta = encode(Attributes(0o100640, 1, 2, 3.0, xattrs={"user.a": b"\x00bin", "user.b": b""}))
+    # url-encoded JSON of name -> base64 value, as s3fs writes x-amz-meta-xattr
+    assert meta["xattr"] == "%7B%22user.a%22%3A%22AGJpbg%3D%3D%22%2C%22user.b%22%3A%22%22%7D"
+    assert decode_file(meta).xattrs == {"user.a": b"\x00bin", "user.b": b""}
+
+
+@pytest.mark.parametrize("value", ["%7Bnot json", "%5B1%5D", "%7B%22a%22%3A%22%21%21%22%7D"])
+def test_malformed_xattrs_count_as_none(value: str) -> None:
+    assert decode_file({"xattr": value}).xattrs == {}
+
+
+@pytest.mark.parametrize(
+    ("mtime", "text"),
+    [
+        (981158400.0, "981158400"),
+        (0.0, "0"),
+        (100.0, "100"),
+        (0.5, "0.5"),
+        (1234567890.25, "1234567890.25"),
+        (1.000000001, "1.000000001"),
+        (-1.5, "-1.5"),
+        (Fraction(1900000000123456789, 10**9), "1900000000.123456789"),
+    ],
+)
+def test_format_mtime_drops_trailing_zeros(mtime: float | Fraction, text: str) -> None:
+    assert format_mtime(mtime) == text
+
+
+@pytest.mark.parametrize("directory", [False, True])
+def test_encode_then_decode_round_trips_with_a_sub_second_mtime(directory: bool) -> None:
+    kind = stat.S_IFDIR if directory else stat.S_IFREG
+    attrs = Attributes(kind | 0o2750, 1234, 5678, Fraction("1700000000.123456789"), atime=1.5,
+                       ctime=Fraction(-5, 2),
+                       xattrs={"user.k": b"v"})
+    decoded = decode(encode(attrs), directory=directory, last_modified=LAST_MODIFIED,
+                     defaults=DEFAULTS)
+    assert decoded == attrs
+
+
+@given(
+    mode=st.sampled_from([stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK]).flatmap(
+        lambda kind: st.integers(0, 0o7777).map(lambda perms: kind | perms)),
+    uid=st.integers(0, 2**32 - 2),
+    gid=st.integers(0, 2**32 - 2),
+    # st_mtime_ns must fit in int64, which lasts until 2262
+    mtime=st.floats(0, 2**33, allow_nan=False, allow_infinity=False),
+)
+def test_any_attributes_round_trip(mode: int, uid: int, gid: int, mtime: float) -> None:
+    attrs = Attributes(mode, uid, gid, mtime)
+    decoded = decode(encode(attrs), directory=stat.S_ISDIR(mode), last_modified=LAST_MODIFIED,
+                     defaults=DEFAULTS)
+    assert (decoded.mode, decoded.uid, decoded.gid) == (mode, uid, gid)
+    assert math.isclose(decoded.mtime, mtime, rel_tol=0, abs_tol=1e-9)  # nanoseconds kept
