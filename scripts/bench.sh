@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark s3mpfs against s3fs-fuse, rclone and awscrt on a local S3 endpoint and write
 # docs/BENCHMARKS.md. Sets up the machine (scripts/setup.sh), installs the peers (Debian
-# packages s3fs and rclone) when they are missing, then runs scripts/bench.py; arguments go
-# to it, e.g. ./scripts/bench.sh --size 512M --runs 3
+# packages s3fs and rclone) when they are missing, then runs scripts/bench.py (the entry
+# point of the scripts/benchkit/ package); arguments go to it, e.g.
+# ./scripts/bench.sh --size 512M --runs 3
 # A peer that cannot be installed is reported as "not available" instead of failing the run.
 set -euo pipefail
 

@@ -4,8 +4,9 @@
     .venv/bin/python scripts/small_cpu.py [--runs 3] [--files 1000] [--roots DIR,DIR]
                                           [--profile DIR]
 
-Starts scripts/nulls3.py, then `--runs` times: `cp -r` of FILES files of 4 KiB into a new
-directory of a fresh mount, and a cold `ls -l` of that directory on another fresh mount.
+Starts the null S3 server (scripts/nulls3/), then `--runs` times: `cp -r` of FILES files of
+4 KiB into a new directory of a fresh mount, and a cold `ls -l` of that directory on another
+fresh mount.
 For each step, the CPU of the FUSE daemon (utime + stime of all its threads, from
 /proc/PID/stat) from just before the command to its end, 0.5 s after mounting (so that
 start-up work is not counted). CPU time moves much less than wall time with the load of
@@ -14,7 +15,8 @@ a shared machine; the medians are printed at the end.
 `--roots A,B`: directories holding an `s3mpfs` package (e.g. `git archive REV s3mpfs |
 tar -x -C A`), measured in turn, run by run, to compare two versions under the same load.
 `--profile DIR`: py-spy (`record --native`, raw collapsed stacks) for every step.
-Uses scripts/bench.py's server and mount helpers; everything is cleaned up at the end.
+Uses the benchmark's server and mount helpers (scripts/benchkit/); everything is cleaned up
+at the end.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # noqa: E402
+from benchkit.base import BenchError, MiB  # noqa: E402
+from benchkit.peers import S3mpfs  # noqa: E402
+from benchkit.procs import Cleanup, cpu_seconds  # noqa: E402
+from benchkit.server import Bench  # noqa: E402
+from benchkit.steps import make_small_tree  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,17 +49,17 @@ def main() -> int:
                         help="comma-separated directories holding the s3mpfs to measure")
     parser.add_argument("--profile", help="directory for py-spy profiles of every step")
     args = parser.parse_args()
-    cleanup = bench.Cleanup()
-    options = argparse.Namespace(stock_moto=False, size=16 * bench.MiB)
-    server = bench.Bench(options, cleanup)
+    cleanup = Cleanup()
+    options = argparse.Namespace(stock_moto=False, size=16 * MiB)
+    server = Bench(options, cleanup)
     try:
         server.start_nulls3(20)
-        tool = bench.S3mpfs(server, "s3mpfs", "s3mpfs")
+        tool = S3mpfs(server, "s3mpfs", "s3mpfs")
         tool.prepare()
         tool.env = lambda: dict(server.env)  # type: ignore[method-assign]
         # `python -m s3mpfs` looks in its working directory first: not in a checkout.
         os.chdir(server.scratch)
-        tree = bench.make_small_tree(server, args.files)
+        tree = make_small_tree(server, args.files)
 
         def step(argv: list[str], what: str, stdout: object = subprocess.DEVNULL) -> float:
             with tool.mount() as m:
@@ -67,10 +73,10 @@ def main() -> int:
                          str(m.pid), "-o", out], stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
                     time.sleep(1.0)
-                cpu0 = bench.cpu_seconds(m.pid)
+                cpu0 = cpu_seconds(m.pid)
                 subprocess.run([a.replace("MNT", str(m.mountpoint)) for a in argv],
                                stdout=stdout, check=True)  # type: ignore[arg-type]
-                cpu1 = bench.cpu_seconds(m.pid)
+                cpu1 = cpu_seconds(m.pid)
                 if profiler is not None:
                     profiler.send_signal(signal.SIGINT)
                     profiler.wait()
@@ -95,7 +101,7 @@ def main() -> int:
                     listing.seek(0)
                     entries = len(listing.read().splitlines()) - 1
                 if entries != args.files:
-                    raise bench.BenchError(f"ls -l listed {entries} entries")
+                    raise BenchError(f"ls -l listed {entries} entries")
                 copies[root].append(cp)
                 listings[root].append(ls)
                 print(f"run {run} {root}: cp -r {cp * 1e3 / args.files:.3f} ms per file, "

@@ -1,0 +1,78 @@
+"""What the null server keeps: buckets, object sizes/ETags/headers, multipart uploads, and
+the byte pattern GETs serve instead of the dropped bodies."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+KEEP_BODY = 1024
+MD5_LIMIT = 1024 * 1024
+PATTERN_SIZE = 1 << 20
+PATTERN = bytes(((i * 131) ^ (i >> 8)) & 0xFF for i in range(PATTERN_SIZE))
+PATTERN2 = memoryview(PATTERN + PATTERN)  # any window of PATTERN_SIZE bytes, no wrap
+
+
+def pattern_bytes(start: int, length: int) -> bytes:
+    """The bytes GET serves for [start, start + length) of an object whose body was dropped."""
+    out = bytearray()
+    while length > 0:
+        offset = start % PATTERN_SIZE
+        n = min(length, PATTERN_SIZE - offset)
+        out += PATTERN[offset:offset + n]
+        start, length = start + n, length - n
+    return bytes(out)
+
+
+@dataclass
+class Obj:
+    size: int
+    etag: str
+    mtime: float
+    headers: dict[str, str]  # lower-case name -> value, replayed on HEAD/GET
+    body: bytes | None = None
+
+
+@dataclass
+class Upload:
+    bucket: str
+    key: str
+    headers: dict[str, str]
+    initiated: float
+    parts: dict[int, tuple[int, str, dict[str, str]]] = field(default_factory=dict)
+
+
+class Bucket:
+    def __init__(self, created: float) -> None:
+        self.created = created
+        self.objects: dict[str, Obj] = {}
+        self.keys: list[str] = []  # sorted
+
+    def put(self, key: str, obj: Obj) -> None:
+        if key not in self.objects:
+            bisect.insort(self.keys, key)
+        self.objects[key] = obj
+
+    def delete(self, key: str) -> None:
+        if self.objects.pop(key, None) is not None:
+            i = bisect.bisect_left(self.keys, key)
+            if i < len(self.keys) and self.keys[i] == key:
+                del self.keys[i]
+
+
+class State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.buckets: dict[str, Bucket] = {}
+        self.uploads: dict[str, Upload] = {}
+        self.counter = 0
+        self.counts: dict[str, int] = {}  # requests by S3 operation
+
+    def fake_etag(self) -> str:
+        with self.lock:
+            self.counter += 1
+            n = self.counter
+        return '"' + hashlib.md5(f"nulls3-{n}-{time.time()}".encode()).hexdigest() + '"'  # noqa: S324
