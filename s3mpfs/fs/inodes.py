@@ -84,8 +84,15 @@ class InodeTable:
         return list(self._by_inode.values())
 
     def put(self, path: str, attrs: Attributes) -> Node:
-        """The node at `path`, created or with its attributes replaced."""
+        """The node at `path`, created or with its attributes replaced. A path whose file
+        type changes (a listing showed a file; its HEAD says symlink; another client put
+        a directory where a file was) gets a new inode: the kernel refuses a known inode
+        whose type changes (EIO), while a new inode number makes it look the name up."""
         node = self._by_path.get(path)
+        if node is not None and stat.S_IFMT(node.attrs.mode) != stat.S_IFMT(attrs.mode) \
+                and node.upload is None:
+            self.detach(path)
+            node = None
         if node is None:
             node = Node(self._next, path, attrs)
             self._next += 1

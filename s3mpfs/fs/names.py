@@ -1,9 +1,12 @@
 """What the bucket holds, as the mount has seen it: names, listings and metadata.
 
 Directories are common prefixes and `dir/` markers; files are objects. Listings come
-from ListObjectsV2 and answer lookups for LISTING_TTL seconds; the metadata that
-listings lack is fetched with HEAD once per object version, in parallel, and cached in
-the inode table. Nothing here writes to S3: it only reads and remembers.
+from ListObjectsV2 and answer lookups for LISTING_TTL seconds. A listing alone costs no
+HEAD (`ls -f`, `find -name`): the metadata listings lack (mode, owner, times) is fetched
+with HEAD only when a name is looked up or stat'ed, once per object version, and then for
+the next names of the listing too, in parallel (stat-ahead: `ls -l` and `rsync` stat in
+listing order). It is cached in the inode table. Nothing here writes to S3: it only reads
+and remembers.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ LISTING_TTL = 2.0  # seconds a directory listing answers lookups without a reque
 # through the mount for this long (cp -r into it makes no LIST, no HEAD before each PUT).
 OWN_LISTING_TTL = 30.0
 SMALL_DIRECTORY = 1000  # a lookup lists a directory this small instead of HEADing a name
-METADATA_CONCURRENCY = 64  # HEADs in flight when a listing fetches missing metadata
+METADATA_CONCURRENCY = 64  # HEADs in flight when metadata is fetched for many names
+STAT_AHEAD = 256  # names of a listing whose metadata one lookup fetches (itself included)
 
 
 @dataclass
@@ -64,6 +68,9 @@ class Names:
         self.mounted_at = now  # the mtime of directories that have no marker object
         self._listings: dict[str, _Listing] = {}
         self._created_dirs: set[str] = set()  # made by this mount: it knows every name
+        # Each directory's last listing in order, for stat-ahead: name -> its index.
+        self._order: dict[str, tuple[list[str], dict[str, int]]] = {}
+        self._heads: dict[int, trio.Event] = {}  # inode -> set once its HEAD ends
 
     # -- keys --------------------------------------------------------------------------
 
@@ -141,29 +148,67 @@ class Names:
                 return None
             raise
 
-    async def fetch_metadata(self, nodes: list[Node]) -> None:
-        """HEAD the objects of nodes whose metadata is unknown, in parallel, bounded."""
+    async def fetch_metadata(self, nodes: list[Node]) -> set[str]:
+        """HEAD the objects of nodes whose metadata is unknown, in parallel, bounded; a
+        node whose HEAD is already in flight is waited for, not HEADed again. Returns the
+        paths of files S3 no longer has."""
         missing = [n for n in nodes if not n.meta_known and n.upload is None and n.path]
+        gone: set[str] = set()
         if not missing:
-            return
+            return gone
+        started = [n for n in missing if n.inode not in self._heads]
+        waiting = [self._heads[n.inode] for n in missing if n.inode in self._heads]
+        for node in started:
+            self._heads[node.inode] = trio.Event()
         # METADATA_CONCURRENCY tasks take the nodes one after the other: one task and a
         # limiter wait per HEAD cost more than the HEAD's own Python (for 1,000 entries).
-        queue = iter(missing)
+        queue = iter(started)
 
         async def fetch() -> None:
             for node in queue:
-                info = await self.head(self.key(node))
-                if info is None:
-                    if node.is_dir:  # a prefix without a marker: defaults are the truth
-                        node.meta_known = True
-                elif node.is_dir:
-                    self.dir_node(node.path, info)
-                else:
-                    self.file_node(node.path, info)
+                try:
+                    info = await self.head(self.key(node))
+                    if info is None:
+                        if node.is_dir:  # a prefix without a marker: defaults are the truth
+                            node.meta_known = True
+                        else:
+                            gone.add(node.path)
+                    elif node.is_dir:
+                        self.dir_node(node.path, info)
+                    else:
+                        self.file_node(node.path, info)
+                finally:
+                    self._heads.pop(node.inode).set()
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(min(METADATA_CONCURRENCY, len(missing))):
-                nursery.start_soon(fetch)
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(min(METADATA_CONCURRENCY, len(started))):
+                    nursery.start_soon(fetch)
+        finally:
+            for node in queue:  # not started (cancelled): let waiters go
+                self._heads.pop(node.inode).set()
+        for event in waiting:
+            await event.wait()
+        return gone
+
+    async def ensure_metadata(self, node: Node) -> bool:
+        """Make the node's attributes the object's own (a HEAD unless known), fetching
+        the next unknown names of its directory's listing at the same time. False: S3
+        no longer has the file."""
+        if node.meta_known or node.upload is not None or not node.path:
+            return True
+        batch = [node]
+        names, index = self._order.get(node.parent_path, ([], {}))
+        at = index.get(node.name)
+        if at is not None:
+            for name in names[at + 1:at + STAT_AHEAD * 4]:
+                if len(batch) >= STAT_AHEAD:
+                    break
+                other = self.table.at(join(node.parent_path, name))
+                if other is not None and not other.meta_known and other.upload is None:
+                    batch.append(other)
+        gone = await self.fetch_metadata(batch)
+        return node.path not in gone
 
     # -- lookups and listings ----------------------------------------------------------
 
@@ -174,6 +219,8 @@ class Names:
         node = self.table.at(path)
         if node is not None and node.upload is not None:
             return node
+        if node is not None and not node.meta_known and self._listed_lately(node):
+            return await self._confirmed(node)  # listed, not yet HEADed: the HEAD decides
         listing = await self._recent_listing(parent)
         if listing is not None and name not in listing.names \
                 and time.monotonic() - listing.touched >= self.config.negative_ttl:
@@ -183,7 +230,23 @@ class Names:
         node = self.table.at(path)
         if name not in listing.names or node is None:
             raise NotFound(path)
-        return node
+        return await self._confirmed(node)
+
+    def _listed_lately(self, node: Node) -> bool:
+        """Whether a listing of the node's directory named it a moment ago."""
+        listing = self._listings.get(node.parent_path)
+        return (listing is not None and node.name in listing.names
+                and time.monotonic() - listing.taken < LISTING_TTL)
+
+    async def _confirmed(self, node: Node) -> Node:
+        """The node, with its own attributes; NotFound if its object is gone."""
+        if not await self.ensure_metadata(node):
+            listing = self._listings.get(node.parent_path)
+            if listing is not None:
+                listing.names.discard(node.name)
+            self.table.detach(node.path)
+            raise NotFound(node.path)
+        return self.table.at(node.path) or node  # a new inode if its type changed
 
     async def _recent_listing(self, directory: Node, *, fresh: bool = False) -> _Listing | None:
         """The directory's listing if taken a moment ago (unless `fresh`), else a new one
@@ -209,8 +272,9 @@ class Names:
         raise NotFound(path)
 
     async def list(self, directory: Node, limit: int | None = None) -> list[Node]:
-        """The directory's entries: one paginated ListObjectsV2 (at most `limit` keys),
-        then the metadata of entries not seen before (or changed since), in parallel."""
+        """The directory's entries: one paginated ListObjectsV2 (at most `limit` keys).
+        No HEAD: entries not seen before (or changed since) keep the attributes a listing
+        gives (size, LastModified, default mode and owner) until looked up."""
         prefix = self.dir_key(directory.path)
         taken = time.monotonic()
         listing = await self.store.list(prefix, max_keys=limit)
@@ -226,11 +290,12 @@ class Names:
             entries[name] = self.file_node(join(directory.path, name), info)
         for node in self.being_written(directory.path):
             entries.setdefault(node.name, node)
-        await self.fetch_metadata(list(entries.values()))
         previous = self._listings.get(directory.path)
         self._listings[directory.path] = _Listing(taken, set(entries), not listing.truncated,
                                                   ours=previous is not None and previous.ours)
-        return [entries[name] for name in sorted(entries)]
+        order = sorted(entries)
+        self._order[directory.path] = (order, {name: i for i, name in enumerate(order)})
+        return [entries[name] for name in order]
 
     # -- changes made through this mount -----------------------------------------------
 
@@ -264,12 +329,14 @@ class Names:
         """Forget the listings of a directory and everything below it (gone or moved)."""
         for cached in [p for p in self._listings if p == path or p.startswith(path + "/")]:
             del self._listings[cached]
+            self._order.pop(cached, None)
         self._created_dirs -= {p for p in self._created_dirs
                                if p == path or p.startswith(path + "/")}
 
     def forget_listing(self, path: str) -> None:
         """Drop one directory's cached listing: the next lookup asks S3 again."""
         self._listings.pop(path, None)
+        self._order.pop(path, None)
 
 
 def _same_version(node: Node, info: ObjectInfo) -> bool:

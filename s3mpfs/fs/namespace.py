@@ -68,7 +68,7 @@ class Namespace:
 
     async def getattr(self, inode: int) -> Node:
         node = self.table.get(inode)
-        await self.names.fetch_metadata([node])
+        await self.names.ensure_metadata(node)
         return node
 
     async def list_dir(self, inode: int) -> list[Node]:
@@ -237,7 +237,7 @@ class Namespace:
         sets mtime too (unless the same call sets it). As on Linux, truncate(2) to the
         size the file has changes nothing; ftruncate(2) (`fh` given) still sets the times."""
         node = self.table.get(inode)
-        await self.names.fetch_metadata([node])
+        await self.names.ensure_metadata(node)
         if size == node.current_size and fh is None and mtime_ns is None:
             size = None  # truncate(2) to the size it has
         attrs = node.attrs.copy()

@@ -52,8 +52,12 @@ def entry(node: Node) -> pyfuse3.EntryAttributes:
     attr = pyfuse3.EntryAttributes()
     attr.st_ino = node.inode
     attr.generation = 0
-    attr.entry_timeout = ATTR_TIMEOUT
-    attr.attr_timeout = ATTR_TIMEOUT
+    # Attributes from a listing alone (no HEAD yet: mode, owner and times are defaults)
+    # are not cached by the kernel: its next use of the name asks again (LOOKUP), and
+    # that HEADs it. A names-only listing (ls -f, find -name) thus costs no HEAD.
+    timeout = ATTR_TIMEOUT if node.meta_known or node.upload is not None else 0
+    attr.entry_timeout = timeout
+    attr.attr_timeout = timeout
     attr.st_mode = node.attrs.mode
     attr.st_nlink = 0 if node.unlinked else 2 if stat.S_ISDIR(node.attrs.mode) else 1
     attr.st_uid = node.attrs.uid

@@ -87,3 +87,51 @@ def test_cp_r_and_cold_ls_l_make_no_extra_requests(
     seen = counts(proxy)
     print("ls -l:", dict(seen))
     assert not over(seen, LS_MAX), f"cold ls -l made more requests than before: {seen}"
+
+
+def test_names_only_listing_makes_no_head_and_stat_still_exact(
+    proxy: S3Proxy, bucket: str, mount: Any
+) -> None:
+    """`ls -f` and `find -name` on a fresh mount: LIST only, no HEAD. Then `ls -l` shows
+    each entry's stored mode, owner and type (a symlink listed as a plain object first)."""
+    via = f"endpoint_url={proxy.url}"
+    m = mount(bucket, via)
+    tree = m.path / "tree"
+    tree.mkdir()
+    for i in range(FILES):
+        (tree / f"f{i:03d}").write_bytes(b"x" * i)
+    (tree / "f007").chmod(0o600)
+    (tree / "link").symlink_to("f001")
+    m.unmount()
+
+    fresh = mount(bucket, via)
+    settle(proxy)
+    proxy.clear()
+    names = subprocess.run(["ls", "-f", str(fresh.path / "tree")], capture_output=True,
+                           text=True, timeout=120)
+    found = subprocess.run(["find", str(fresh.path / "tree"), "-name", "f0*"],
+                           capture_output=True, text=True, timeout=120)
+    assert names.returncode == 0 and found.returncode == 0, names.stderr + found.stderr
+    assert len(names.stdout.split()) == FILES + 3  # . .. and the link
+    assert len(found.stdout.split()) == FILES
+    settle(proxy, quiet=0.5)
+    seen = counts(proxy)
+    print("ls -f, find -name:", dict(seen))
+    entry_heads = [r.key for r in proxy.requests
+                   if r.kind == "HeadObject" and r.key and r.key.startswith("tree/")
+                   and r.key != "tree/"]  # the directory's own marker is looked up
+    assert not entry_heads, f"a names-only listing HEADed its entries: {entry_heads}"
+    assert seen["ListObjectsV2"] >= 1
+
+    listed = subprocess.run(["ls", "-ln", str(fresh.path / "tree")], capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr + fresh.log_text()
+    lines = {line.split()[-1] if "->" not in line else line.split()[-3]: line
+             for line in listed.stdout.splitlines()[1:]}
+    assert lines["f007"].startswith("-rw------- "), lines["f007"]
+    assert lines["f008"].startswith("-rw-r--r-- "), lines["f008"]
+    assert lines["link"].startswith("l") and lines["link"].endswith("link -> f001")
+    assert (fresh.path / "tree" / "link").resolve().name == "f001"
+    assert (fresh.path / "tree" / "f042").stat().st_size == 42
+    settle(proxy, quiet=0.5)
+    assert counts(proxy)["HeadObject"] <= FILES + 2  # stat-ahead: each entry once at most
