@@ -61,24 +61,24 @@ class Foreign:
                     ", ".join(named[:SHOWN]), more, self._list_command(prefix),
                     shlex.quote(self.bucket))
 
-    def unnamable_inside(self, path: str, prefix: str, keys: list[str],
+    def unnamable_inside(self, doing: str, path: str, prefix: str, keys: list[str],
                          more: bool) -> NotEmpty:
-        """rmdir of a directory that looks empty but holds keys no path can name (`keys`,
-        and `more` of them)."""
-        log.warning("rmdir %s: not empty: it holds %s%s, which no path can name (not "
-                    "deleted); list them with `%s`", path or "/",
+        """`doing` (rmdir, a rename onto it) a directory that looks empty but holds keys
+        no path can name (`keys`, and `more` of them)."""
+        log.warning("%s %s: not empty: it holds %s%s, which no path can name (not "
+                    "deleted); list them with `%s`", doing, path or "/",
                     ", ".join(repr(k) for k in keys), ", ..." if more else "",
                     self._list_command(prefix))
         return NotEmpty(path)
 
-    def marker_with_body(self, path: str, key: str, size: int, *, removing: bool) -> NotEmpty:
+    def marker_with_body(self, path: str, key: str, size: int, *, doing: str = "") -> NotEmpty:
         """A directory whose `dir/` object holds bytes no path can show. Seen: said once;
-        rmdir (`removing`): refused, said each time."""
+        `doing` (rmdir, a rename onto it) refused: said each time."""
         where = f"s3://{self.bucket}/{key}"
-        if removing:
-            log.warning("rmdir %s: its marker object %r holds %d bytes another tool wrote: "
+        if doing:
+            log.warning("%s %s: its marker object %r holds %d bytes another tool wrote: "
                         "not deleted; read them with `aws s3 cp %s -`, then remove it with "
-                        "`aws s3 rm %s`", path, key, size, shlex.quote(where),
+                        "`aws s3 rm %s`", doing, path, key, size, shlex.quote(where),
                         shlex.quote(where))
         else:
             self._once(f"marker {key}", "%s: its marker object %r holds %d bytes, which a "

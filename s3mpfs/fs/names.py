@@ -138,7 +138,7 @@ class Names:
         node = self.table.put(path, attrs)
         node.size, node.meta_known, node.head = 0, marker is not None, marker
         if marker is not None and marker.size:
-            self.foreign.marker_with_body(path, marker.key, marker.size, removing=False)
+            self.foreign.marker_with_body(path, marker.key, marker.size)
         return node
 
     async def head(self, key: str) -> ObjectInfo | None:
@@ -255,10 +255,11 @@ class Names:
                                                   ours=previous is not None and previous.ours)
         return [entries[name] for name in sorted(entries)]
 
-    async def check_empty(self, path: str) -> None:
+    async def check_empty(self, path: str, doing: str = "rmdir") -> None:
         """NotEmpty unless the directory holds nothing but a marker without a body: what
         ls cannot show counts too (keys no path can name, a marker's bytes), and rmdir
-        says so in the log rather than delete another tool's bytes."""
+        says so in the log (`doing`: rmdir, or a rename onto the directory) rather than
+        delete another tool's bytes."""
         key = self.dir_key(path)
         listing = await self.store.list(key, max_keys=2)
         inside = [o.key for o in listing.objects if o.key != key] + listing.prefixes
@@ -266,11 +267,11 @@ class Names:
             raise NotEmpty(path)
         if inside:
             if not any(usable_name(k[len(key):].rstrip("/")) for k in inside):
-                raise self.foreign.unnamable_inside(path, key, inside, listing.truncated)
+                raise self.foreign.unnamable_inside(doing, path, key, inside, listing.truncated)
             raise NotEmpty(path)
         for marker in listing.objects:
             if marker.key == key and marker.size:
-                raise self.foreign.marker_with_body(path, key, marker.size, removing=True)
+                raise self.foreign.marker_with_body(path, key, marker.size, doing=doing)
 
     async def symlink_target(self, node: Node) -> str:
         """A link's target: its object's body, of which no more than PATH_MAX bytes are

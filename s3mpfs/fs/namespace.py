@@ -418,7 +418,7 @@ class Namespace:
             if existing.is_dir != node.is_dir:
                 raise IsADirectory(new_path) if existing.is_dir else NotADirectory(new_path)
             if existing.is_dir:
-                await self.names.check_empty(new_path)
+                await self.names.check_empty(new_path, "rename onto")
             if existing.upload is not None:
                 raise Unsupported(f"{new_path} is being written")
         old_path, old_dir = node.path, node.parent_path

@@ -36,12 +36,13 @@ def lines(m: Any, *words: str) -> list[str]:
 
 def plant(s3: Any, bucket: str, key: str, data: bytes = b"theirs") -> str | None:
     """Put `key`; None if stored under that very key, else why the server would not."""
+    shown = repr(key) if len(key) < 40 else f"of {len(key)} bytes"
     try:
         s3.put_object(Bucket=bucket, Key=key, Body=data)
     except ClientError as exc:
-        return f"the server refuses the key {key!r}: {exc}"
+        return f"the server refuses the key {shown}: {exc}"
     if key not in keys(s3, bucket):
-        return f"the server stores {key!r} under another key"
+        return f"the server stores the key {shown} under another key"
     return None
 
 
@@ -99,8 +100,8 @@ def test_a_directory_mode_on_a_file_key_with_a_body_is_a_file(
 def test_a_directory_marker_with_a_body_is_not_deleted_by_rmdir(
     s3: Any, bucket: str, mount: Any
 ) -> None:
-    """`dm/` holds bytes a directory cannot show: rmdir refuses (ENOTEMPTY, a log line
-    saying how to reach them); a rename moves them along."""
+    """`dm/` holds bytes a directory cannot show: rmdir, and a rename onto it, refuse
+    (ENOTEMPTY, a log line saying how to reach them); a rename of it moves them along."""
     for key in ("dm/", "mv/"):
         s3.put_object(Bucket=bucket, Key=key, Body=b"their bytes", Metadata={"mode": DIRECTORY})
     m = mount(bucket)
@@ -110,6 +111,12 @@ def test_a_directory_marker_with_a_body_is_not_deleted_by_rmdir(
     assert refused.value.errno == errno.ENOTEMPTY
     assert body(s3, bucket, "dm/") == b"their bytes"
     assert lines(m, "dm/", "11 bytes", "rmdir"), m.log_text()
+    os.mkdir(m.path / "src")
+    with pytest.raises(OSError) as refused:  # nor replaced by a directory renamed onto it
+        os.rename(m.path / "src", m.path / "dm")
+    assert refused.value.errno == errno.ENOTEMPTY
+    os.rmdir(m.path / "src")
+    assert body(s3, bucket, "dm/") == b"their bytes"
     os.rename(m.path / "mv", m.path / "moved")
     assert body(s3, bucket, "moved/") == b"their bytes"
     assert keys(s3, bucket) == {"dm/", "moved/"}
@@ -151,6 +158,8 @@ def test_keys_no_path_can_name_are_logged_and_kept(s3: Any, bucket: str, mount: 
         refused = plant(s3, bucket, key)
         if refused is None:
             planted[key] = True
+        else:
+            print(refused)  # the rest is tested
     if not planted:
         pytest.skip("the server refuses every key shape no path can name")
     m = mount(bucket)
