@@ -11,6 +11,7 @@ and remembers.
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 from collections.abc import Callable
@@ -19,11 +20,12 @@ from dataclasses import dataclass, field
 import trio
 
 from ..config import MountConfig
-from ..errors import InvalidName, NameTooLong, NotADirectory, NotFound
+from ..errors import InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound
 from ..objects import ObjectInfo
-from ..s3.metadata import Attributes, Defaults, decode
+from ..s3.metadata import Attributes, Defaults, decode, stored_type
 from ..s3.store import S3Store, is_not_found
 from ..write.registry import REGISTRY_DIR
+from .foreign import PATH_MAX, Foreign
 from .inodes import InodeTable, Node, join
 
 MAX_NAME = 255  # bytes, what POSIX tools expect of one path component
@@ -71,6 +73,7 @@ class Names:
         # Each directory's last listing in order, for stat-ahead: name -> its index.
         self._order: dict[str, tuple[list[str], dict[str, int]]] = {}
         self._heads: dict[int, trio.Event] = {}  # inode -> set once its HEAD ends
+        self.foreign = Foreign(config.bucket)  # what no path shows: said in the log
 
     # -- keys --------------------------------------------------------------------------
 
@@ -83,8 +86,9 @@ class Names:
     def key(self, node: Node) -> str:
         return self.dir_key(node.path) if node.is_dir else self.file_key(node.path)
 
-    def child_path(self, parent: Node, name: str) -> str:
-        """The path of `name` in `parent`, if S3 and POSIX can both hold it."""
+    def child_path(self, parent: Node, name: str, *, directory: bool = False) -> str:
+        """The path of `name` in `parent`, if S3 and POSIX can both hold it (a
+        `directory`'s key has a trailing "/": one byte more)."""
         if not parent.is_dir:
             raise NotADirectory(parent.path)
         try:
@@ -94,7 +98,8 @@ class Names:
         if len(encoded) > MAX_NAME:
             raise NameTooLong(name)
         path = join(parent.path, name)
-        if len(self.dir_key(path).encode()) > MAX_KEY:
+        key = self.dir_key(path) if directory else self.file_key(path)
+        if len(key.encode()) > MAX_KEY:
             raise NameTooLong(path)
         return path
 
@@ -108,6 +113,8 @@ class Names:
         if info.metadata is not None or node is None or node.etag != info.etag:
             attrs = decode(info.metadata, directory=False, last_modified=info.mtime,
                            defaults=self.defaults)
+            if stored_type(info.metadata) == stat.S_IFDIR:  # a key without "/" is a file
+                self.foreign.directory_mode_on_file(path, info.key)
             known = info.metadata is not None
         else:  # same content: keep the attributes; a HEAD confirms them if in doubt
             attrs, known = node.attrs, node.meta_known and _same_version(node, info)
@@ -137,6 +144,8 @@ class Names:
                        defaults=self.defaults)
         node = self.table.put(path, attrs)
         node.size, node.meta_known, node.head = 0, marker is not None, marker
+        if marker is not None and marker.size:
+            self.foreign.marker_with_body(path, marker.key, marker.size)
         return node
 
     async def head(self, key: str) -> ObjectInfo | None:
@@ -263,6 +272,9 @@ class Names:
         info = await self.head(self.file_key(path))
         if info is not None:
             return self.file_node(path, info)
+        if len(self.dir_key(path).encode()) > MAX_KEY:  # no key can be below it
+            self.table.detach(path)
+            raise NotFound(path)
         listing = await self.store.list(self.dir_key(path), max_keys=1)
         if listing.objects or listing.prefixes:
             node = self.dir_node(path)
@@ -279,15 +291,26 @@ class Names:
         taken = time.monotonic()
         listing = await self.store.list(prefix, max_keys=limit)
         entries: dict[str, Node] = {}
+        unnamable: list[str] = []
+        shadowed: list[str] = []
         for sub in listing.prefixes:
             name = sub[len(prefix):].rstrip("/")
             if usable_name(name):
                 entries[name] = self.dir_node(join(directory.path, name))
+            elif not _ours(directory, name):
+                unnamable.append(sub)
         for info in listing.objects:
             name = info.key[len(prefix):]
-            if info.key == prefix or not usable_name(name) or name in entries:
-                continue  # the directory's own marker, or a name POSIX cannot show
-            entries[name] = self.file_node(join(directory.path, name), info)
+            if info.key == prefix:
+                continue  # the directory's own marker
+            if not usable_name(name):
+                if not _ours(directory, name):
+                    unnamable.append(info.key)
+            elif name in entries:  # a file beside a directory of its name: one can show
+                shadowed.append(info.key)
+            else:
+                entries[name] = self.file_node(join(directory.path, name), info)
+        self.foreign.hidden(prefix, unnamable, shadowed)
         for node in self.being_written(directory.path):
             entries.setdefault(node.name, node)
         previous = self._listings.get(directory.path)
@@ -296,6 +319,37 @@ class Names:
         order = sorted(entries)
         self._order[directory.path] = (order, {name: i for i, name in enumerate(order)})
         return [entries[name] for name in order]
+
+    async def check_empty(self, path: str, doing: str = "rmdir") -> None:
+        """NotEmpty unless the directory holds nothing but a marker without a body: what
+        ls cannot show counts too (keys no path can name, a marker's bytes), and rmdir
+        says so in the log (`doing`: rmdir, or a rename onto the directory) rather than
+        delete another tool's bytes."""
+        key = self.dir_key(path)
+        listing = await self.store.list(key, max_keys=2)
+        inside = [o.key for o in listing.objects if o.key != key] + listing.prefixes
+        if self.being_written(path):
+            raise NotEmpty(path)
+        if inside:
+            if not any(usable_name(k[len(key):].rstrip("/")) for k in inside):
+                raise self.foreign.unnamable_inside(doing, path, key, inside, listing.truncated)
+            raise NotEmpty(path)
+        for marker in listing.objects:
+            if marker.key == key and marker.size:
+                raise self.foreign.marker_with_body(path, key, marker.size, doing=doing)
+
+    async def symlink_target(self, node: Node) -> str:
+        """A link's target: its object's body, of which no more than PATH_MAX bytes are
+        read; a longer one (another tool's object) is refused, never read into memory."""
+        if node.symlink_target is None:
+            key = self.file_key(node.path)
+            if node.size >= PATH_MAX:
+                raise self.foreign.link_too_long(node.path, key, node.etag, node.size)
+            # (of the version listed: one replaced since fails, never reads more)
+            data = await self.store.get_range(key, 0, node.size, node.etag) \
+                if node.size else b""
+            node.symlink_target = os.fsdecode(data)
+        return node.symlink_target
 
     # -- changes made through this mount -----------------------------------------------
 
@@ -354,4 +408,11 @@ def _same_version(node: Node, info: ObjectInfo) -> bool:
 
 
 def usable_name(name: str) -> bool:
-    return bool(name) and "/" not in name and name not in (".", "..", REGISTRY_DIR)
+    """Whether a path can name this entry (and it is not s3mpfs's bookkeeping)."""
+    return (bool(name) and "/" not in name and name not in (".", "..", REGISTRY_DIR)
+            and len(name.encode()) <= MAX_NAME)
+
+
+def _ours(directory: Node, name: str) -> bool:
+    """s3mpfs's own bookkeeping (`.s3mpfs/` at the mount's top level): hidden, unsaid."""
+    return name == REGISTRY_DIR and not directory.path

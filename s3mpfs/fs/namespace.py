@@ -24,7 +24,6 @@ from ..errors import (
     NoAttribute,
     NoSpace,
     NotADirectory,
-    NotEmpty,
     NotFound,
     ReadOnly,
     S3mpfsError,
@@ -86,7 +85,7 @@ class Namespace:
     async def mkdir(self, parent_inode: int, name: str, mode: int, uid: int, gid: int) -> Node:
         self._writable()
         parent = self.table.get(parent_inode)
-        path = self.names.child_path(parent, name)
+        path = self.names.child_path(parent, name, directory=True)
         if await self._exists(parent, name):
             raise Exists(path)
         mode = stat.S_IMODE(mode) | (parent.attrs.mode & stat.S_ISGID)  # inherited, as on Linux
@@ -104,16 +103,10 @@ class Namespace:
         node = await self.lookup(parent_inode, name)
         if not node.is_dir:
             raise NotADirectory(node.path)
-        await self._check_empty(node.path)
+        await self.names.check_empty(node.path)
         await self.store.delete(self.names.dir_key(node.path))
         self.names.forget_dir(node.path)
         self._removed(node)
-
-    async def _check_empty(self, path: str) -> None:
-        listing = await self.store.list(self.names.dir_key(path), max_keys=2)
-        others = [o for o in listing.objects if o.key != self.names.dir_key(path)]
-        if others or listing.prefixes or self.files.being_written(path):
-            raise NotEmpty(path)
 
     async def _exists(self, parent: Node, name: str) -> bool:
         try:
@@ -397,10 +390,7 @@ class Namespace:
         node = self.table.get(inode)
         if not stat.S_ISLNK(node.attrs.mode):
             raise S3mpfsError(f"{node.path} is not a symbolic link")
-        if node.symlink_target is None:
-            data = await self.store.get_range(self.names.file_key(node.path), 0, max(node.size, 1))
-            node.symlink_target = os.fsdecode(data)
-        return node.symlink_target
+        return await self.names.symlink_target(node)
 
     async def link(self) -> None:
         raise Unsupported("hard links cannot be stored in S3")
@@ -412,7 +402,7 @@ class Namespace:
         self._writable()
         node = await self.lookup(old_parent, old_name)
         target_dir = self.table.get(new_parent)
-        new_path = self.names.child_path(target_dir, new_name)
+        new_path = self.names.child_path(target_dir, new_name, directory=node.is_dir)
         if node.upload is not None and not node.upload.movable:
             raise Unsupported(f"{node.path} is being written and has parts uploaded already; "
                               "rename it after close() (or fsync())")
@@ -428,7 +418,7 @@ class Namespace:
             if existing.is_dir != node.is_dir:
                 raise IsADirectory(new_path) if existing.is_dir else NotADirectory(new_path)
             if existing.is_dir:
-                await self._check_empty(new_path)
+                await self.names.check_empty(new_path, "rename onto")
             if existing.upload is not None:
                 raise Unsupported(f"{new_path} is being written")
         old_path, old_dir = node.path, node.parent_path

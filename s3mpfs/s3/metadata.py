@@ -106,8 +106,8 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
         mode = file_type | (defaults.dir_mode if directory else defaults.file_mode)
     elif stat.S_IFMT(mode) == 0:  # permission bits only: add the type
         mode |= file_type
-    elif directory and not stat.S_ISDIR(mode):
-        mode = stat.S_IFDIR | stat.S_IMODE(mode)
+    elif directory != stat.S_ISDIR(mode):  # the key's shape decides: "dir/" or "file"
+        mode = file_type | stat.S_IMODE(mode)
     uid = _int(meta.get("uid"), MAX_ID)
     gid = _int(meta.get("gid"), MAX_ID)
     mtime = parse_mtime(meta.get("mtime"))
@@ -123,6 +123,12 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
         rdev=_int(meta.get("rdev"), 2**64 - 1) or 0,
         xattrs=decode_xattrs(meta.get("xattr")),
     )
+
+
+def stored_type(metadata: dict[str, str] | None) -> int:
+    """The file type bits of the stored mode (0: none, or no mode)."""
+    meta = {k.lower(): v for k, v in (metadata or {}).items()}
+    return stat.S_IFMT(_int(meta.get("mode"), 0o177777) or 0)
 
 
 def encode(attrs: Attributes) -> dict[str, str]:

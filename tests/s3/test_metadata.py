@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s3mpfs.s3.metadata import Attributes, Defaults, decode, encode, format_mtime, parse_mtime
+from s3mpfs.s3.metadata import (
+    Attributes,
+    Defaults,
+    decode,
+    encode,
+    format_mtime,
+    parse_mtime,
+    stored_type,
+)
 
 DEFAULTS = Defaults(uid=1500, gid=1600, file_mode=0o644, dir_mode=0o755)
 LAST_MODIFIED = 1_600_000_000.0
@@ -106,6 +114,14 @@ def test_a_directory_marker_with_a_file_mode_is_still_a_directory() -> None:
     attrs = decode_dir({"mode": "33184"})  # 0o100640
     assert attrs.mode == stat.S_IFDIR | 0o640
     assert attrs.is_dir
+
+
+def test_a_file_key_with_a_directory_mode_is_a_file() -> None:
+    """The key's shape decides: an object without a trailing "/" has a body to show."""
+    metadata = {"mode": str(stat.S_IFDIR | 0o750)}
+    assert decode_file(metadata).mode == stat.S_IFREG | 0o750
+    assert stored_type(metadata) == stat.S_IFDIR
+    assert stored_type({"mode": "420"}) == 0 and stored_type(None) == 0
 
 
 def test_a_symlink_mode_is_kept() -> None:
