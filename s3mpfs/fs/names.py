@@ -228,8 +228,15 @@ class Names:
         node = self.table.at(path)
         if node is not None and node.upload is not None:
             return node
-        if node is not None and not node.meta_known and self._listed_lately(node):
-            return await self._confirmed(node)  # listed, not yet HEADed: the HEAD decides
+        if node is not None and not node.is_dir:
+            if not node.meta_known:  # listed, not HEADed yet: the HEAD decides (stat-ahead)
+                if await self.ensure_metadata(node):
+                    return self.table.at(path) or node  # a new inode if its type changed
+                self._gone(node)  # then whatever the listing says now
+            elif time.time() - node.meta_fetched < LISTING_TTL:
+                return node  # HEADed a moment ago: as fresh as a listing
+        elif node is not None and not node.meta_known and self._listed_lately(node):
+            return await self._confirmed(node)
         listing = await self._recent_listing(parent)
         if listing is not None and name not in listing.names \
                 and time.monotonic() - listing.touched >= self.config.negative_ttl:
@@ -241,6 +248,13 @@ class Names:
             raise NotFound(path)
         return await self._confirmed(node)
 
+    def _gone(self, node: Node) -> None:
+        """Its HEAD found nothing: forget the name."""
+        listing = self._listings.get(node.parent_path)
+        if listing is not None:
+            listing.names.discard(node.name)
+        self.table.detach(node.path)
+
     def _listed_lately(self, node: Node) -> bool:
         """Whether a listing of the node's directory named it a moment ago."""
         listing = self._listings.get(node.parent_path)
@@ -250,10 +264,7 @@ class Names:
     async def _confirmed(self, node: Node) -> Node:
         """The node, with its own attributes; NotFound if its object is gone."""
         if not await self.ensure_metadata(node):
-            listing = self._listings.get(node.parent_path)
-            if listing is not None:
-                listing.names.discard(node.name)
-            self.table.detach(node.path)
+            self._gone(node)
             raise NotFound(node.path)
         return self.table.at(node.path) or node  # a new inode if its type changed
 

@@ -172,16 +172,17 @@ def write_null_report(path: Path, bench: Bench, big: dict[str, dict[str, ToolRes
         lines += [
             "",
             f"## Small files, {label}: `cp -r` of {files} files into a new directory, then "
-            "`ls -l` of it on a fresh mount",
+            "`ls -f` (names only) and `ls -l` of it, each on a fresh mount",
             "",
             "| tool | cp -r s | ms per file | daemon CPU ms per file | requests per file | "
+            "ls -f s | requests per entry | "
             "ls -l s | ms per entry | daemon CPU ms per entry | requests per entry | "
             "listing |",
-            "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |",
+            "| --- | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | --- |",
         ]
         for r in rows:
             if r.failed and not r.copies:
-                lines.append(f"| {r.tool} | {r.failed} | | | | | | | | |")
+                lines.append(f"| {r.tool} | {r.failed} | | | | | | | | | | |")
                 continue
             c, ls_ = small_median(r.copies, "seconds"), small_median(r.listings, "seconds")
             cc, lc = small_median(r.copies, "daemon_cpu"), small_median(r.listings,
@@ -189,7 +190,9 @@ def write_null_report(path: Path, bench: Bench, big: dict[str, dict[str, ToolRes
             lines.append(
                 f"| {r.tool} | {fmt(c, '.2f')} | {fmt(c and c * 1000 / files, '.2f')} | "
                 f"{fmt(cc and cc * 1000 / files, '.2f')} | "
-                f"{fmt_requests(small_requests(r.copies), files)} | {fmt(ls_, '.2f')} | "
+                f"{fmt_requests(small_requests(r.copies), files)} | "
+                f"{fmt(small_median(r.names, 'seconds'), '.2f')} | "
+                f"{fmt_requests(small_requests(r.names), files)} | {fmt(ls_, '.2f')} | "
                 f"{fmt(ls_ and ls_ * 1000 / files, '.3f')} | "
                 f"{fmt(lc and lc * 1000 / files, '.3f')} | "
                 f"{fmt_requests(small_requests(r.listings), files)} | {r.checked or '–'} |")

@@ -37,6 +37,7 @@ class SmallResult:
     files: int
     copies: list[SmallSample] = field(default_factory=list)
     listings: list[SmallSample] = field(default_factory=list)
+    names: list[SmallSample] = field(default_factory=list)  # cold `ls -f`: names only
     failed: str | None = None
     checked: str = ""
 
@@ -74,8 +75,9 @@ def small_step(tool: FuseTool, argv: list[str], stdout: Any = subprocess.DEVNULL
 
 def run_small(bench: Bench, tools: list[Tool], where: str, files: int, runs: int,
               results: dict[str, SmallResult], label: str) -> None:
-    """`cp -r` of `files` small files into a new directory, then a cold `ls -l` of it
-    (fresh mount), for every FUSE tool, interleaved."""
+    """`cp -r` of `files` small files into a new directory, then a cold `ls -f` (names
+    only) and a cold `ls -l` of it (each on a fresh mount), for every FUSE tool,
+    interleaved."""
     bench.use(where)
     tree = make_small_tree(bench, files)
     expected = sorted((p.name, stat.filemode(p.stat().st_mode)) for p in tree.iterdir())
@@ -96,6 +98,8 @@ def run_small(bench: Bench, tools: list[Tool], where: str, files: int, runs: int
             name = f"tree-{re.sub(r'[^a-z0-9]+', '-', label)}-{run_index}"
             try:
                 result.copies.append(small_step(tool, ["cp", "-r", str(tree), f"MNT/{name}"]))
+                result.names.append(small_step(tool, ["ls", "-f", f"MNT/{name}"],
+                                               settle=0.2))
                 listing = tempfile.TemporaryFile()
                 result.listings.append(small_step(tool, ["ls", "-l", f"MNT/{name}"],
                                                   stdout=listing, settle=0.2))
@@ -106,8 +110,10 @@ def run_small(bench: Bench, tools: list[Tool], where: str, files: int, runs: int
                 result.checked = ("names and modes as copied" if seen == expected else
                                   f"DIFFERENT ({len(seen)} entries listed)")
                 c, ls = result.copies[-1], result.listings[-1]
+                f = result.names[-1]
                 log(f"{label} run {run_index}/{runs} {tool.label}: cp -r {c.seconds:.2f} s "
-                    f"({sum(c.requests.values())} requests), ls -l {ls.seconds:.2f} s "
+                    f"({sum(c.requests.values())} requests), ls -f {f.seconds:.2f} s "
+                    f"({sum(f.requests.values())} requests), ls -l {ls.seconds:.2f} s "
                     f"({sum(ls.requests.values())} requests)")
             except (BenchError, OSError, subprocess.SubprocessError) as exc:
                 result.failed = f"run {run_index}: {exc}"
