@@ -57,6 +57,11 @@ FUSE_VALUED = {"fsname", "subtype", "max_read", "blkdev", "blksize", "context", 
                "defcontext", "rootcontext", "comment"}
 # fstab/mount(8) bookkeeping that must not be passed to libfuse.
 MOUNT_ONLY = {"_netdev", "nofail", "noauto", "auto", "user", "users", "defaults", "comment"}
+# mount.fuse3 appends `dev,suid` to every fstab mount's options (unless nodev/nosuid are
+# given), so these words cannot tell a request from a default: they are accepted and have
+# no effect. The mount is always nosuid,nodev unless allow_suid / allow_dev say otherwise
+# (anyone who can write an object could otherwise plant a setuid-root program).
+KERNEL_SECURITY = {"suid", "nosuid", "dev", "nodev"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,8 @@ class MountConfig:
     log_file: str | None = None
     metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
     read_only: bool = False
+    allow_suid: bool = False  # show and honour stored setuid/setgid bits of files
+    allow_dev: bool = False  # let device files be opened
     fuse_options: tuple[str, ...] = ()
 
     @property
@@ -241,7 +248,7 @@ def build_config(
         if name in FUSE_FLAGS and value is None:
             if name == "ro":
                 values["read_only"] = True
-            if name not in MOUNT_ONLY:
+            if name not in MOUNT_ONLY and name not in KERNEL_SECURITY:
                 fuse_options.append(name)
             continue
         if name in FUSE_VALUED and value is not None:
@@ -389,6 +396,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("object_lock_legal_hold", "flag", "off", "legal hold on new objects"),
     Option("read_ahead", "size", "8M", "block size of ranged reads",
            lambda v, o: parse_size(v, o)),
+    Option("allow_suid", "flag", "off",
+           "honour stored setuid/setgid bits of files (mounts are nosuid otherwise, "
+           "whatever mount(8) passes); only for buckets no one untrusted can write to"),
+    Option("allow_dev", "flag", "off",
+           "let device files be opened (mounts are nodev otherwise, whatever mount(8) "
+           "passes)"),
     Option("debug", "flag", "off", "log every S3 request (never keys or bodies)"),
     Option("log_file", "path", "syslog; with -f, stderr",
            "log to this file instead", lambda v, o: os.path.abspath(v)),
@@ -413,10 +426,11 @@ def options_help() -> str:
         default = f" (default: {o.default})" if o.default else ""
         lines.append(f"  {o.name:<24} {o.values}{default}")
         lines.append(f"  {'':<24} {o.meaning}")
-    fuse = sorted(FUSE_FLAGS - MOUNT_ONLY) + sorted(n + "=" for n in FUSE_VALUED - MOUNT_ONLY)
+    fuse = sorted(FUSE_FLAGS - MOUNT_ONLY - KERNEL_SECURITY)
+    fuse += sorted(n + "=" for n in FUSE_VALUED - MOUNT_ONLY)
     wrapped = textwrap.wrap(", ".join(fuse), width=72)
     lines.append(f"  {'FUSE options':<24} {wrapped[0]}")
     lines.extend(f"  {'':<24} {line}" for line in wrapped[1:])
-    lines.append(f"  {'':<24} passed to FUSE; {', '.join(sorted(MOUNT_ONLY))} are accepted "
-                 "and ignored")
+    ignored = sorted(MOUNT_ONLY | KERNEL_SECURITY)
+    lines.append(f"  {'':<24} passed to FUSE; {', '.join(ignored)} are accepted and ignored")
     return "\n".join(lines)

@@ -108,6 +108,8 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         options = set(pyfuse3.default_options)
         options |= {f"fsname=s3mpfs:{config.prefix_display}", "subtype=s3mpfs"}
         options |= set(config.fuse_options)
+        options |= {"suid" if config.allow_suid else "nosuid",
+                    "dev" if config.allow_dev else "nodev"}
         try:
             pyfuse3.init(S3Operations(namespace), config.mountpoint, options)
         except RuntimeError as exc:
