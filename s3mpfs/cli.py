@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import logging
 import logging.handlers
 import os
@@ -20,7 +21,7 @@ import trio
 
 from . import __version__
 from .config import MountConfig, build_config, options_help, split_options
-from .errors import ConfigError, S3mpfsError
+from .errors import ConfigError, S3mpfsError, describe
 
 log = logging.getLogger("s3mpfs")
 
@@ -56,31 +57,56 @@ def _mount_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _syslog_handler() -> logging.Handler:
+def _syslog_handler() -> logging.Handler | None:
     """Syslog (journald reads /dev/log), tagged `s3mpfs[PID]` so that `journalctl -t s3mpfs`
-    finds the lines; nowhere if there is no syslog to talk to."""
+    finds the lines; None if there is no syslog to talk to."""
     address = os.environ.get(SYSLOG_ENV) or "/dev/log"
     try:
         handler = logging.handlers.SysLogHandler(
             address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
     except OSError:
-        return logging.NullHandler()
+        return None
     handler.ident = f"s3mpfs[{os.getpid()}]: "
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     return handler
+
+
+def fallback_log_file(config: MountConfig) -> str:
+    """Where a background mount logs when there is no syslog (containers, minimal hosts):
+    $XDG_STATE_HOME/s3mpfs, else /var/log/s3mpfs for root, else ~/.local/state/s3mpfs; one
+    file per mount point, so that nothing, errors least of all, is dropped."""
+    state = os.environ.get("XDG_STATE_HOME")
+    if state:
+        base = os.path.join(os.path.abspath(state), "s3mpfs")
+    elif os.geteuid() == 0:
+        base = "/var/log/s3mpfs"
+    else:
+        base = os.path.join(os.path.expanduser("~"), ".local", "state", "s3mpfs")
+    name = config.mountpoint.strip("/").replace("/", "-") or "root"
+    return os.path.join(base, f"{name}.log")
+
+
+def _log_file_handler(path: str, create_dir: bool = False) -> logging.Handler:
+    try:
+        if create_dir:
+            os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+        return logging.FileHandler(path)
+    except OSError as exc:
+        raise ConfigError(f"log_file={path}: cannot write there: {exc.strerror or exc}; "
+                          "choose another with -o log_file=...") from None
 
 
 def setup_logging(config: MountConfig) -> None:
     """A log file if given, else stderr in the foreground, else syslog. Call it again in a
     forked child: the syslog tag names the process."""
     level = logging.DEBUG if config.debug else logging.INFO
-    handler: logging.Handler
+    handler: logging.Handler | None
     if config.log_file:
-        handler = logging.FileHandler(config.log_file)
+        handler = _log_file_handler(config.log_file)
     elif config.foreground:
         handler = logging.StreamHandler(sys.stderr)
     else:
-        handler = _syslog_handler()
+        handler = _syslog_handler() or _log_file_handler(fallback_log_file(config), True)
     if not isinstance(handler, logging.handlers.SysLogHandler):
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -135,9 +161,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = build_config(parsed.target, parsed.mountpoint, parsed.options,
                               foreground=parsed.foreground)
+        if not config.foreground and not config.log_file and _syslog_handler() is None:
+            config = dataclasses.replace(config, log_file=fallback_log_file(config))
+            _log_file_handler(config.log_file, create_dir=True).close()
+            print(f"s3mpfs: no syslog ({os.environ.get(SYSLOG_ENV) or '/dev/log'}): logging "
+                  f"to {config.log_file}", file=sys.stderr)
+        setup_logging(config)
     except ConfigError as exc:
         return _fail(str(exc))
-    setup_logging(config)
     if config.foreground:
         return _run(config)
     return _daemonize(config)
@@ -187,15 +218,34 @@ def _run(config: MountConfig, ready_fd: int | None = None) -> int:
 
     try:
         trio.run(serve, config, mounted)
-    except S3mpfsError as exc:
-        tell_parent(f"ERR {exc}")
-        return _fail(str(exc))
-    except BaseException as exc:
-        tell_parent(f"ERR unexpected error: {exc!r}")
-        raise
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:  # one line for the user, the traceback in the log
+        known = _s3mpfs_error(exc)
+        if known is not None:
+            message = str(known)
+        elif config.foreground and not config.log_file:  # the log is stderr: one line there
+            log.debug("unexpected error", exc_info=exc)
+            message = f"unexpected error: {describe(exc)} (-o debug shows where)"
+        else:
+            log.error("unexpected error", exc_info=exc)
+            message = f"unexpected error: {describe(exc)} (the log has the traceback)"
+        tell_parent(f"ERR {message}")
+        return _fail(message)
     return 0
+
+
+def _s3mpfs_error(exc: BaseException) -> S3mpfsError | None:
+    """The S3mpfsError that stopped the mount, also from inside trio's exception groups
+    (a MountError raised in the mount's nursery arrives wrapped in one)."""
+    if isinstance(exc, S3mpfsError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _s3mpfs_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def notify_systemd(message: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 from collections.abc import Callable
 
@@ -81,8 +82,26 @@ async def probe_server(store: S3Store, config: MountConfig) -> None:
                     store.integrity.name)
 
 
+FUSE_DEVICE = "/dev/fuse"
+
+
+def check_fuse_device() -> None:
+    """libfuse opens /dev/fuse itself (fusermount3 only mounts), and says why it could not
+    on a line of its own before a vague error: say it here, once."""
+    try:
+        os.close(os.open(FUSE_DEVICE, os.O_RDWR | os.O_CLOEXEC))
+    except FileNotFoundError:
+        raise MountError(f"{FUSE_DEVICE} does not exist: load the fuse module (modprobe fuse)"
+                         ", or in a container pass --device /dev/fuse") from None
+    except OSError as exc:
+        raise MountError(f"cannot open {FUSE_DEVICE}: {exc.strerror}; this user needs read "
+                         f"and write access to it (usually crw-rw-rw-: chmod 0666 "
+                         f"{FUSE_DEVICE})") from None
+
+
 async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
     """Check the bucket, mount, serve FUSE requests until unmounted or signalled."""
+    check_fuse_device()
     await check_bucket(config)
     stats = MountStats()
     store = S3Store(config, stats=stats)
