@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import errno
 import logging
 import logging.handlers
 import os
@@ -61,7 +62,8 @@ def _syslog_handler() -> logging.Handler | None:
     """Syslog (journald reads /dev/log), tagged `s3mpfs[PID]` so that `journalctl -t s3mpfs`
     finds the lines; None if there is no syslog to talk to."""
     address = os.environ.get(SYSLOG_ENV) or "/dev/log"
-    try:
+    try:  # SysLogHandler ignores a socket it cannot reach, then drops every line
+        _probe_unix_socket(address)
         handler = logging.handlers.SysLogHandler(
             address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
     except OSError:
@@ -69,6 +71,18 @@ def _syslog_handler() -> logging.Handler | None:
     handler.ident = f"s3mpfs[{os.getpid()}]: "
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     return handler
+
+
+def _probe_unix_socket(address: str) -> None:
+    """Connect to a syslog socket (datagram, else stream) or raise OSError."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+            probe.connect(address)
+    except OSError as exc:
+        if exc.errno != errno.EPROTOTYPE:
+            raise
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.connect(address)
 
 
 def fallback_log_file(config: MountConfig) -> str:

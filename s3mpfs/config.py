@@ -7,9 +7,11 @@ reported as a `ConfigError` whose message names the option and how to fix it.
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
 import os
 import re
+import stat
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,9 +163,7 @@ def build_config(
     """Validate BUCKET[:PREFIX], the mount point and every -o option into a MountConfig."""
     bucket, prefix = parse_target(target)
     if check_mountpoint:
-        if not os.path.isdir(mountpoint):
-            raise ConfigError(f"mount point {mountpoint} does not exist or is not a directory; "
-                              f"create it with: mkdir -p {mountpoint}")
+        _check_mountpoint(mountpoint)
         mountpoint = os.path.abspath(mountpoint)
 
     values: dict[str, object] = {}
@@ -209,6 +209,22 @@ def build_config(
     _check_combinations(config)
     check_aws_config(config.profile)
     return config
+
+
+def _check_mountpoint(path: str) -> None:
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:  # a FUSE mount whose process is gone
+            raise ConfigError(f"mount point {path} is a dead mount: the process that served "
+                              "it ended (crash or kill -9); clear it with: "
+                              f"s3mpfs unmount {path}") from None
+        if exc.errno == errno.ENOENT:
+            raise ConfigError(f"mount point {path} does not exist; create it with: "
+                              f"mkdir -p {path}") from None
+        raise ConfigError(f"mount point {path}: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"mount point {path} is not a directory")
 
 
 def unknown_option(name: str) -> str:
@@ -348,6 +364,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("allow_dev", "flag", "off",
            "let device files be opened (mounts are nodev otherwise, whatever mount(8) "
            "passes)"),
+    Option("nonempty", "flag", "off",
+           "mount on a directory that is not empty (its entries are hidden while mounted)"),
     Option("debug", "flag", "off",
            "log every S3 request: operation, object key, part number (never credentials, "
            "SSE-C keys or bodies)"),

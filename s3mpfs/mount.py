@@ -99,9 +99,45 @@ def check_fuse_device() -> None:
                          f"{FUSE_DEVICE})") from None
 
 
+def mount_type(mountpoint: str) -> str | None:
+    """The type of the file system mounted at `mountpoint` (`fuse.s3mpfs`, ...), or None."""
+    target = control.mountpoint_path(mountpoint)
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields, _, rest = line.partition(" - ")
+            point = fields.split(" ")[4].replace("\\040", " ").replace("\\011", "\t") \
+                .replace("\\134", "\\")
+            if point == target and rest:
+                return rest.split(" ")[0]
+    return None
+
+
+def check_mountpoint(config: MountConfig) -> None:
+    """Refuse a directory FUSE already serves (a second daemon would stack on the first)
+    and, without `nonempty`, one with entries (the mount would hide them)."""
+    path = config.mountpoint
+    kind = mount_type(path)
+    if kind is not None and kind.startswith("fuse"):
+        try:
+            who = f"s3mpfs pid {control.request_status(path)['mount']['pid']}"
+        except (control.ControlError, OSError, KeyError, ValueError):
+            who = "s3mpfs" if kind == "fuse.s3mpfs" else kind
+        raise MountError(f"{path} is already mounted by {who}; unmount it first with: "
+                         f"s3mpfs unmount {path}")
+    if not config.nonempty:
+        try:
+            entries = len(os.listdir(path))
+        except OSError as exc:
+            raise MountError(f"cannot list mount point {path}: {exc.strerror}") from None
+        if entries:
+            raise MountError(f"{path} is not empty ({entries} entries would be hidden while "
+                             "mounted); use an empty directory, or -o nonempty")
+
+
 async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
     """Check the bucket, mount, serve FUSE requests until unmounted or signalled."""
     check_fuse_device()
+    check_mountpoint(config)
     await check_bucket(config)
     stats = MountStats()
     store = S3Store(config, stats=stats)

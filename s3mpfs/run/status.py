@@ -10,6 +10,7 @@ being written, or with `--wait` shows their progress until they are done, then r
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -132,6 +133,10 @@ def status_main(args: Sequence[str]) -> int:
                 else:
                     live.update(render(snap), refresh=True)
     except ControlError as exc:
+        if mount_owner(parsed.mountpoint) is not None and is_dead(parsed.mountpoint):
+            return _fail("status", f"{parsed.mountpoint} is a dead mount: its s3mpfs process "
+                         f"ended (crash or kill -9); clear it with: s3mpfs unmount "
+                         f"{parsed.mountpoint}")
         return _fail("status", str(exc))
     except KeyboardInterrupt:
         return 0
@@ -146,17 +151,59 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def is_dead(mountpoint: str) -> bool:
+    """A FUSE mount whose process is gone (crash, kill -9): the kernel answers ENOTCONN.
+    Asked only once its control socket did not answer, so the stat cannot hang on a live
+    but busy mount."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def _answers(mountpoint: str) -> bool:
+    try:
+        request_status(mountpoint)
+    except ControlError:
+        return False
+    return True
+
+
+def clear_dead_mount(mountpoint: str, fusermount: str) -> int:
+    """Detach a dead mount (lazily: nothing can be served through it any more)."""
+    result = subprocess.run([fusermount, "-uz", mountpoint], capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        message = result.stderr.strip().splitlines()[-1:] or ["fusermount3 failed"]
+        return _fail("unmount", f"cannot clear the dead mount at {mountpoint}: {message[0]}")
+    print(f"cleared the dead mount at {mountpoint}: its s3mpfs process had ended; files "
+          "being written then were not stored (the next mount aborts their uploads)",
+          file=sys.stderr)
+    return 0
+
+
 def unmount_main(args: Sequence[str]) -> int:
     parser = _Parser(prog="s3mpfs unmount",
-                     description="Unmount an s3mpfs mount once no file is being written.")
+                     description="Unmount an s3mpfs mount once no file is being written. "
+                                 "A dead mount (its process ended) is cleared.")
     parser.add_argument("mountpoint", metavar="MOUNTPOINT")
     parser.add_argument("--wait", action="store_true",
                         help="wait for files being written, showing their progress")
+    parser.add_argument("--if-dead", action="store_true",
+                        help="only clear a dead mount: succeed if MOUNTPOINT is not mounted, "
+                             "fail if a live s3mpfs serves it (for systemd's ExecStartPre)")
     parsed = parser.parse_args(args)
     mnt = parsed.mountpoint
     owner = mount_owner(mnt)
-    path = socket_path(mnt, owner if owner is not None else os.getuid())
     fusermount = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
+    if owner is None and parsed.if_dead:
+        return 0
+    if owner is not None and not _answers(mnt) and is_dead(mnt):
+        return clear_dead_mount(mnt, fusermount)
+    if parsed.if_dead:
+        return _fail("unmount", f"{mnt} is mounted and its s3mpfs answers; not touching it")
+    path = socket_path(mnt, owner if owner is not None else os.getuid())
     console = Console(stderr=True)
     said = ""
     try:

@@ -5,8 +5,10 @@ a directory is not mounted on twice, nor hidden when not empty."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -102,3 +104,156 @@ def test_allow_suid_shows_the_stored_bits(mount: Any, s3: Any, bucket: str) -> N
                   Metadata={"mode": str(stat.S_IFREG | 0o4755)})
     m = mount(bucket, "allow_suid")
     assert stat.S_IMODE(os.stat(m.path / "tool").st_mode) == 0o4755
+
+
+# --------------------------------------------------------------------- after a crash
+
+
+def unit_commands(key: str, mountpoint: Path) -> list[list[str]]:
+    """The `key=` command lines of contrib/s3mpfs@.service for `mountpoint`, with s3mpfs
+    run from this checkout."""
+    unit = (REPO_ROOT / "contrib" / "s3mpfs@.service").read_text()
+    commands = []
+    for line in unit.splitlines():
+        if line.startswith(f"{key}="):
+            argv = line.split("=", 1)[1].lstrip("-").replace("%f", str(mountpoint)).split()
+            if argv[0] == "/usr/local/bin/s3mpfs":
+                argv = [sys.executable, "-m", "s3mpfs", *argv[1:]]
+            commands.append(argv)
+    return commands
+
+
+def one_line(result: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert result.returncode != 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def test_recover_from_kill_9_with_the_documented_commands(
+    mount: Any, run_cli: Any, s3: Any, bucket: str, s3_server: str
+) -> None:
+    m = mount(bucket)
+    (m.path / "kept.txt").write_bytes(b"stored before the crash")
+    m.proc.kill()  # kill -9
+    m.proc.wait(timeout=10)
+    assert is_mounted(m.path)  # dead: ENOTCONN
+    opts = f"endpoint_url={s3_server},region={REGION}"
+
+    again = run_cli(bucket, str(m.path), "-f", "-o", opts)
+    one_line(again, "dead mount", f"s3mpfs unmount {m.path}")
+    one_line(run_cli("status", str(m.path)), "dead mount", f"s3mpfs unmount {m.path}")
+
+    # systemd's way: the unit's ExecStartPre lines clear it (and only a dead one)
+    for argv in unit_commands("ExecStartPre", m.path):
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                                env=s3mpfs_env(), check=False)
+        assert result.returncode == 0, (argv, result.stderr)
+    assert not is_mounted(m.path)
+    mounted = run_cli(bucket, str(m.path), "-o", opts)  # in the background
+    assert mounted.returncode == 0, mounted.stderr
+    try:
+        assert (m.path / "kept.txt").read_bytes() == b"stored before the crash"
+        pid = int(json.loads(run_cli("status", str(m.path), "--json").stdout)["mount"]["pid"])
+        refused = subprocess.run(unit_commands("ExecStartPre", m.path)[0], capture_output=True,
+                                 text=True, timeout=30, env=s3mpfs_env(), check=False)
+        one_line(refused, "answers")  # a live mount is left alone
+        assert is_mounted(m.path)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10, message="the kill")
+
+        # by hand: s3mpfs unmount clears a dead mount
+        cleared = run_cli("unmount", str(m.path))
+        assert cleared.returncode == 0, cleared.stderr
+        assert "dead mount" in cleared.stderr
+        assert not is_mounted(m.path)
+    finally:
+        if is_mounted(m.path):
+            subprocess.run([FUSERMOUNT, "-uz", str(m.path)], check=False, timeout=30)
+
+
+# --------------------------------------------------------------------- mount point checks
+
+
+def test_a_second_mount_on_the_same_directory_is_refused(
+    mount: Any, run_cli: Any, bucket: str, s3_server: str
+) -> None:
+    m = mount(bucket)
+    opts = f"endpoint_url={s3_server},region={REGION}"
+    for mode in (["-f"], []):
+        result = run_cli(bucket, str(m.path), *mode, "-o", opts)
+        one_line(result, f"already mounted by s3mpfs pid {m.proc.pid}")
+    assert m.is_mounted() and m.returncode is None
+    assert len([line for line in Path("/proc/mounts").read_text().splitlines()
+                if line.split()[1] == str(m.path)]) == 1
+
+
+def test_a_non_empty_directory_needs_nonempty(
+    run_cli: Any, bucket: str, s3: Any, s3_server: str, tmp_path: Path
+) -> None:
+    s3.put_object(Bucket=bucket, Key="remote.txt", Body=b"in S3")
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    (mnt / "local.txt").write_text("on the local disk")
+    opts = f"endpoint_url={s3_server},region={REGION}"
+    one_line(run_cli(bucket, str(mnt), "-o", opts), "not empty", "-o nonempty")
+    assert not is_mounted(mnt)
+    mounted = run_cli(bucket, str(mnt), "-o", f"{opts},nonempty")
+    assert mounted.returncode == 0, mounted.stderr
+    try:
+        assert sorted(os.listdir(mnt)) == ["remote.txt"]
+    finally:
+        subprocess.run([FUSERMOUNT, "-u", str(mnt)], check=False, timeout=30)
+        wait_for(lambda: not is_mounted(mnt), timeout=15, message="the unmount")
+    assert (mnt / "local.txt").read_text() == "on the local disk"
+
+
+# --------------------------------------------------------------------- credentials
+
+
+def test_profile_option_picks_the_credentials(mount: Any, s3_backend: Any, s3: Any,
+                                              bucket: str, tmp_path: Path) -> None:
+    """Two identities on one host: profile= wins over the environment's keys (wrong ones
+    here: a mount that used them would fail on a server that checks signatures)."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text(f"[backup]\naws_access_key_id = {s3_backend.access_key}\n"
+                           f"aws_secret_access_key = {s3_backend.secret_key}\n")
+    m = mount(bucket, "profile=backup",
+              env={"AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+                   "AWS_ACCESS_KEY_ID": "WRONGWRONGWRONG", "AWS_SECRET_ACCESS_KEY": "wrong"})
+    (m.path / "via-profile.txt").write_bytes(b"signed with the profile's keys")
+    assert s3.get_object(Bucket=bucket, Key="via-profile.txt")["Body"].read() == (
+        b"signed with the profile's keys")
+
+
+# --------------------------------------------------------------------- logs
+
+
+def test_without_syslog_the_background_mount_logs_to_a_file(
+    run_cli: Any, proxy: Any, bucket: str, tmp_path: Path
+) -> None:
+    from s3proxy import FAULT_500
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    state = tmp_path / "state"
+    proxy.add_fault("PutObject", FAULT_500, key_contains="doomed")
+    result = run_cli(bucket, str(mnt), "-o", f"endpoint_url={proxy.url},retries=1",
+                     env={"S3MPFS_SYSLOG_SOCKET": str(tmp_path / "no-such-socket"),
+                          "XDG_STATE_HOME": str(state)})
+    log_file = state / "s3mpfs" / (str(mnt).strip("/").replace("/", "-") + ".log")
+    try:
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == (f"s3mpfs: no syslog ({tmp_path / 'no-such-socket'}): "
+                                 f"logging to {log_file}\n")
+        with pytest.raises(OSError):
+            with open(mnt / "doomed.txt", "wb") as f:
+                f.write(b"never stored")
+        wait_for(lambda: "ERROR" in log_file.read_text() and "doomed.txt" in
+                 log_file.read_text(), timeout=15, message="the failed upload's ERROR line")
+    finally:
+        subprocess.run([FUSERMOUNT, "-u", str(mnt)], check=False, timeout=30)
+    wait_for(lambda: "unmounted" in log_file.read_text(), timeout=30,
+             message="the daemon's last line")
