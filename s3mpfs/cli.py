@@ -175,17 +175,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = build_config(parsed.target, parsed.mountpoint, parsed.options,
                               foreground=parsed.foreground)
+        notice = ""
         if not config.foreground and not config.log_file and _syslog_handler() is None:
             config = dataclasses.replace(config, log_file=fallback_log_file(config))
             _log_file_handler(config.log_file, create_dir=True).close()
-            print(f"s3mpfs: no syslog ({os.environ.get(SYSLOG_ENV) or '/dev/log'}): logging "
-                  f"to {config.log_file}", file=sys.stderr)
+            notice = (f"s3mpfs: no syslog ({os.environ.get(SYSLOG_ENV) or '/dev/log'}): "
+                      f"logging to {config.log_file}")
         setup_logging(config)
     except ConfigError as exc:
         return _fail(str(exc))
     if config.foreground:
         return _run(config)
-    return _daemonize(config)
+    return _daemonize(config, notice)
 
 
 def _asks_for_option_help(args: list[str]) -> bool:
@@ -277,14 +278,17 @@ def notify_systemd(message: str) -> None:
             log.warning("could not tell systemd the mount is ready: %s", exc)
 
 
-def _daemonize(config: MountConfig) -> int:
-    """Fork; the child mounts and tells the parent through a pipe how it went."""
+def _daemonize(config: MountConfig, notice: str = "") -> int:
+    """Fork; the child mounts and tells the parent through a pipe how it went. `notice`
+    (where the log goes) is printed once mounted: an error stays the only line."""
     read_fd, write_fd = os.pipe()
     if os.fork() > 0:
         os.close(write_fd)
         with os.fdopen(read_fd, "rb") as pipe:
             answer = pipe.read().decode(errors="replace").strip()
         if answer.startswith("OK"):
+            if notice:
+                print(notice, file=sys.stderr)
             return 0
         return _fail(answer.removeprefix("ERR ") or "the mount process exited unexpectedly")
     os.close(read_fd)
