@@ -25,7 +25,7 @@ FLOORS = {
     "s3mpfs.write": 3,
     "s3mpfs.fs": 4, "s3mpfs.run": 4,
     "s3mpfs.mount": 5,
-    "s3mpfs.cli": 6, "s3mpfs.__main__": 7,
+    "s3mpfs.cli": 6, "s3mpfs.manual": 6, "s3mpfs.__main__": 7,
 }
 
 
