@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 
 import pyfuse3
@@ -136,8 +137,15 @@ def check_mountpoint(config: MountConfig) -> None:
 
 async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
     """Check the bucket, mount, serve FUSE requests until unmounted or signalled."""
-    check_fuse_device()
+    check_fuse_device()  # what is wrong here is found before any request is sent
     check_mountpoint(config)
+    spool = SpoolSpace(config.cache_dir, config.cache_size)
+    try:
+        spool.prepare()
+    except OSError as exc:
+        raise MountError(f"cannot use cache_dir={config.cache_dir}: {exc.strerror}; "
+                         "choose another with -o cache_dir=... or cache_size=0") from None
+    check_metrics_address(config)
     await check_bucket(config)
     stats = MountStats()
     store = S3Store(config, stats=stats)
@@ -149,13 +157,7 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
             store, nursery, MemoryBudget(config.memory_limit),
             trio.CapacityLimiter(config.upload_concurrency), config.part_size,
             registry=registry, expected_sse=config.sse,
-            spool=SpoolSpace(config.cache_dir, config.cache_size), read_ahead=config.read_ahead,
-            stats=stats)
-        try:
-            shared.spool.prepare()
-        except OSError as exc:
-            raise MountError(f"cannot use cache_dir={config.cache_dir}: {exc.strerror}; "
-                             "choose another with -o cache_dir=... or cache_size=0") from None
+            spool=spool, read_ahead=config.read_ahead, stats=stats)
         namespace = Namespace(config, store, shared)
         await _start_reporting(nursery, config, control.MountReport(
             config, stats, shared, lambda: sum(
@@ -195,6 +197,23 @@ def _freeze_startup_objects() -> None:
     `ls -l` of 1,000 files. Start-up's own garbage is collected first."""
     gc.collect()
     gc.freeze()
+
+
+def check_metrics_address(config: MountConfig) -> None:
+    """Bind the metrics address once, before the bucket is asked anything: taken or not
+    ours, the mount is refused with one line (serving it later binds it again)."""
+    if config.metrics is None:
+        return
+    host, port = config.metrics
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in infos[:1]:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as trio does
+                probe.bind(address)
+    except OSError as exc:
+        raise MountError(f"metrics={host}:{port}: cannot listen there: "
+                         f"{exc.strerror or exc}") from None
 
 
 async def _start_reporting(nursery: trio.Nursery, config: MountConfig,
