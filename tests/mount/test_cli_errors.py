@@ -369,6 +369,9 @@ ERROR_PATHS: list[tuple[str, list[str], dict[str, str], list[str]]] = [
     ("unmount-not-mounted", ["unmount", "{mnt}"], {"AWS_PROFILE": "nope"}, ["not mounted"]),
     ("status-bad-flag", ["status", "{mnt}", "--nope"], {}, ["--nope"]),
     ("cleanup-bad-age", ["cleanup", "b-1", "--older-than", "soon"], {}, ["older-than"]),
+    ("cleanup-no-target", ["cleanup"], {}, ["required"]),
+    ("uploads-bad-flag", ["uploads", "b-1", "--nope"], {}, ["--nope"]),
+    ("unmount-no-target", ["unmount"], {}, ["required"]),
     ("no-arguments", [], {}, ["required"]),
     ("missing-mount-point", ["b-1", "{tmp}/not/there", "-f"], {}, ["mkdir -p"]),
 ]
