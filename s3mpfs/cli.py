@@ -45,7 +45,7 @@ def _mount_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Subcommands (see s3mpfs SUBCOMMAND --help):\n"
                "  s3mpfs status MOUNTPOINT [--watch] [--json]\n"
-               "  s3mpfs unmount MOUNTPOINT [--wait]\n"
+               "  s3mpfs unmount MOUNTPOINT [--wait] [--if-dead]\n"
                "  s3mpfs uploads BUCKET[:PREFIX]\n"
                "  s3mpfs cleanup BUCKET[:PREFIX]\n\n" + options_help())
     parser.add_argument("--version", action="version", version=f"s3mpfs {__version__}")
@@ -54,7 +54,8 @@ def _mount_parser() -> argparse.ArgumentParser:
     parser.add_argument("-f", "--foreground", action="store_true",
                         help="stay in the foreground and log to stderr")
     parser.add_argument("-o", dest="options", action="append", default=[],
-                        metavar="OPT[,OPT...]", help="mount options (see README)")
+                        metavar="OPT[,OPT...]",
+                        help="mount options (listed below, and by: s3mpfs -o help)")
     return parser
 
 

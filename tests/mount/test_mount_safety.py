@@ -198,11 +198,11 @@ def test_a_non_empty_directory_needs_nonempty(
     mnt.mkdir()
     (mnt / "local.txt").write_text("on the local disk")
     opts = f"endpoint_url={s3_server},region={REGION}"
-    one_line(run_cli(bucket, str(mnt), "-o", opts), "not empty", "-o nonempty")
-    assert not is_mounted(mnt)
-    mounted = run_cli(bucket, str(mnt), "-o", f"{opts},nonempty")
-    assert mounted.returncode == 0, mounted.stderr
     try:
+        one_line(run_cli(bucket, str(mnt), "-o", opts), "not empty", "-o nonempty")
+        assert not is_mounted(mnt)
+        mounted = run_cli(bucket, str(mnt), "-o", f"{opts},nonempty")
+        assert mounted.returncode == 0, mounted.stderr
         assert sorted(os.listdir(mnt)) == ["remote.txt"]
     finally:
         subprocess.run([FUSERMOUNT, "-u", str(mnt)], check=False, timeout=30)
