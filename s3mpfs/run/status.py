@@ -61,7 +61,7 @@ def render(snap: dict[str, Any]) -> RenderableType:
     files.add_column("file", ratio=2, min_width=8, overflow="fold")
     for name in ("written", "sent", "parts\nsent", "in\nflight", "re-\ntried", "rate"):
         files.add_column(name, justify="right", no_wrap=True)
-    files.add_column("", ratio=1, min_width=8, no_wrap=True)
+    files.add_column("sent of\nwritten", ratio=1, min_width=8, no_wrap=True)
     for f in snap["uploads"]:
         total = max(f["bytes_written"], 1)
         files.add_row(
