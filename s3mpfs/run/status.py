@@ -51,6 +51,9 @@ def files_count(n: int) -> str:
     return f"{n} file" if n == 1 else f"{n} files"
 
 
+PHASE_STYLES = {"failed": "bold red", "completing": "green"}
+
+
 def render(snap: dict[str, Any]) -> RenderableType:
     """The status as rich renderables: header, files being written, totals."""
     m, t = snap["mount"], snap["totals"]
@@ -59,13 +62,18 @@ def render(snap: dict[str, Any]) -> RenderableType:
                            f"  pid {m.get('pid')}  up {_duration(m.get('uptime', 0))}")
     files = Table(title=None, expand=True, show_edge=False, pad_edge=False)
     files.add_column("file", ratio=2, min_width=8, overflow="fold")
+    files.add_column("phase", no_wrap=True)
     for name in ("written", "sent", "parts\nsent", "in\nflight", "re-\ntried", "rate"):
         files.add_column(name, justify="right", no_wrap=True)
     files.add_column("sent of\nwritten", ratio=1, min_width=8, no_wrap=True)
     for f in snap["uploads"]:
         total = max(f["bytes_written"], 1)
+        phase = f.get("phase", "")
+        if phase == "writing" and f["parts_retried"]:
+            phase = "writing, retried"
         files.add_row(
             Text(f["name"], style="red" if f.get("failed") else ""),
+            Text(phase, style=PHASE_STYLES.get(f.get("phase", ""), "")),
             size(f["bytes_written"]), size(f["bytes_sent"]), str(f["parts_sent"]),
             str(f["parts_in_flight"]), str(f["parts_retried"]), f"{size(f['rate'])}/s",
             ProgressBar(total=total, completed=min(f["bytes_sent"], total)))
