@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
+import errno
 import logging
 import logging.handlers
 import os
@@ -20,7 +22,7 @@ import trio
 
 from . import __version__
 from .config import MountConfig, build_config, options_help, split_options
-from .errors import ConfigError, S3mpfsError
+from .errors import ConfigError, S3mpfsError, describe
 
 log = logging.getLogger("s3mpfs")
 
@@ -43,7 +45,7 @@ def _mount_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Subcommands (see s3mpfs SUBCOMMAND --help):\n"
                "  s3mpfs status MOUNTPOINT [--watch] [--json]\n"
-               "  s3mpfs unmount MOUNTPOINT [--wait]\n"
+               "  s3mpfs unmount MOUNTPOINT [--wait] [--if-dead]\n"
                "  s3mpfs uploads BUCKET[:PREFIX]\n"
                "  s3mpfs cleanup BUCKET[:PREFIX]\n\n" + options_help())
     parser.add_argument("--version", action="version", version=f"s3mpfs {__version__}")
@@ -52,35 +54,74 @@ def _mount_parser() -> argparse.ArgumentParser:
     parser.add_argument("-f", "--foreground", action="store_true",
                         help="stay in the foreground and log to stderr")
     parser.add_argument("-o", dest="options", action="append", default=[],
-                        metavar="OPT[,OPT...]", help="mount options (see README)")
+                        metavar="OPT[,OPT...]",
+                        help="mount options (listed below, and by: s3mpfs -o help)")
     return parser
 
 
-def _syslog_handler() -> logging.Handler:
+def _syslog_handler() -> logging.Handler | None:
     """Syslog (journald reads /dev/log), tagged `s3mpfs[PID]` so that `journalctl -t s3mpfs`
-    finds the lines; nowhere if there is no syslog to talk to."""
+    finds the lines; None if there is no syslog to talk to."""
     address = os.environ.get(SYSLOG_ENV) or "/dev/log"
-    try:
+    try:  # SysLogHandler ignores a socket it cannot reach, then drops every line
+        _probe_unix_socket(address)
         handler = logging.handlers.SysLogHandler(
             address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
     except OSError:
-        return logging.NullHandler()
+        return None
     handler.ident = f"s3mpfs[{os.getpid()}]: "
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     return handler
+
+
+def _probe_unix_socket(address: str) -> None:
+    """Connect to a syslog socket (datagram, else stream) or raise OSError."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+            probe.connect(address)
+    except OSError as exc:
+        if exc.errno != errno.EPROTOTYPE:
+            raise
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.connect(address)
+
+
+def fallback_log_file(config: MountConfig) -> str:
+    """Where a background mount logs when there is no syslog (containers, minimal hosts):
+    $XDG_STATE_HOME/s3mpfs, else /var/log/s3mpfs for root, else ~/.local/state/s3mpfs; one
+    file per mount point, so that nothing, errors least of all, is dropped."""
+    state = os.environ.get("XDG_STATE_HOME")
+    if state:
+        base = os.path.join(os.path.abspath(state), "s3mpfs")
+    elif os.geteuid() == 0:
+        base = "/var/log/s3mpfs"
+    else:
+        base = os.path.join(os.path.expanduser("~"), ".local", "state", "s3mpfs")
+    name = config.mountpoint.strip("/").replace("/", "-") or "root"
+    return os.path.join(base, f"{name}.log")
+
+
+def _log_file_handler(path: str, create_dir: bool = False) -> logging.Handler:
+    try:
+        if create_dir:
+            os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+        return logging.FileHandler(path)
+    except OSError as exc:
+        raise ConfigError(f"log_file={path}: cannot write there: {exc.strerror or exc}; "
+                          "choose another with -o log_file=...") from None
 
 
 def setup_logging(config: MountConfig) -> None:
     """A log file if given, else stderr in the foreground, else syslog. Call it again in a
     forked child: the syslog tag names the process."""
     level = logging.DEBUG if config.debug else logging.INFO
-    handler: logging.Handler
+    handler: logging.Handler | None
     if config.log_file:
-        handler = logging.FileHandler(config.log_file)
+        handler = _log_file_handler(config.log_file)
     elif config.foreground:
         handler = logging.StreamHandler(sys.stderr)
     else:
-        handler = _syslog_handler()
+        handler = _syslog_handler() or _log_file_handler(fallback_log_file(config), True)
     if not isinstance(handler, logging.handlers.SysLogHandler):
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -135,12 +176,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = build_config(parsed.target, parsed.mountpoint, parsed.options,
                               foreground=parsed.foreground)
+        notice = ""
+        if not config.foreground and not config.log_file and _syslog_handler() is None:
+            config = dataclasses.replace(config, log_file=fallback_log_file(config))
+            _log_file_handler(config.log_file, create_dir=True).close()
+            notice = (f"s3mpfs: no syslog ({os.environ.get(SYSLOG_ENV) or '/dev/log'}): "
+                      f"logging to {config.log_file}")
+        setup_logging(config)
     except ConfigError as exc:
         return _fail(str(exc))
-    setup_logging(config)
     if config.foreground:
         return _run(config)
-    return _daemonize(config)
+    return _daemonize(config, notice)
 
 
 def _asks_for_option_help(args: list[str]) -> bool:
@@ -187,15 +234,34 @@ def _run(config: MountConfig, ready_fd: int | None = None) -> int:
 
     try:
         trio.run(serve, config, mounted)
-    except S3mpfsError as exc:
-        tell_parent(f"ERR {exc}")
-        return _fail(str(exc))
-    except BaseException as exc:
-        tell_parent(f"ERR unexpected error: {exc!r}")
-        raise
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:  # one line for the user, the traceback in the log
+        known = _s3mpfs_error(exc)
+        if known is not None:
+            message = str(known)
+        elif config.foreground and not config.log_file:  # the log is stderr: one line there
+            log.debug("unexpected error", exc_info=exc)
+            message = f"unexpected error: {describe(exc)} (-o debug shows where)"
+        else:
+            log.error("unexpected error", exc_info=exc)
+            message = f"unexpected error: {describe(exc)} (the log has the traceback)"
+        tell_parent(f"ERR {message}")
+        return _fail(message)
     return 0
+
+
+def _s3mpfs_error(exc: BaseException) -> S3mpfsError | None:
+    """The S3mpfsError that stopped the mount, also from inside trio's exception groups
+    (a MountError raised in the mount's nursery arrives wrapped in one)."""
+    if isinstance(exc, S3mpfsError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _s3mpfs_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def notify_systemd(message: str) -> None:
@@ -213,14 +279,17 @@ def notify_systemd(message: str) -> None:
             log.warning("could not tell systemd the mount is ready: %s", exc)
 
 
-def _daemonize(config: MountConfig) -> int:
-    """Fork; the child mounts and tells the parent through a pipe how it went."""
+def _daemonize(config: MountConfig, notice: str = "") -> int:
+    """Fork; the child mounts and tells the parent through a pipe how it went. `notice`
+    (where the log goes) is printed once mounted: an error stays the only line."""
     read_fd, write_fd = os.pipe()
     if os.fork() > 0:
         os.close(write_fd)
         with os.fdopen(read_fd, "rb") as pipe:
             answer = pipe.read().decode(errors="replace").strip()
         if answer.startswith("OK"):
+            if notice:
+                print(notice, file=sys.stderr)
             return 0
         return _fail(answer.removeprefix("ERR ") or "the mount process exited unexpectedly")
     os.close(read_fd)

@@ -6,9 +6,9 @@ reported as a `ConfigError` whose message names the option and how to fix it.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+import difflib
+import errno
+import functools
 import os
 import re
 import stat
@@ -16,14 +16,29 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import botocore.session
-
 from .errors import ConfigError
+from .values import (
+    GiB,
+    KiB,
+    MiB,
+    TiB,
+    check_kms_context,
+    choice,
+    parse_endpoint,
+    parse_host_port,
+    parse_int,
+    parse_mode,
+    parse_path,
+    parse_profile,
+    parse_region,
+    parse_seconds,
+    parse_size,
+    read_sse_c_key,
+    show,
+)
 
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
-TiB = 1024 * GiB
+__all__ = ["ConfigError", "GiB", "KiB", "MiB", "TiB", "MountConfig", "build_config",
+           "parse_size", "parse_target", "read_sse_c_key"]
 
 MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * GiB
@@ -37,14 +52,19 @@ CHECKSUMS = ("auto", "crc32", "crc32c", "sha1", "sha256", "md5", "off")
 OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 
 
-def _enum(operation: str, member: str) -> tuple[str, ...]:
-    """The values botocore's S3 model accepts for a request member (kept current by boto3)."""
-    model = botocore.session.get_session().get_service_model("s3")
-    return tuple(model.operation_model(operation).input_shape.members[member].enum)
+@functools.cache
+def _enum(member: str) -> tuple[str, ...]:
+    """The values botocore's S3 model accepts for a CreateMultipartUpload member (kept
+    current by boto3). Read from botocore's data files when first needed (0.4 s), not
+    through a session: a session reads ~/.aws/config and AWS_PROFILE, and a bad one must
+    not break `--version` or `--help`."""
+    import botocore.loaders
+    import botocore.model
 
-
-STORAGE_CLASSES = _enum("CreateMultipartUpload", "StorageClass")
-CANNED_ACLS = _enum("CreateMultipartUpload", "ACL")
+    model = botocore.model.ServiceModel(
+        botocore.loaders.create_loader().load_service_model("s3", "service-2"), "s3")
+    shape = model.operation_model("CreateMultipartUpload").input_shape
+    return tuple(shape.members[member].enum)
 
 # Options that are ours; anything else is handed to FUSE only if it is a known FUSE option.
 FUSE_FLAGS = {
@@ -57,6 +77,11 @@ FUSE_VALUED = {"fsname", "subtype", "max_read", "blkdev", "blksize", "context", 
                "defcontext", "rootcontext", "comment"}
 # fstab/mount(8) bookkeeping that must not be passed to libfuse.
 MOUNT_ONLY = {"_netdev", "nofail", "noauto", "auto", "user", "users", "defaults", "comment"}
+# mount.fuse3 appends `dev,suid` to every fstab mount's options (unless nodev/nosuid are
+# given), so these words cannot tell a request from a default: they are accepted and have
+# no effect. The mount is always nosuid,nodev unless allow_suid / allow_dev say otherwise
+# (anyone who can write an object could otherwise plant a setuid-root program).
+KERNEL_SECURITY = {"suid", "nosuid", "dev", "nodev"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +121,10 @@ class MountConfig:
     log_file: str | None = None
     metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
     read_only: bool = False
+    allow_suid: bool = False  # show and honour stored setuid/setgid bits of files
+    allow_dev: bool = False  # let device files be opened
+    nonempty: bool = False  # mount on a directory that has entries
+    profile: str | None = None  # of ~/.aws/config; None: AWS_PROFILE, else default
     fuse_options: tuple[str, ...] = ()
 
     @property
@@ -112,95 +141,6 @@ def default_cache_dir() -> str:
     if os.geteuid() == 0:
         return "/var/cache/s3mpfs"
     return os.path.join(os.path.expanduser("~"), ".cache", "s3mpfs")
-
-
-_SIZE_RE = re.compile(r"^(\d+)([kKmMgGtT]?)(i?[bB])?$")
-_SIZE_UNITS = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": TiB}
-
-
-def parse_size(text: str, option: str) -> int:
-    """'8M' -> 8 MiB. Suffixes K, M, G, T are powers of 1024."""
-    match = _SIZE_RE.match(text.strip())
-    if not match:
-        raise ConfigError(
-            f"{option}={text!r} is not a size; use a number with K, M or G (e.g. 16M)")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-
-
-def _parse_int(text: str, option: str, low: int, high: int) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise ConfigError(f"{option}={text!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{option}={value} is out of range; use {low}..{high}")
-    return value
-
-
-def _parse_float(text: str, option: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{option}={text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ConfigError(f"{option} must be positive")
-    return value
-
-
-def _parse_mode(text: str, option: str) -> int:
-    try:
-        value = int(text, 8)
-    except ValueError:
-        raise ConfigError(f"{option}={text!r} is not an octal mode like 0644") from None
-    if not 0 <= value <= 0o7777:
-        raise ConfigError(f"{option}={text} is not a permission mode (0000..7777)")
-    return value
-
-
-def _choice(text: str, option: str, choices: tuple[str, ...], case_insensitive: bool) -> str:
-    for choice in choices:
-        if text == choice or (case_insensitive and text.lower() == choice.lower()):
-            return choice
-    raise ConfigError(f"{option}={text!r} is not supported; use one of: {', '.join(choices)}")
-
-
-def read_sse_c_key(path: str) -> bytes:
-    """Read a 32-byte SSE-C key, raw or base64, from a file only its owner can read."""
-    try:
-        info = os.stat(path)
-        with open(path, "rb") as f:
-            data = f.read(4096)
-    except OSError as exc:
-        raise ConfigError(f"sse_c_key_file: cannot read {path}: {exc.strerror}") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"sse_c_key_file {path} is readable by group or others; run: chmod 600 {path}"
-        )
-    if len(data) == 32:
-        return data
-    try:
-        key = base64.b64decode(data.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != 32:
-        raise ConfigError(
-            f"sse_c_key_file {path} must hold a 32-byte key (raw, or base64 of 32 bytes); "
-            "make one with: head -c 32 /dev/urandom > KEYFILE"
-        )
-    return key
-
-
-def _check_kms_context(text: str) -> str:
-    try:
-        decoded = json.loads(base64.b64decode(text, validate=True))
-    except (binascii.Error, ValueError):
-        decoded = None
-    if not isinstance(decoded, dict):
-        raise ConfigError(
-            "sse_kms_context must be base64 of a JSON object, e.g. "
-            "$(echo -n '{\"project\":\"backup\"}' | base64 -w0)"
-        )
-    return text
 
 
 def split_options(groups: list[str]) -> list[tuple[str, str | None]]:
@@ -223,9 +163,7 @@ def build_config(
     """Validate BUCKET[:PREFIX], the mount point and every -o option into a MountConfig."""
     bucket, prefix = parse_target(target)
     if check_mountpoint:
-        if not os.path.isdir(mountpoint):
-            raise ConfigError(f"mount point {mountpoint} does not exist or is not a directory; "
-                              f"create it with: mkdir -p {mountpoint}")
+        _check_mountpoint(mountpoint)
         mountpoint = os.path.abspath(mountpoint)
 
     values: dict[str, object] = {}
@@ -241,19 +179,17 @@ def build_config(
         if name in FUSE_FLAGS and value is None:
             if name == "ro":
                 values["read_only"] = True
-            if name not in MOUNT_ONLY:
+            if name not in MOUNT_ONLY and name not in KERNEL_SECURITY:
                 fuse_options.append(name)
             continue
         if name in FUSE_VALUED and value is not None:
             if name not in MOUNT_ONLY:
                 fuse_options.append(f"{name}={value}")
             continue
-        if value is None or value == "":
-            if name in _VALUED:
-                raise ConfigError(f"option {name} needs a value: -o {name}=...")
-            raise ConfigError(f"unknown option {name!r}; see 'Mount options' in the README")
+        if (name in _VALUED or name in FUSE_VALUED) and not value:
+            raise ConfigError(f"option {name} needs a value: -o {name}=...")
         if name not in _VALUED:
-            raise ConfigError(f"unknown option {name!r}; see 'Mount options' in the README")
+            raise ConfigError(unknown_option(name))
         if name == "sse_c_key_file":
             sse_c_key_file = value
             continue
@@ -271,7 +207,50 @@ def build_config(
         fuse_options=tuple(fuse_options), **values,  # type: ignore[arg-type]
     )
     _check_combinations(config)
+    check_aws_config(config.profile)
     return config
+
+
+def _check_mountpoint(path: str) -> None:
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:  # a FUSE mount whose process is gone
+            raise ConfigError(f"mount point {path} is a dead mount: the process that served "
+                              "it ended (crash or kill -9); clear it with: "
+                              f"s3mpfs unmount {path}") from None
+        if exc.errno == errno.ENOENT:
+            raise ConfigError(f"mount point {path} does not exist; create it with: "
+                              f"mkdir -p {path}") from None
+        raise ConfigError(f"mount point {path}: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"mount point {path} is not a directory")
+
+
+def unknown_option(name: str) -> str:
+    """'unknown option ...; did you mean ...?' with the closest known names."""
+    known = [*OPTION_NAMES, *FUSE_FLAGS, *FUSE_VALUED]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown option {show(name)}; {hint}see: s3mpfs -o help"
+
+
+def check_aws_config(profile: str | None) -> None:
+    """Fail with one line if the AWS profile (profile=, else AWS_PROFILE) does not exist or
+    ~/.aws/config cannot be parsed: botocore would raise a traceback's worth later."""
+    import botocore.exceptions
+    import botocore.session
+
+    try:
+        botocore.session.Session(profile=profile).get_scoped_config()
+    except botocore.exceptions.ProfileNotFound as exc:
+        name = profile or os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE")
+        where = "profile=" if profile else "AWS_PROFILE"
+        raise ConfigError(f"AWS profile {show(str(name or exc))} ({where}) is not in "
+                          "~/.aws/config or ~/.aws/credentials; list them with: "
+                          "aws configure list-profiles") from None
+    except botocore.exceptions.BotoCoreError as exc:  # ConfigParseError, ...
+        raise ConfigError(f"cannot read the AWS configuration: {exc}") from None
 
 
 def _check_combinations(config: MountConfig) -> None:
@@ -302,24 +281,7 @@ def parse_target(target: str) -> tuple[str, str]:
 
 
 def _part_size(text: str, option: str) -> int:
-    size = parse_size(text, option)
-    if not MIN_PART_SIZE <= size <= MAX_PART_SIZE:
-        raise ConfigError(f"{option}={text} is out of range; S3 parts must be 5M..5G")
-    return size
-
-
-def _memory(text: str, option: str) -> int:
-    size = parse_size(text, option)
-    if size < MIN_PART_SIZE:
-        raise ConfigError(f"{option}={text} is too small; use at least 5M")
-    return size
-
-
-def _metrics_address(text: str, option: str) -> tuple[str, int]:
-    """'9464' or 'HOST:PORT' -> (host, port); the host defaults to loopback."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]") if sep else "127.0.0.1"
-    return host or "127.0.0.1", _parse_int(port, option, 0, 65535)
+    return parse_size(text, option, MIN_PART_SIZE, MAX_PART_SIZE)
 
 
 @dataclass(frozen=True)
@@ -335,71 +297,88 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("endpoint_url", "URL", "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS",
-           "S3 endpoint, for S3-compatible services or a local test server", lambda v, o: v),
+    Option("endpoint_url", "http:// or https:// URL",
+           "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS",
+           "S3 endpoint, for S3-compatible services or a local test server", parse_endpoint),
     Option("region", "region name, e.g. eu-west-1", "the AWS chain's", "region of the bucket",
-           lambda v, o: v),
+           parse_region),
+    Option("profile", "a profile of ~/.aws/config", "AWS_PROFILE, else default",
+           "credentials and settings for this mount", parse_profile),
     Option("sse", " | ".join(SSE_MODES), "the bucket's default",
            "server-side encryption of new objects",
-           lambda v, o: _choice(v, o, SSE_MODES, case_insensitive=False)),
+           lambda v, o: choice(v, o, SSE_MODES, case_insensitive=False)),
     Option("sse_kms_key_id", "key id, ARN or alias/...", "",
            "KMS key; needs sse=aws:kms or aws:kms:dsse", lambda v, o: v),
     Option("sse_kms_context", "base64 of a JSON object", "",
-           "KMS encryption context; needs sse=aws:kms*", lambda v, o: _check_kms_context(v)),
+           "KMS encryption context; needs sse=aws:kms*", lambda v, o: check_kms_context(v)),
     Option("bucket_key", "flag", "off", "S3 Bucket Key with SSE-KMS; needs sse=aws:kms"),
     Option("sse_c_key_file", "path", "",
            "SSE-C: a 32-byte key, raw or base64, in a file only its owner can read",
            lambda v, o: v),
     Option("storage_class", "a storage class, case-insensitive", "STANDARD",
            "storage class of new objects (STANDARD_IA, GLACIER_IR, ...)",
-           lambda v, o: _choice(v, o, STORAGE_CLASSES, case_insensitive=True)),
+           lambda v, o: choice(v, o, _enum("StorageClass"), case_insensitive=True)),
     Option("acl", "a canned ACL, e.g. bucket-owner-full-control", "", "ACL of new objects",
-           lambda v, o: _choice(v, o, CANNED_ACLS, case_insensitive=True)),
+           lambda v, o: choice(v, o, _enum("ACL"), case_insensitive=True)),
     Option("part_size", "5M..5G", "8M",
            "size of the first 64 parts; parts then double every 64 parts", _part_size),
     Option("upload_concurrency", "1..64", str(DEFAULT_UPLOAD_CONCURRENCY),
-           "parts in flight across the whole mount", lambda v, o: _parse_int(v, o, 1, 64)),
-    Option("memory_limit", "size, at least part_size", "64M",
-           "bytes of parts not yet sent, across the mount; write() waits beyond it", _memory),
+           "parts in flight across the whole mount", lambda v, o: parse_int(v, o, 1, 64)),
+    Option("memory_limit", "part_size..1T", "64M",
+           "bytes of parts not yet sent, across the mount; write() waits beyond it",
+           lambda v, o: parse_size(v, o, MIN_PART_SIZE, TiB)),
     Option("checksum", " | ".join(CHECKSUMS), "auto",
            "checksum sent with every part and PutObject, verified by S3",
-           lambda v, o: _choice(v, o, CHECKSUMS, case_insensitive=True)),
+           lambda v, o: choice(v, o, CHECKSUMS, case_insensitive=True)),
     Option("retries", "1..20", "6", "attempts per request for transient errors",
-           lambda v, o: _parse_int(v, o, 1, 20)),
-    Option("connect_timeout", "seconds", "10", "connect timeout per request", _parse_float),
-    Option("read_timeout", "seconds", "60", "read timeout per request", _parse_float),
-    Option("negative_ttl", "seconds", "0.25",
+           lambda v, o: parse_int(v, o, 1, 20)),
+    Option("connect_timeout", "seconds, 0.1..600", "10", "connect timeout per request",
+           lambda v, o: parse_seconds(v, o, 0.1, 600)),
+    Option("read_timeout", "seconds, 0.1..3600", "60", "read timeout per request",
+           lambda v, o: parse_seconds(v, o, 0.1, 3600)),
+    Option("negative_ttl", "seconds, 0..3600", "0.25",
            "a name absent from a cached listing is asked about again once this mount has "
-           "not listed or changed its directory for this long", _parse_float),
+           "not listed or changed its directory for this long",
+           lambda v, o: parse_seconds(v, o, 0, 3600)),
     Option("uid", "number", "the mounting user's",
            "owner shown for objects without s3fs metadata",
-           lambda v, o: _parse_int(v, o, 0, 2**32 - 2)),
+           lambda v, o: parse_int(v, o, 0, 2**32 - 2)),
     Option("gid", "number", "the mounting user's",
            "group shown for objects without s3fs metadata",
-           lambda v, o: _parse_int(v, o, 0, 2**32 - 2)),
+           lambda v, o: parse_int(v, o, 0, 2**32 - 2)),
     Option("file_mode", "octal", "0644", "permissions shown for objects without s3fs metadata",
-           _parse_mode),
+           parse_mode),
     Option("dir_mode", "octal", "0750", "permissions shown for directories without metadata",
-           _parse_mode),
+           parse_mode),
     Option("object_lock_mode", " | ".join(OBJECT_LOCK_MODES), "",
            "Object Lock (WORM) on new objects; needs object_lock_retain_days",
-           lambda v, o: _choice(v.upper(), o, OBJECT_LOCK_MODES, False)),
+           lambda v, o: choice(v.upper(), o, OBJECT_LOCK_MODES, False)),
     Option("object_lock_retain_days", "1..36500", "",
-           "retain-until = upload time + N days", lambda v, o: _parse_int(v, o, 1, 36500)),
+           "retain-until = upload time + N days", lambda v, o: parse_int(v, o, 1, 36500)),
     Option("object_lock_legal_hold", "flag", "off", "legal hold on new objects"),
-    Option("read_ahead", "size", "8M", "block size of ranged reads",
-           lambda v, o: parse_size(v, o)),
-    Option("debug", "flag", "off", "log every S3 request (never keys or bodies)"),
+    Option("read_ahead", "64K..1G", "8M", "block size of ranged reads",
+           lambda v, o: parse_size(v, o, 64 * KiB, GiB)),
+    Option("allow_suid", "flag", "off",
+           "honour stored setuid/setgid bits of files (mounts are nosuid otherwise, "
+           "whatever mount(8) passes); only for buckets no one untrusted can write to"),
+    Option("allow_dev", "flag", "off",
+           "let device files be opened (mounts are nodev otherwise, whatever mount(8) "
+           "passes)"),
+    Option("nonempty", "flag", "off",
+           "mount on a directory that is not empty (its entries are hidden while mounted)"),
+    Option("debug", "flag", "off",
+           "log every S3 request: operation, object key, part number (never credentials, "
+           "SSE-C keys or bodies)"),
     Option("log_file", "path", "syslog; with -f, stderr",
-           "log to this file instead", lambda v, o: os.path.abspath(v)),
+           "log to this file instead", parse_path),
     Option("cache_dir", "path", "$XDG_CACHE_HOME/s3mpfs, /var/cache/s3mpfs for root",
-           "local spool of files written at random offsets", lambda v, o: os.path.abspath(v)),
-    Option("cache_size", "size; 0 disables", "4G",
+           "local spool of files written at random offsets", parse_path),
+    Option("cache_size", "size, 0..1P; 0 disables", "4G",
            "spooled bytes across the mount; a write beyond it fails with ENOSPC",
            lambda v, o: parse_size(v, o)),
     Option("metrics", "PORT or HOST:PORT", "off",
            "serve Prometheus metrics over HTTP (HOST defaults to 127.0.0.1)",
-           _metrics_address),
+           parse_host_port),
 )
 OPTION_NAMES = tuple(option.name for option in OPTIONS)
 _VALUED = {o.name: o.parse for o in OPTIONS if o.parse is not None}
@@ -413,10 +392,11 @@ def options_help() -> str:
         default = f" (default: {o.default})" if o.default else ""
         lines.append(f"  {o.name:<24} {o.values}{default}")
         lines.append(f"  {'':<24} {o.meaning}")
-    fuse = sorted(FUSE_FLAGS - MOUNT_ONLY) + sorted(n + "=" for n in FUSE_VALUED - MOUNT_ONLY)
+    fuse = sorted(FUSE_FLAGS - MOUNT_ONLY - KERNEL_SECURITY)
+    fuse += sorted(n + "=" for n in FUSE_VALUED - MOUNT_ONLY)
     wrapped = textwrap.wrap(", ".join(fuse), width=72)
     lines.append(f"  {'FUSE options':<24} {wrapped[0]}")
     lines.extend(f"  {'':<24} {line}" for line in wrapped[1:])
-    lines.append(f"  {'':<24} passed to FUSE; {', '.join(sorted(MOUNT_ONLY))} are accepted "
-                 "and ignored")
+    ignored = sorted(MOUNT_ONLY | KERNEL_SECURITY)
+    lines.append(f"  {'':<24} passed to FUSE; {', '.join(ignored)} are accepted and ignored")
     return "\n".join(lines)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
+import socket
 from collections.abc import Callable
 
 import pyfuse3
@@ -81,8 +83,69 @@ async def probe_server(store: S3Store, config: MountConfig) -> None:
                     store.integrity.name)
 
 
+FUSE_DEVICE = "/dev/fuse"
+
+
+def check_fuse_device() -> None:
+    """libfuse opens /dev/fuse itself (fusermount3 only mounts), and says why it could not
+    on a line of its own before a vague error: say it here, once."""
+    try:
+        os.close(os.open(FUSE_DEVICE, os.O_RDWR | os.O_CLOEXEC))
+    except FileNotFoundError:
+        raise MountError(f"{FUSE_DEVICE} does not exist: load the fuse module (modprobe fuse)"
+                         ", or in a container pass --device /dev/fuse") from None
+    except OSError as exc:
+        raise MountError(f"cannot open {FUSE_DEVICE}: {exc.strerror}; this user needs read "
+                         f"and write access to it (usually crw-rw-rw-: chmod 0666 "
+                         f"{FUSE_DEVICE})") from None
+
+
+def mount_type(mountpoint: str) -> str | None:
+    """The type of the file system mounted at `mountpoint` (`fuse.s3mpfs`, ...), or None."""
+    target = control.mountpoint_path(mountpoint)
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields, _, rest = line.partition(" - ")
+            point = fields.split(" ")[4].replace("\\040", " ").replace("\\011", "\t") \
+                .replace("\\134", "\\")
+            if point == target and rest:
+                return rest.split(" ")[0]
+    return None
+
+
+def check_mountpoint(config: MountConfig) -> None:
+    """Refuse a directory FUSE already serves (a second daemon would stack on the first)
+    and, without `nonempty`, one with entries (the mount would hide them)."""
+    path = config.mountpoint
+    kind = mount_type(path)
+    if kind is not None and kind.startswith("fuse"):
+        try:
+            who = f"s3mpfs pid {control.request_status(path)['mount']['pid']}"
+        except (control.ControlError, OSError, KeyError, ValueError):
+            who = "s3mpfs" if kind == "fuse.s3mpfs" else kind
+        raise MountError(f"{path} is already mounted by {who}; unmount it first with: "
+                         f"s3mpfs unmount {path}")
+    if not config.nonempty:
+        try:
+            entries = len(os.listdir(path))
+        except OSError as exc:
+            raise MountError(f"cannot list mount point {path}: {exc.strerror}") from None
+        if entries:
+            raise MountError(f"{path} is not empty ({entries} entries would be hidden while "
+                             "mounted); use an empty directory, or -o nonempty")
+
+
 async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
     """Check the bucket, mount, serve FUSE requests until unmounted or signalled."""
+    check_fuse_device()  # what is wrong here is found before any request is sent
+    check_mountpoint(config)
+    spool = SpoolSpace(config.cache_dir, config.cache_size)
+    try:
+        spool.prepare()
+    except OSError as exc:
+        raise MountError(f"cannot use cache_dir={config.cache_dir}: {exc.strerror}; "
+                         "choose another with -o cache_dir=... or cache_size=0") from None
+    check_metrics_address(config)
     await check_bucket(config)
     stats = MountStats()
     store = S3Store(config, stats=stats)
@@ -94,13 +157,7 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
             store, nursery, MemoryBudget(config.memory_limit),
             trio.CapacityLimiter(config.upload_concurrency), config.part_size,
             registry=registry, expected_sse=config.sse,
-            spool=SpoolSpace(config.cache_dir, config.cache_size), read_ahead=config.read_ahead,
-            stats=stats)
-        try:
-            shared.spool.prepare()
-        except OSError as exc:
-            raise MountError(f"cannot use cache_dir={config.cache_dir}: {exc.strerror}; "
-                             "choose another with -o cache_dir=... or cache_size=0") from None
+            spool=spool, read_ahead=config.read_ahead, stats=stats)
         namespace = Namespace(config, store, shared)
         await _start_reporting(nursery, config, control.MountReport(
             config, stats, shared, lambda: sum(
@@ -108,6 +165,8 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         options = set(pyfuse3.default_options)
         options |= {f"fsname=s3mpfs:{config.prefix_display}", "subtype=s3mpfs"}
         options |= set(config.fuse_options)
+        options |= {"suid" if config.allow_suid else "nosuid",
+                    "dev" if config.allow_dev else "nodev"}
         try:
             pyfuse3.init(S3Operations(namespace), config.mountpoint, options)
         except RuntimeError as exc:
@@ -138,6 +197,23 @@ def _freeze_startup_objects() -> None:
     `ls -l` of 1,000 files. Start-up's own garbage is collected first."""
     gc.collect()
     gc.freeze()
+
+
+def check_metrics_address(config: MountConfig) -> None:
+    """Bind the metrics address once, before the bucket is asked anything: taken or not
+    ours, the mount is refused with one line (serving it later binds it again)."""
+    if config.metrics is None:
+        return
+    host, port = config.metrics
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in infos[:1]:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as trio does
+                probe.bind(address)
+    except OSError as exc:
+        raise MountError(f"metrics={host}:{port}: cannot listen there: "
+                         f"{exc.strerror or exc}") from None
 
 
 async def _start_reporting(nursery: trio.Nursery, config: MountConfig,

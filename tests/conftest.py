@@ -104,6 +104,8 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         "AWS_CONFIG_FILE": str(config_file),
         "AWS_SHARED_CREDENTIALS_FILE": str(credentials_file),
         "AWS_EC2_METADATA_DISABLED": "true",
+        # where background mounts log on a host without /dev/log (not /var/log/s3mpfs)
+        "XDG_STATE_HOME": str(tmp_path_factory.mktemp("state")),
     }
     saved = {k: os.environ.get(k) for k in (*values, *_AWS_VARS_TO_CLEAR)}
     for k in _AWS_VARS_TO_CLEAR:

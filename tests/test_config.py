@@ -333,7 +333,7 @@ def test_a_missing_mount_point_suggests_mkdir(tmp_path: Path) -> None:
 def test_a_file_is_not_a_mount_point(tmp_path: Path) -> None:
     path = tmp_path / "file"
     path.write_text("")
-    with pytest.raises(ConfigError, match="mkdir"):
+    with pytest.raises(ConfigError, match="is not a directory"):
         build_config("my-bucket", str(path), [])
 
 

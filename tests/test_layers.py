@@ -1,7 +1,7 @@
 """The package's layering, read from its own imports (TYPE_CHECKING ones included): no
 import circle between modules, and no import from a lower layer to a higher one.
 
-Layers, bottom up (docs/ARCHITECTURE.md): `errors`, `objects` -> `config` -> `s3/` ->
+Layers, bottom up (docs/ARCHITECTURE.md): `errors`, `objects` -> `values` -> `config` -> `s3/` ->
 `write/` -> `fs/` and `run/` (side by side, neither imports the other) -> `mount` -> `cli`.
 """
 
@@ -19,12 +19,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "s3mpfs"
 # import each other.
 FLOORS = {
     "s3mpfs.errors": 0, "s3mpfs.objects": 0, "s3mpfs": 0,
+    "s3mpfs.values": 0.5,  # parsers of option values: errors below, config above
     "s3mpfs.config": 1,
     "s3mpfs.s3": 2,
     "s3mpfs.write": 3,
     "s3mpfs.fs": 4, "s3mpfs.run": 4,
     "s3mpfs.mount": 5,
-    "s3mpfs.cli": 6, "s3mpfs.__main__": 7,
+    "s3mpfs.cli": 6, "s3mpfs.manual": 6, "s3mpfs.__main__": 7,
 }
 
 

@@ -48,7 +48,14 @@ def fuse_errors(handler: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def entry(node: Node) -> pyfuse3.EntryAttributes:
+SET_ID_BITS = stat.S_ISUID | stat.S_ISGID
+
+
+def entry(node: Node, hidden: int = SET_ID_BITS) -> pyfuse3.EntryAttributes:
+    """What stat shows of `node`. The setuid/setgid bits of files are `hidden` (all
+    attributes shown go through here; the stored mode keeps them): anyone who can write an
+    object with x-amz-meta-mode 0104755 would otherwise plant a setuid program. A
+    directory's setgid bit (group inheritance) is always shown."""
     attr = pyfuse3.EntryAttributes()
     attr.st_ino = node.inode
     attr.generation = 0
@@ -58,7 +65,8 @@ def entry(node: Node) -> pyfuse3.EntryAttributes:
     timeout = ATTR_TIMEOUT if node.meta_known or node.upload is not None else 0
     attr.entry_timeout = timeout
     attr.attr_timeout = timeout
-    attr.st_mode = node.attrs.mode
+    mode = node.attrs.mode
+    attr.st_mode = mode if stat.S_ISDIR(mode) else mode & ~hidden
     attr.st_nlink = 0 if node.unlinked else 2 if stat.S_ISDIR(node.attrs.mode) else 1
     attr.st_uid = node.attrs.uid
     attr.st_gid = node.attrs.gid
@@ -96,15 +104,19 @@ class S3Operations(pyfuse3.Operations):
     def __init__(self, namespace: Namespace) -> None:
         super().__init__()
         self.ns = namespace
+        self.hidden = 0 if namespace.config.allow_suid else SET_ID_BITS
         namespace.files.invalidate_attributes = _invalidate_attributes
         self._dir_handles: dict[int, list[tuple[str, Node]]] = {}
         self._next_dir_fh = 1
+
+    def entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        return entry(node, self.hidden)
 
     @fuse_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Any:
         node = await self.ns.lookup(parent_inode, _name(name))
         self.ns.table.remember(node)
-        return entry(node)
+        return self.entry(node)
 
     async def forget(self, inode_list: Any) -> None:
         for inode, count in inode_list:
@@ -112,7 +124,7 @@ class S3Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: Any = None) -> Any:
-        return entry(await self.ns.getattr(inode))
+        return self.entry(await self.ns.getattr(inode))
 
     @fuse_errors
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None,
@@ -125,7 +137,7 @@ class S3Operations(pyfuse3.Operations):
             gid=attr.st_gid if fields.update_gid else None,
             atime_ns=attr.st_atime_ns if fields.update_atime else None,
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None)
-        return entry(node)
+        return self.entry(node)
 
     @fuse_errors
     async def opendir(self, inode: int, ctx: Any) -> int:
@@ -143,7 +155,7 @@ class S3Operations(pyfuse3.Operations):
         entries = self._dir_handles.get(fh, [])
         for index in range(start_id, len(entries)):
             name, node = entries[index]
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry(node), index + 1):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self.entry(node), index + 1):
                 return
             if name not in (".", ".."):  # the kernel takes no reference for these
                 self.ns.table.remember(node)
@@ -156,7 +168,7 @@ class S3Operations(pyfuse3.Operations):
         node = await self.ns.mkdir(parent_inode, _name(name), mode & ~ctx.umask, ctx.uid,
                                    ctx.gid)
         self.ns.table.remember(node)
-        return entry(node)
+        return self.entry(node)
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
@@ -177,7 +189,7 @@ class S3Operations(pyfuse3.Operations):
         node = await self.ns.symlink(parent_inode, _name(name), os.fsdecode(target),
                                      ctx.uid, ctx.gid)
         self.ns.table.remember(node)
-        return entry(node)
+        return self.entry(node)
 
     @fuse_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
@@ -185,7 +197,7 @@ class S3Operations(pyfuse3.Operations):
         node = await self.ns.mknod(parent_inode, _name(name), mode & ~ctx.umask, rdev,
                                    ctx.uid, ctx.gid)
         self.ns.table.remember(node)
-        return entry(node)
+        return self.entry(node)
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
@@ -217,7 +229,7 @@ class S3Operations(pyfuse3.Operations):
         fh, node = await self.ns.create(parent_inode, _name(name), mode & ~ctx.umask,
                                         ctx.uid, ctx.gid, ctx.pid, flags)
         self.ns.table.remember(node)
-        return pyfuse3.FileInfo(fh=fh), entry(node)
+        return pyfuse3.FileInfo(fh=fh), self.entry(node)
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> Any:

@@ -28,7 +28,9 @@ _AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "w
 
 
 def parse_age(text: str) -> timedelta:
-    """'36h' -> 36 hours. Units: s, m, h, d, w."""
+    """'36h' -> 36 hours. Units: s, m, h, d, w; '0' alone needs none."""
+    if text.strip() == "0":
+        return timedelta(0)
     match = _AGE_RE.match(text.strip())
     if not match:
         raise ConfigError(f"--older-than {text!r} is not an age; use e.g. 30m, 12h, 2d")
@@ -43,8 +45,14 @@ def _format_age(age: timedelta) -> str:
     return f"{seconds}s"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser(command: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"s3mpfs {command}")
+    parser = _Parser(prog=f"s3mpfs {command}")
     parser.add_argument("target", metavar="BUCKET[:PREFIX]")
     parser.add_argument("-o", dest="options", action="append", default=[],
                         metavar="OPT[,OPT...]", help="endpoint_url=, region=, ... as for mount")
@@ -53,7 +61,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
                             help="only uploads started longer ago than AGE (default 1d)")
         parser.add_argument("--all", action="store_true",
                             help="also abort uploads that other tools started")
-        parser.add_argument("--dry-run", action="store_true", help="only say what would go")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="only say what would be aborted, and what kept and why")
     return parser
 
 
@@ -84,8 +93,10 @@ async def _run(command: str, config: MountConfig, parsed: argparse.Namespace,
     assert older_than is not None
     failures = 0
     for item in items:
-        why = _cleanup_reason(item, older_than, parsed.all)
-        if why is None:
+        abort, why = _cleanup_reason(item, older_than, parsed.all)
+        if not abort:
+            if parsed.dry_run:
+                print(f"would keep {item.upload.key} ({why})")
             continue
         if parsed.dry_run:
             print(f"would abort {item.upload.key} ({why})")
@@ -96,16 +107,21 @@ async def _run(command: str, config: MountConfig, parsed: argparse.Namespace,
     return 1 if failures else 0
 
 
-def _cleanup_reason(item: Registered, older_than: timedelta, everything: bool) -> str | None:
+def _cleanup_reason(item: Registered, older_than: timedelta,
+                    everything: bool) -> tuple[bool, str]:
+    """(abort it?, why), the why said for a kept upload too (--dry-run shows both)."""
+    age = f"started {_format_age(item.age())} ago"
     if item.owner is not None:
         if item.owner.alive():
-            return None  # a live s3mpfs here is writing it
+            return False, f"a live s3mpfs is writing it: {item.owner.describe()}"
         if item.age() <= older_than:
-            return None
-        return stale_reason(item, older_than) or f"older than {_format_age(older_than)}"
-    if everything and item.age() > older_than:
-        return f"another tool's upload, older than {_format_age(older_than)}"
-    return None
+            return False, f"{age}, not older than {_format_age(older_than)} (--older-than)"
+        return True, stale_reason(item, older_than) or f"older than {_format_age(older_than)}"
+    if not everything:
+        return False, f"another tool's upload, {age}; --all aborts those too"
+    if item.age() <= older_than:
+        return False, f"another tool's upload, {age}, not older than {_format_age(older_than)}"
+    return True, f"another tool's upload, older than {_format_age(older_than)}"
 
 
 async def _list(store: S3Store, items: list[Registered]) -> None:

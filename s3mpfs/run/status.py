@@ -10,6 +10,7 @@ being written, or with `--wait` shows their progress until they are done, then r
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -50,6 +51,9 @@ def files_count(n: int) -> str:
     return f"{n} file" if n == 1 else f"{n} files"
 
 
+PHASE_STYLES = {"failed": "bold red", "completing": "green"}
+
+
 def render(snap: dict[str, Any]) -> RenderableType:
     """The status as rich renderables: header, files being written, totals."""
     m, t = snap["mount"], snap["totals"]
@@ -58,13 +62,18 @@ def render(snap: dict[str, Any]) -> RenderableType:
                            f"  pid {m.get('pid')}  up {_duration(m.get('uptime', 0))}")
     files = Table(title=None, expand=True, show_edge=False, pad_edge=False)
     files.add_column("file", ratio=2, min_width=8, overflow="fold")
+    files.add_column("phase", no_wrap=True)
     for name in ("written", "sent", "parts\nsent", "in\nflight", "re-\ntried", "rate"):
         files.add_column(name, justify="right", no_wrap=True)
-    files.add_column("", ratio=1, min_width=8, no_wrap=True)
+    files.add_column("sent of\nwritten", ratio=1, min_width=8, no_wrap=True)
     for f in snap["uploads"]:
         total = max(f["bytes_written"], 1)
+        phase = f.get("phase", "")
+        if phase == "writing" and f["parts_retried"]:
+            phase = "writing, retried"
         files.add_row(
             Text(f["name"], style="red" if f.get("failed") else ""),
+            Text(phase, style=PHASE_STYLES.get(f.get("phase", ""), "")),
             size(f["bytes_written"]), size(f["bytes_sent"]), str(f["parts_sent"]),
             str(f["parts_in_flight"]), str(f["parts_retried"]), f"{size(f['rate'])}/s",
             ProgressBar(total=total, completed=min(f["bytes_sent"], total)))
@@ -132,6 +141,10 @@ def status_main(args: Sequence[str]) -> int:
                 else:
                     live.update(render(snap), refresh=True)
     except ControlError as exc:
+        if mount_owner(parsed.mountpoint) is not None and is_dead(parsed.mountpoint):
+            return _fail("status", f"{parsed.mountpoint} is a dead mount: its s3mpfs process "
+                         f"ended (crash or kill -9); clear it with: s3mpfs unmount "
+                         f"{parsed.mountpoint}")
         return _fail("status", str(exc))
     except KeyboardInterrupt:
         return 0
@@ -146,17 +159,59 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def is_dead(mountpoint: str) -> bool:
+    """A FUSE mount whose process is gone (crash, kill -9): the kernel answers ENOTCONN.
+    Asked only once its control socket did not answer, so the stat cannot hang on a live
+    but busy mount."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def _answers(mountpoint: str) -> bool:
+    try:
+        request_status(mountpoint)
+    except ControlError:
+        return False
+    return True
+
+
+def clear_dead_mount(mountpoint: str, fusermount: str) -> int:
+    """Detach a dead mount (lazily: nothing can be served through it any more)."""
+    result = subprocess.run([fusermount, "-uz", mountpoint], capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        message = result.stderr.strip().splitlines()[-1:] or ["fusermount3 failed"]
+        return _fail("unmount", f"cannot clear the dead mount at {mountpoint}: {message[0]}")
+    print(f"cleared the dead mount at {mountpoint}: its s3mpfs process had ended; files "
+          "being written then were not stored (the next mount aborts their uploads)",
+          file=sys.stderr)
+    return 0
+
+
 def unmount_main(args: Sequence[str]) -> int:
     parser = _Parser(prog="s3mpfs unmount",
-                     description="Unmount an s3mpfs mount once no file is being written.")
+                     description="Unmount an s3mpfs mount once no file is being written. "
+                                 "A dead mount (its process ended) is cleared.")
     parser.add_argument("mountpoint", metavar="MOUNTPOINT")
     parser.add_argument("--wait", action="store_true",
                         help="wait for files being written, showing their progress")
+    parser.add_argument("--if-dead", action="store_true",
+                        help="only clear a dead mount: succeed if MOUNTPOINT is not mounted, "
+                             "fail if a live s3mpfs serves it (for systemd's ExecStartPre)")
     parsed = parser.parse_args(args)
     mnt = parsed.mountpoint
     owner = mount_owner(mnt)
-    path = socket_path(mnt, owner if owner is not None else os.getuid())
     fusermount = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
+    if owner is None and parsed.if_dead:
+        return 0
+    if owner is not None and not _answers(mnt) and is_dead(mnt):
+        return clear_dead_mount(mnt, fusermount)
+    if parsed.if_dead:
+        return _fail("unmount", f"{mnt} is mounted and its s3mpfs answers; not touching it")
+    path = socket_path(mnt, owner if owner is not None else os.getuid())
     console = Console(stderr=True)
     said = ""
     try:

@@ -36,6 +36,8 @@ class Upload(Protocol):
     @property
     def error(self) -> BaseException | None: ...
     @property
+    def phase(self) -> str: ...  # writing, completing or failed
+    @property
     def result(self) -> object: ...  # not None once committed
 
 PART_OPERATIONS = ("UploadPart", "UploadPartCopy")  # tracked per key, for uploads' progress
@@ -174,6 +176,7 @@ class MountStats:
                     "parts_retried": self._retried.get(upload.key, 0),
                     "rate": round(self._rate(upload.key), 1),
                     "failed": str(upload.error) if upload.error is not None else None,
+                    "phase": upload.phase,
                 })
             totals = {
                 "files_committed": self.files_committed,

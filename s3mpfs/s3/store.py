@@ -355,7 +355,7 @@ class S3Store:
 
 
 def _log_request(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    if log.isEnabledFor(logging.DEBUG):  # names and numbers only: never keys or bodies
+    if log.isEnabledFor(logging.DEBUG):  # object keys and numbers: never secrets or bodies
         log.debug("%s %s%s", fn.__name__, kwargs.get("Key", kwargs.get("Prefix", "")),
                   f" part {kwargs['PartNumber']}" if "PartNumber" in kwargs else "")
 
@@ -375,7 +375,7 @@ def make_client(config: MountConfig, *, pool: int = 10, check_mode: bool = False
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session()
+    session = boto3.session.Session(profile_name=config.profile)
     client = session.client("s3", endpoint_url=config.endpoint_url, config=client_config)
     if _HASHED_SIGNER in botocore_auth.AUTH_TYPE_MAPS:
         for operation in ("UploadPart", "PutObject"):

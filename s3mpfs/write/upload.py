@@ -104,6 +104,14 @@ class Upload:
         shared.nursery.start_soon(self._drive, name=f"upload {key}")
 
     @property
+    def phase(self) -> str:
+        """For `s3mpfs status`: writing (open), completing (closed, being committed), or
+        failed (close() or the next write will fail with EIO)."""
+        if self.error is not None:
+            return "failed"
+        return "completing" if self._closed else "writing"
+
+    @property
     def size(self) -> int:
         """The file's length: the base object's until the first write extends it."""
         if self.random is not None:

@@ -237,6 +237,34 @@ def test_status_follows_a_throttled_copy(proxy: S3Proxy, mount: Any, bucket: str
 
 
 @pytest.mark.mount
+def test_status_shows_each_files_phase(proxy: S3Proxy, mount: Any, bucket: str,
+                                       run_cli: Run) -> None:
+    """writing while open, completing once closed until S3 has it (a failed upload is
+    aborted and leaves the list at once: the totals count it); the text for a pipe names
+    the phase too."""
+    m = mount(bucket, f"endpoint_url={proxy.url}", "part_size=5M")
+    held = proxy.add_fault("CompleteMultipartUpload", HOLD)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys\n"
+         "with open(sys.argv[1], 'wb') as f:\n"
+         "    f.write(b'x' * 6 * 2**20); f.flush(); sys.stdin.read()\n", str(m.path / "slow.bin")],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (f := in_flight(status(run_cli, m.path), "slow.bin"))
+                 and f["phase"] == "writing", message="slow.bin writing")
+        assert writer.stdin is not None
+        writer.stdin.close()  # the writer closes the file: the upload completes, held
+        wait_for(lambda: held.held.is_set(), timeout=30, message="the completion held")
+        assert in_flight(status(run_cli, m.path), "slow.bin")["phase"] == "completing"
+        text = run_cli("status", str(m.path)).stdout  # not a terminal: plain text
+        assert re.search(r"slow\.bin\s+\S?\s*completing", text), text
+    finally:
+        proxy.release(held)
+        writer.wait(timeout=60)
+    assert writer.returncode == 0, writer.stderr.read() if writer.stderr else ""
+
+
+@pytest.mark.mount
 def test_another_user_cannot_read_the_status(mount: Any, bucket: str, run_cli: Run,
                                              tmp_path: Path) -> None:
     m = mount(bucket)
