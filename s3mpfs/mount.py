@@ -23,6 +23,7 @@ from .fs.namespace import Namespace
 from .fs.operations import S3Operations
 from .run import control, metrics
 from .s3.integrity import ChecksumIgnored
+from .s3.optioncheck import OptionRefused, check_options
 from .s3.stats import MountStats
 from .s3.store import S3Store
 from .write.budget import MemoryBudget
@@ -70,7 +71,15 @@ async def check_bucket(config: MountConfig) -> None:
 
 
 async def probe_server(store: S3Store, config: MountConfig) -> None:
-    """Learn what the server verifies and honours before the first file is written."""
+    """Learn what the server verifies and honours before the first file is written, and
+    refuse a mount whose options the server refuses (every file would fail)."""
+    try:
+        await check_options(store, config)
+    except OptionRefused as exc:
+        raise MountError(str(exc)) from None
+    except Exception as exc:
+        log.warning("could not check whether this server takes the options of new objects "
+                    "(%s)", describe(exc))
     try:
         await store.probe(config.prefix)
     except ChecksumIgnored as exc:

@@ -353,6 +353,11 @@ class S3Store:
             kwargs["KeyMarker"] = page.get("NextKeyMarker")
             kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
 
+    async def put_empty(self, key: str, params: dict[str, Any]) -> None:
+        """An empty PutObject with these parameters and no checksum: a mount-time check
+        of what the server accepts (s3/optioncheck.py), before checksums are probed."""
+        await self._call(self._client.put_object, Key=key, Body=b"", **params)
+
 
 def _log_request(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
     if log.isEnabledFor(logging.DEBUG):  # names and numbers only: never keys or bodies
