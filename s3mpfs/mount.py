@@ -22,6 +22,7 @@ from .fs.kernel import tune_read_ahead
 from .fs.namespace import Namespace
 from .fs.operations import S3Operations
 from .run import control, metrics
+from .s3.gaps import Gaps, probe_gaps
 from .s3.integrity import ChecksumIgnored
 from .s3.optioncheck import OptionRefused, check_options
 from .s3.stats import MountStats
@@ -90,13 +91,25 @@ async def probe_server(store: S3Store, config: MountConfig) -> None:
                     store.integrity.name)
 
 
+async def find_gaps(store: S3Store, config: MountConfig) -> Gaps:
+    """Which optional multipart operations the server lacks (s3/gaps.py)."""
+    try:
+        return await probe_gaps(store, config.prefix)
+    except Exception as exc:
+        log.warning("could not check whether this server copies parts (%s); assuming it "
+                    "does", describe(exc))
+        return Gaps()
+
+
 async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
     """Check the bucket, mount, serve FUSE requests until unmounted or signalled."""
     await check_bucket(config)
     stats = MountStats()
     store = S3Store(config, stats=stats)
+    gaps = Gaps()
     if not config.read_only:
         await probe_server(store, config)
+        gaps = await find_gaps(store, config)
     async with trio.open_nursery() as nursery:
         registry = UploadRegistry(store, config.prefix)
         shared = UploadShared(
@@ -104,7 +117,7 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
             trio.CapacityLimiter(config.upload_concurrency), config.part_size,
             registry=registry, expected_sse=config.sse,
             spool=SpoolSpace(config.cache_dir, config.cache_size), read_ahead=config.read_ahead,
-            stats=stats)
+            stats=stats, part_copy=gaps.copies_parts)
         try:
             shared.spool.prepare()
         except OSError as exc:

@@ -101,7 +101,7 @@ async def _refusal(store: S3Store, key: str, params: dict[str, Any], *,
     """The server's answer if it refuses a PUT with these parameters; None if it stores
     it (deleted again unless `keep`)."""
     try:
-        await store.put_empty(key, {**params, "ContentType": "application/octet-stream"})
+        await store.put_unchecked(key, {**params, "ContentType": "application/octet-stream"})
     except ClientError as exc:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         if 400 <= status < 500 or status == 501:

@@ -353,10 +353,10 @@ class S3Store:
             kwargs["KeyMarker"] = page.get("NextKeyMarker")
             kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
 
-    async def put_empty(self, key: str, params: dict[str, Any]) -> None:
-        """An empty PutObject with these parameters and no checksum: a mount-time check
-        of what the server accepts (s3/optioncheck.py), before checksums are probed."""
-        await self._call(self._client.put_object, Key=key, Body=b"", **params)
+    async def put_unchecked(self, key: str, params: dict[str, Any], body: bytes = b"") -> dict:
+        """A PutObject with these parameters and no checksum: the mount-time checks of
+        what the server accepts and implements (s3/optioncheck.py, s3/gaps.py)."""
+        return await self._call(self._client.put_object, Key=key, Body=body, **params)
 
 
 def _log_request(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:

@@ -61,6 +61,7 @@ class UploadShared:
     spool: SpoolSpace = field(default_factory=lambda: SpoolSpace("", 0))  # random mode
     read_ahead: int = 8 * 1024 * 1024  # block size of base reads in random mode
     uploads: set[Upload] = field(default_factory=set)  # live ones, for shutdown
+    part_copy: bool = True  # the server implements UploadPartCopy (s3/gaps.py)
     stats: MountStats | None = None  # told when each upload ends
 
 
@@ -265,7 +266,8 @@ class Upload:
                 self._closed = True
                 try:
                     if self.error is None and self.random is not None:
-                        async for part, alone in self.random.parts(self.shared.part_size):
+                        async for part, alone in self.random.parts(
+                                self.shared.part_size, copies=self.shared.part_copy):
                             await self._hand_over(part, last=alone)
                         self._closed_cleanly = True
                     elif self.error is None:
@@ -285,21 +287,23 @@ class Upload:
             return self.result
 
     async def _start_from_base(self) -> None:
-        """Begin with the base object's bytes, once: small ones are read back, larger ones
-        are copied server-side (UploadPartCopy), so appending never downloads a big file."""
+        """Begin with the base object's bytes, once: copied server-side if large, so an
+        append never downloads a big file; else (or without UploadPartCopy) read back."""
         base, self.base = self.base, None
         if base is None:
             return
         self.copy_source = base
         try:
-            if base.size >= MIN_PART_SIZE:
+            if base.size >= MIN_PART_SIZE and self.shared.part_copy:
                 parts = copy_parts(base.size)
                 self.planner.continue_after(parts)
                 for part in parts:
                     await self._hand_over(part, last=False)
-            elif base.size > 0:
-                data = await self.shared.store.get_range(base.key, 0, base.size, base.etag)
-                for part in self.planner.write(0, data):
+                return
+            for start in range(0, base.size, step := self.shared.part_size):
+                end = min(start + step, base.size)
+                data = await self.shared.store.get_range(base.key, start, end, base.etag)
+                for part in self.planner.write(start, data):
                     self.sent.keep(part)
                     await self._hand_over(part, last=False)
         except Exception as exc:  # sticky: later writes must not go on without the base
