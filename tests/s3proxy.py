@@ -527,6 +527,9 @@ class S3Proxy:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.strip_checksums = False  # answer like a server that ignores x-amz-checksum-*
+        # Headers removed from every answer (lower case), e.g. {"x-amz-storage-class"}: a
+        # server that stores every object as STANDARD whatever it was asked.
+        self.strip_headers: set[str] = set()
 
     # --- lifecycle ---
 
@@ -775,6 +778,10 @@ class S3Proxy:
         rec.upstream_status = up.status
         if self.strip_checksums:
             up = _without_checksums(up)
+        if self.strip_headers:
+            up = _Upstream(up.status, up.reason, [(n, v) for n, v in up.headers
+                                                  if n.lower() not in self.strip_headers],
+                           up.body)
 
         if action == RESET_AFTER:
             h.abort()

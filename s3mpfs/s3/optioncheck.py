@@ -11,7 +11,7 @@ not be deleted again), HEADs it and deletes it:
   one line naming it and the server's answer (`OptionRefused`);
 - accepted but not done: encryption that is not reported back would fail every file's
   check after upload (the mount is refused too); a storage class stored as another one
-  (`OUTPOSTS` on RGW) only costs money, so it is one ERROR line and the mount goes on.
+  only costs money, so it is one ERROR line and the mount goes on.
 
 Nothing is sent when the options ask for none of these, and failures that are not the
 options' (the server refuses even a plain PUT) are left to the mount's other probe.

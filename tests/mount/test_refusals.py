@@ -71,17 +71,26 @@ def test_options_the_server_takes_cost_no_line(
     m = mount(bucket, via(proxy), "storage_class=STANDARD_IA")
     (m.path / "f").write_bytes(b"data")
     assert s3.head_object(Bucket=bucket, Key="f")["StorageClass"] == "STANDARD_IA"
-    assert log_lines(m, "ERROR") == [] and log_lines(m, "WARNING") == []
+    assert log_lines(m, "s3mpfs.s3.optioncheck") == [] and log_lines(m, "s3mpfs.s3.gaps") == []
 
 
 def test_a_storage_class_stored_as_another_is_one_error_line(
-    s3_backend: Any, s3: Any, bucket: str, mount: Any
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any
+) -> None:
+    proxy.strip_headers = {"x-amz-storage-class"}  # a server that stores STANDARD
+    m = mount(bucket, via(proxy), "storage_class=STANDARD_IA")
+    errors = log_lines(m, "ERROR")
+    assert len(errors) == 1 and "storage_class=STANDARD_IA" in errors[0], errors
+    assert "stores new objects as STANDARD" in errors[0], errors
+    (m.path / "f").write_bytes(b"data")  # the mount goes on
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"data"
+
+
+def test_a_storage_class_refused_by_put_object_refuses_the_mount(
+    s3_backend: Any, bucket: str, mount: Any
 ) -> None:
     if s3_backend.name != "rgw":
         pytest.skip("moto stores every storage class it is given")
-    m = mount(bucket, "storage_class=OUTPOSTS")  # Ceph RGW takes it, stores STANDARD
-    errors = log_lines(m, "ERROR")
-    assert len(errors) == 1 and "storage_class=OUTPOSTS" in errors[0], errors
-    assert "stores new objects as STANDARD" in errors[0], errors
-    (m.path / "f").write_bytes(b"data")
-    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"data"
+    m = mount(bucket, "storage_class=OUTPOSTS", expect_failure=True)  # Ceph RGW: 400
+    line = refusal_line(m)
+    assert line.startswith("s3mpfs: storage_class=OUTPOSTS: the server refuses it"), line
