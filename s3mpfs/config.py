@@ -360,7 +360,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("upload_concurrency", "1..64", str(DEFAULT_UPLOAD_CONCURRENCY),
            "parts in flight across the whole mount", lambda v, o: _parse_int(v, o, 1, 64)),
     Option("memory_limit", "size, at least part_size", "64M",
-           "bytes of parts not yet sent, across the mount; write() waits beyond it", _memory),
+           "bytes of parts being filled or not yet sent, across the mount; write() waits "
+           "beyond it", _memory),
     Option("checksum", " | ".join(CHECKSUMS), "auto",
            "checksum sent with every part and PutObject, verified by S3",
            lambda v, o: _choice(v, o, CHECKSUMS, case_insensitive=True)),
