@@ -63,7 +63,9 @@ async def probe_gaps(store: S3Store, prefix: str) -> Gaps:
     resp = await store.put_unchecked(src, params, body)
     try:
         source = ObjectInfo(src, len(body), 0, resp.get("ETag", ""))
-        upload_id = await store.create_multipart_with(dst, params)
+        algorithm = store.integrity.algorithm  # as every upload of the mount
+        upload_id = await store.create_multipart_with(
+            dst, {**params, **({"ChecksumAlgorithm": algorithm} if algorithm else {})})
         try:
             try:
                 await store.upload_part_copy(dst, upload_id, 1, source, 0, len(body))
