@@ -346,8 +346,9 @@ class Upload:
         await self._done.wait()
 
     async def _hand_over(self, part: Part, last: bool) -> None:
-        """Give a part to the driver once the mount's memory budget has room for it:
-        this wait is the backpressure that makes write() block."""
+        """Give a part to the driver with its charge against the mount's memory budget:
+        the reservation of the part being filled, or (parts not filled here) one taken
+        now, waiting for room: the backpressure that makes write() block."""
         charge = self.filling.hand(len(part)) if part.data else 0
         charge = charge or await self.shared.budget.acquire(len(part))
         try:
