@@ -325,7 +325,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("upload_concurrency", "1..64", str(DEFAULT_UPLOAD_CONCURRENCY),
            "parts in flight across the whole mount", lambda v, o: parse_int(v, o, 1, 64)),
     Option("memory_limit", "part_size..1T", "64M",
-           "bytes of parts not yet sent, across the mount; write() waits beyond it",
+           "bytes of parts being filled or not yet sent, across the mount; write() "
+           "waits beyond it",
            lambda v, o: parse_size(v, o, MIN_PART_SIZE, TiB)),
     Option("checksum", " | ".join(CHECKSUMS), "auto",
            "checksum sent with every part and PutObject, verified by S3",

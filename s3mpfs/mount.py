@@ -24,7 +24,9 @@ from .fs.kernel import tune_read_ahead
 from .fs.namespace import Namespace
 from .fs.operations import S3Operations
 from .run import control, metrics
+from .s3.gaps import Gaps, probe_gaps
 from .s3.integrity import ChecksumIgnored
+from .s3.optioncheck import OptionRefused, check_options
 from .s3.stats import MountStats
 from .s3.store import S3Store
 from .write.budget import MemoryBudget
@@ -72,7 +74,15 @@ async def check_bucket(config: MountConfig) -> None:
 
 
 async def probe_server(store: S3Store, config: MountConfig) -> None:
-    """Learn what the server verifies and honours before the first file is written."""
+    """Learn what the server verifies and honours before the first file is written, and
+    refuse a mount whose options the server refuses (every file would fail)."""
+    try:
+        await check_options(store, config)
+    except OptionRefused as exc:
+        raise MountError(str(exc)) from None
+    except Exception as exc:
+        log.warning("could not check whether this server takes the options of new objects "
+                    "(%s)", describe(exc))
     try:
         await store.probe(config.prefix)
     except ChecksumIgnored as exc:
@@ -135,6 +145,16 @@ def check_mountpoint(config: MountConfig) -> None:
                              "mounted); use an empty directory, or -o nonempty")
 
 
+async def find_gaps(store: S3Store, config: MountConfig) -> Gaps:
+    """Which optional multipart operations the server lacks (s3/gaps.py)."""
+    try:
+        return await probe_gaps(store, config.prefix)
+    except Exception as exc:
+        log.warning("could not check whether this server copies parts (%s); assuming it "
+                    "does", describe(exc))
+        return Gaps()
+
+
 async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -> None:
     """Check the bucket, mount, serve FUSE requests until unmounted or signalled."""
     check_fuse_device()  # what is wrong here is found before any request is sent
@@ -149,15 +169,18 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
     await check_bucket(config)
     stats = MountStats()
     store = S3Store(config, stats=stats)
+    gaps = Gaps()
     if not config.read_only:
         await probe_server(store, config)
+        gaps = await find_gaps(store, config)
     async with trio.open_nursery() as nursery:
         registry = UploadRegistry(store, config.prefix)
         shared = UploadShared(
             store, nursery, MemoryBudget(config.memory_limit),
             trio.CapacityLimiter(config.upload_concurrency), config.part_size,
             registry=registry, expected_sse=config.sse,
-            spool=spool, read_ahead=config.read_ahead, stats=stats)
+            spool=spool, read_ahead=config.read_ahead, stats=stats,
+            part_copy=gaps.copies_parts)
         namespace = Namespace(config, store, shared)
         await _start_reporting(nursery, config, control.MountReport(
             config, stats, shared, lambda: sum(

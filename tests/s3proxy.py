@@ -42,6 +42,7 @@ __all__ = [
     "CORRUPT",
     "ERROR_200",
     "ERROR_200_AFTER",
+    "FAULT_400",
     "FAULT_500",
     "FAULT_501",
     "FAULT_503",
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 FAULT_500 = "500"
 FAULT_503 = "503"
 FAULT_501 = "501"  # NotImplemented, as Ceph RGW answers CopyObject of encrypted objects
+FAULT_400 = "400"  # a refusal; the rule's error_code names it (InvalidStorageClass, ...)
 RESET_BEFORE = "reset_before"
 RESET_AFTER = "reset_after"
 STALL = "stall"
@@ -75,6 +77,7 @@ CORRUPT = "corrupt"
 ACTIONS = frozenset(
     {
         CORRUPT,
+        FAULT_400,
         FAULT_501,
         FAULT_500,
         FAULT_503,
@@ -231,6 +234,8 @@ class FaultRule:
     times: int | None = None
     key_contains: str | None = None
     part_number: int | None = None
+    header: str | None = None  # only requests carrying this header ("name" or "name: value")
+    error_code: str = "InvalidArgument"  # the code a FAULT_400 answers with
     stall_seconds: float = 30.0
     matched: int = 0  # matching requests seen (the counter nth / every refer to)
     fired: int = 0
@@ -243,6 +248,12 @@ class FaultRule:
             return False
         if self.key_contains is not None and self.key_contains not in (rec.key or ""):
             return False
+        if self.header is not None:
+            name, _, value = self.header.partition(":")
+            if name.strip() not in rec.headers:
+                return False
+            if value.strip() and rec.headers[name.strip()].lower() != value.strip().lower():
+                return False
         return self.part_number is None or rec.part_number == self.part_number
 
     def exhausted(self) -> bool:
@@ -516,6 +527,9 @@ class S3Proxy:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.strip_checksums = False  # answer like a server that ignores x-amz-checksum-*
+        # Headers removed from every answer (lower case), e.g. {"x-amz-storage-class"}: a
+        # server that stores every object as STANDARD whatever it was asked.
+        self.strip_headers: set[str] = set()
 
     # --- lifecycle ---
 
@@ -613,6 +627,8 @@ class S3Proxy:
         times: int | None = None,
         key_contains: str | None = None,
         part_number: int | None = None,
+        header: str | None = None,
+        error_code: str = "InvalidArgument",
         stall_seconds: float = 30.0,
     ) -> FaultRule:
         """Add a fault rule (rules are tried in the order added; the first to fire wins)."""
@@ -633,6 +649,8 @@ class S3Proxy:
             times=times,
             key_contains=key_contains,
             part_number=part_number,
+            header=header,
+            error_code=error_code,
             stall_seconds=stall_seconds,
         )
         with self._lock:
@@ -722,6 +740,12 @@ class S3Proxy:
         rule = self._decide(rec)
         action = rule.action if rule else None
 
+        if action == FAULT_400:
+            assert rule is not None
+            rec.status = 400
+            payload = _s3_error(rule.error_code, "refused by the test proxy")
+            h.send_raw(400, "Bad Request", [("Content-Type", "application/xml")], payload)
+            return
         if action in (FAULT_500, FAULT_501, FAULT_503, ERROR_200):
             status, reason, payload = _CANNED[action]
             rec.status = status
@@ -754,6 +778,10 @@ class S3Proxy:
         rec.upstream_status = up.status
         if self.strip_checksums:
             up = _without_checksums(up)
+        if self.strip_headers:
+            up = _Upstream(up.status, up.reason, [(n, v) for n, v in up.headers
+                                                  if n.lower() not in self.strip_headers],
+                           up.body)
 
         if action == RESET_AFTER:
             h.abort()

@@ -50,7 +50,7 @@ class Namespace:
         self.config = config
         self.store = store
         self.uploads = uploads
-        self.copier = Copier(store, config.upload_concurrency)
+        self.copier = Copier(store, config.upload_concurrency, copies_parts=uploads.part_copy)
         self.names = Names(config, store, lambda path: self.files.being_written(path))
         self.table = self.names.table
         self.attributes = AttributeWriter(store, self.names, self.copier, uploads.nursery)

@@ -7,7 +7,9 @@ pins the copy to that very version (a source replaced meanwhile fails the copy r
 than mixing versions). Objects up to ONE_REQUEST_LIMIT are copied with one CopyObject;
 larger ones, and any object whose CopyObject the server refuses (Ceph RGW answers 501
 NotImplemented for SSE-KMS and SSE-C sources), with a multipart upload of UploadPartCopy
-parts, which such servers do support.
+parts, which such servers do support. Where UploadPartCopy is missing too (learnt at mount
+by s3/gaps.py, or from its first refusal), the copy goes through this host: ranged GETs
+of the source, pinned to its ETag, each uploaded as a part, one part at a time.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import logging
 
 import trio
 
-from ..errors import S3mpfsError, describe, root_cause, s3_error_code
+from ..errors import describe, root_cause
 from ..objects import CompletedPart, ObjectInfo
+from .gaps import not_implemented as refused
 from .params import content_type_for, tagging
 from .store import S3Store
 
@@ -28,20 +31,11 @@ MAX_PARTS = 10_000
 ABORT_TIMEOUT = 60.0
 
 
-class CopyRefused(S3mpfsError):
-    """The server implements neither CopyObject nor UploadPartCopy for this object."""
-
-
-def refused(exc: BaseException) -> bool:
-    """Whether an error says the server does not implement this request."""
-    status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return s3_error_code(exc) == "NotImplemented" or status == 501
-
-
 class Copier:
-    def __init__(self, store: S3Store, concurrency: int) -> None:
+    def __init__(self, store: S3Store, concurrency: int, *, copies_parts: bool = True) -> None:
         self.store = store
         self.concurrency = concurrency
+        self.copies_parts = copies_parts  # the server implements UploadPartCopy
         self._one_request_refused: set[str] = set()  # encryption kinds CopyObject refused
 
     async def move(self, src: str, dst: str,
@@ -77,17 +71,46 @@ class Copier:
                 if not refused(exc):
                     raise
                 self._one_request_refused.add(kind)
-                log.warning("%s; copying %s objects part by part with UploadPartCopy "
-                            "instead", describe(exc), kind or "unencrypted")
+                log.warning("%s; copying %s objects part by part instead", describe(exc),
+                            kind or "unencrypted")
+        params = {**params, **tagging(tags)}
+        if self.copies_parts:
+            try:
+                return await self._copy_in_parts(source, dst, params)
+            except Exception as exc:
+                if not refused(exc):
+                    raise
+                self.copies_parts = False
+                log.warning("%s; copying %s to %s (and any later copy) by reading it back "
+                            "and uploading it, one part at a time", describe(exc), src, dst)
+        return await self._copy_by_reading(source, dst, params)
+
+    async def _copy_by_reading(self, source: ObjectInfo, dst: str, params: dict
+                               ) -> ObjectInfo:
+        """A copy through this host, for servers without UploadPartCopy: ranged GETs of
+        that very version of the source, each uploaded as a part before the next is read,
+        so one part is in memory at a time."""
+        step = max(self.store.config.part_size, -(-source.size // MAX_PARTS))
+        if source.size <= step:
+            data = await self.store.get_range(source.key, 0, source.size, source.etag) \
+                if source.size else b""
+            resp = await self.store.put_with(dst, data, params)
+            return ObjectInfo(dst, source.size, 0, resp.get("ETag", ""))
+        if self.store.integrity.algorithm:
+            params = {**params, "ChecksumAlgorithm": self.store.integrity.algorithm}
+        upload_id = await self.store.create_multipart_with(dst, params)
+        parts: list[CompletedPart] = []
         try:
-            return await self._copy_in_parts(source, dst, {**params, **tagging(tags)})
-        except Exception as exc:
-            if refused(exc):
-                problem = (f"cannot copy {src} to {dst}: this server implements neither "
-                           f"CopyObject nor UploadPartCopy for it ({describe(exc)})")
-                log.error("%s", problem)
-                raise CopyRefused(problem) from None
+            for number, start in enumerate(range(0, source.size, step), 1):
+                data = await self.store.get_range(
+                    source.key, start, min(start + step, source.size), source.etag)
+                parts.append(await self.store.upload_part(dst, upload_id, number, data))
+                del data  # before the next GET
+            resp = await self.store.complete_multipart(dst, upload_id, parts)
+        except BaseException:
+            await self._abort(source, dst, upload_id)
             raise
+        return ObjectInfo(dst, source.size, 0, resp.get("ETag", ""))
 
     async def _copy_in_parts(self, source: ObjectInfo, dst: str, params: dict) -> ObjectInfo:
         if source.size == 0:  # a range cannot name zero bytes: write the empty object
@@ -113,14 +136,17 @@ class Copier:
             resp = await self.store.complete_multipart(
                 dst, upload_id, [parts[n] for n in sorted(parts)])
         except BaseException as exc:
-            with trio.move_on_after(ABORT_TIMEOUT, shield=True):
-                try:
-                    await self.store.abort_multipart(dst, upload_id)
-                except Exception as abort_error:
-                    log.error("could not abort the copy of %s to %s: %s", source.key, dst,
-                              describe(abort_error))
+            await self._abort(source, dst, upload_id)
             cause = root_cause(exc)
             if cause is not exc and isinstance(cause, Exception):
                 raise cause from None  # the part's error, not trio's group around it
             raise
         return ObjectInfo(dst, source.size, 0, resp.get("ETag", ""))
+
+    async def _abort(self, source: ObjectInfo, dst: str, upload_id: str) -> None:
+        with trio.move_on_after(ABORT_TIMEOUT, shield=True):
+            try:
+                await self.store.abort_multipart(dst, upload_id)
+            except Exception as abort_error:
+                log.error("could not abort the copy of %s to %s: %s", source.key, dst,
+                          describe(abort_error))

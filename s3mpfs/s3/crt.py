@@ -435,9 +435,10 @@ _RETRYABLE_CODES = {"Throttling", "ThrottlingException", "ThrottledException",
 
 
 def _retryable(exc: CrtRequestError) -> bool:
-    """What botocore's standard mode retries: no answer, 5xx, 429, throttling, timeouts,
-    and answers whose error body could not be read (a 200 carrying an error included)."""
-    return (exc.status == 0 or exc.status >= 500 or exc.status == 429
+    """What botocore's standard mode retries: no answer, 5xx but 501 NotImplemented (an
+    operation the server lacks), 429, throttling, timeouts, and answers whose error body
+    could not be read (a 200 carrying an error included)."""
+    return (exc.status == 0 or exc.status >= 500 and exc.status != 501 or exc.status == 429
             or exc.code in _RETRYABLE_CODES or exc.code == str(exc.status) and exc.status
             not in (301, 304, 400, 403, 404, 412, 416))
 

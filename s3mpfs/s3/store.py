@@ -353,6 +353,11 @@ class S3Store:
             kwargs["KeyMarker"] = page.get("NextKeyMarker")
             kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
 
+    async def put_unchecked(self, key: str, params: dict[str, Any], body: bytes = b"") -> dict:
+        """A PutObject with these parameters and no checksum: the mount-time checks of
+        what the server accepts and implements (s3/optioncheck.py, s3/gaps.py)."""
+        return await self._call(self._client.put_object, Key=key, Body=body, **params)
+
 
 def _log_request(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
     if log.isEnabledFor(logging.DEBUG):  # object keys and numbers: never secrets or bodies

@@ -1,6 +1,9 @@
-"""The mount-wide memory budget: bytes of parts handed to uploads and not yet sent.
+"""The mount-wide memory budget: bytes of part data held by the write path.
 
-This is where `write()` waits when too much is in flight (`memory_limit`).
+Charged: parts handed to uploads and not yet sent, and the part each streaming file is
+filling (a whole part's worth, reserved before its first byte and handed to the part
+when it is cut). This is where `write()` waits when too much is held (`memory_limit`),
+so the bound holds for any number of files written at once.
 """
 
 from __future__ import annotations
@@ -30,3 +33,29 @@ class MemoryBudget:
     def release(self, charge: int) -> None:
         self.used -= charge
         self._lot.unpark_all()
+
+
+class Reservation:
+    """One file's charge for the part it is filling: taken once (waiting for room), then
+    handed to that part when it is cut, or released."""
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    async def take(self, size: int) -> None:
+        if not self.held:
+            self.held = await self.budget.acquire(size)
+
+    def hand(self, size: int) -> int:
+        """The charge of a part of `size` bytes just cut: the reservation (0 if none,
+        or if it does not cover the part)."""
+        if self.held < min(size, self.budget.limit):
+            return 0
+        held, self.held = self.held, 0
+        return held
+
+    def release(self) -> None:
+        if self.held:
+            self.budget.release(self.held)
+            self.held = 0

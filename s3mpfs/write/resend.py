@@ -3,9 +3,10 @@
 S3 keeps the last upload of each part number, so a part already sent can be sent again
 with new bytes, as long as its bytes are still at hand. A streaming upload keeps:
 
-- its first part, in memory (a reference to the bytes already cut, no copy): muxers and
-  archivers write a header first and fill in sizes at the end (MP4's `mdat` size, WAV and
-  AVI's RIFF sizes, a zip entry's local header);
+- its first part, in the spool (in memory only where the spool is disabled or full:
+  memory_limit must bound the parts of any number of files): muxers and archivers write a
+  header first and fill in sizes at the end (MP4's `mdat` size, WAV and AVI's RIFF sizes,
+  a zip entry's local header);
 - once the file has gone back (a write before its end), every part cut from then on, in
   the spool: a file that goes back once tends to go back again (each zip entry). A file
   whose first write leaves a hole (`dd seek=`, a downloader writing pieces out of order)
@@ -13,8 +14,8 @@ with new bytes, as long as its bytes are still at hand. A streaming upload keeps
 - after a hole, parts that hold only zeros: their bytes are known without keeping any.
 
 A write into a kept part patches it and marks it changed; the upload sends the changed
-parts again before it completes. A file that never goes back (cp, rsync, tar) holds one
-extra reference to its first part and never touches the spool.
+parts again before it completes. A file that never goes back (cp, rsync, tar) writes its
+first part to the spool once and never reads it.
 """
 
 from __future__ import annotations
@@ -50,7 +51,12 @@ class SentParts:
         if part.copy_length or not part.data:
             return  # a copy of a base object: its bytes were never here
         if part.number == 1:
-            self._head = part.data
+            try:
+                in_spool = self._spool_takes(part, quiet=True)
+            except OSError:  # the spool's disk: keep it in memory rather than fail
+                in_spool = False
+            if not in_spool:
+                self._head = part.data  # (where the spool is disabled or full)
         elif self.holes and part.data.count(0) == len(part.data):
             pass  # zeros: nothing to keep (their changes go to the spool)
         elif not self.went_back or not self._spool_takes(part):
@@ -59,13 +65,13 @@ class SentParts:
         self._ends.append(part.offset + len(part.data))
         self._numbers.append(part.number)
 
-    def _spool_takes(self, part: Part) -> bool:
+    def _spool_takes(self, part: Part, quiet: bool = False) -> bool:
         if self._space.limit and self._space.used + len(part.data) <= self._space.limit:
             if self._spool is None:
                 self._spool = self._space.open(self._key)
             self._spool.write(part.offset, part.data)
             return True
-        if not self._warned:
+        if not self._warned and not quiet:
             self._warned = True
             log.warning("%s goes back to change what it wrote, but the spool (cache_size) "
                         "has no room to keep its parts from %d on: writes into them will "
@@ -90,7 +96,7 @@ class SentParts:
             end, number = self._ends[i], self._numbers[i]
             here = offset + done
             piece = data[done:done + end - here]
-            if number == 1:
+            if number == 1 and self._head:
                 head = self._head if isinstance(self._head, bytearray) \
                     else bytearray(self._head)
                 head[here:here + len(piece)] = piece
@@ -126,7 +132,7 @@ class SentParts:
     def _content(self, number: int, start: int, end: int) -> bytes:
         """Bytes [start, end) of kept part `number`: the first part's own, else the
         spooled ones over zeros (a part kept whole in the spool is one piece)."""
-        if number == 1:
+        if number == 1 and self._head:
             return bytes(self._head[start:end])
         pieces = self._spool.pieces(start, end) if self._spool is not None else []
         if len(pieces) == 1 and pieces[0][0] == start and len(pieces[0][1]) == end - start:

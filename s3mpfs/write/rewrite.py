@@ -8,7 +8,8 @@ top. Nothing is sent until the file is committed (close or fsync): then the new 
 is built part by part (parts.rebuild_plan): runs of untouched parts are copied
 server-side from the base (UploadPartCopy, CopySourceIfMatch its ETag), and each part
 holding a change is uploaded from the spool plus ranged GETs of the base for the rest of
-that part. A 10 GiB object with a 4 KiB change costs one part of transfer.
+that part. A 10 GiB object with a 4 KiB change costs one part of transfer. On a server
+without UploadPartCopy every part is uploaded that way, one at a time.
 """
 
 from __future__ import annotations
@@ -65,10 +66,14 @@ class RandomWrites:
             buffer[offset - start:offset - start + len(data)] = data
         return bytes(buffer)
 
-    async def parts(self, part_size: int) -> AsyncIterator[tuple[Part, bool]]:
+    async def parts(self, part_size: int, *, copies: bool = True
+                    ) -> AsyncIterator[tuple[Part, bool]]:
         """The new version's parts, in order, each with whether it may be the only one
-        (a small file: one PutObject). Uploaded parts are read one at a time."""
-        plan = rebuild_plan(self.size, self.base_limit, self.spool.ranges, part_size)
+        (a small file: one PutObject). Uploaded parts are read one at a time. Without
+        `copies` (a server without UploadPartCopy) every part is uploaded, the base's
+        bytes read back with ranged GETs."""
+        changed = self.spool.ranges if copies else [(0, self.size)]
+        plan = rebuild_plan(self.size, self.base_limit, changed, part_size)
         for piece in plan:
             if piece.copy:
                 yield Part(piece.number, piece.start, copy_length=piece.end - piece.start), False

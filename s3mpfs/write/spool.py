@@ -1,6 +1,7 @@
 """The local spool: bytes written out of order, kept on disk until the file is committed.
 
-A file that is written sequentially streams to S3 and never touches the spool. A file
+A file that is written sequentially streams to S3 and keeps only its first part in the
+spool (write/resend.py: a header written last may still change it). A file
 written at random offsets ("random mode", see write/rewrite.py) keeps what it wrote in one
 sparse, already-unlinked file under `cache_dir` (nothing is left behind by a crash),
 with the ranges written. `SpoolSpace` charges those bytes against the mount-wide

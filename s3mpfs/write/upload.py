@@ -32,7 +32,8 @@ from ..errors import (
 )
 from ..objects import CompletedPart, ObjectInfo, ObjectStore
 from ..s3.integrity import multipart_etag
-from .budget import MemoryBudget
+from .budget import MemoryBudget, Reservation
+from .committed import check_committed, is_committed
 from .parts import Part, PartPlanner, copy_parts
 from .resend import SentParts
 from .rewrite import RandomWrites
@@ -61,6 +62,7 @@ class UploadShared:
     spool: SpoolSpace = field(default_factory=lambda: SpoolSpace("", 0))  # random mode
     read_ahead: int = 8 * 1024 * 1024  # block size of base reads in random mode
     uploads: set[Upload] = field(default_factory=set)  # live ones, for shutdown
+    part_copy: bool = True  # the server implements UploadPartCopy (s3/gaps.py)
     stats: MountStats | None = None  # told when each upload ends
 
 
@@ -93,6 +95,7 @@ class Upload:
         self.prefer_random = prefer_random
         self.random: RandomWrites | None = None  # random mode (see write/rewrite.py)
         self.sent = SentParts(shared.spool, key)  # sent parts a write may still change
+        self.filling = Reservation(shared.budget)  # the budget of the part being filled
         self._sending: dict[int, trio.Event] = {}  # part number -> its last upload ended
         self._send, self._receive = trio.open_memory_channel[tuple[Part, bool, int]](0)
         self._lock = trio.Lock()  # one write or close at a time, in arrival order
@@ -177,9 +180,26 @@ class Upload:
             offset += len(patch)
         self.bytes_written += len(data)  # counted before a part reaches the driver
         if rest or not patch:
-            for part in self.planner.write(offset, rest):
-                self.sent.keep(part)
-                await self._hand_over(part, last=False)
+            await self._fill(offset, rest)
+
+    async def _fill(self, offset: int, data: bytes) -> None:
+        """Write through the planner. The part being filled holds a whole part's charge
+        against the mount's memory budget, taken before its first byte (write() waits
+        here) and handed to that part when it is cut: the buffers of any number of files
+        stay within memory_limit, and a file holding one can always finish its part."""
+        if data or offset > self.planner.size:
+            await self._reserve()
+        for part in self.planner.write(offset, data):
+            self.sent.keep(part)
+            await self._hand_over(part, last=False)
+            del part  # sent: not held while this waits for room below
+        if self.planner.buffered:
+            await self._reserve()
+
+    async def _reserve(self) -> None:
+        await self.filling.take(self.planner.current_part_size())
+        if self._done.is_set():  # failed meanwhile: nothing will hand it over
+            self.filling.release()
 
     def _wants_random(self, offset: int) -> bool:
         if self.copy_source is not None or self.planner.parts_cut:
@@ -205,6 +225,7 @@ class Upload:
                 raise
             return
         self.planner.take_buffer()
+        self.filling.release()
         random = RandomWrites(self.shared.store, self.shared.nursery, spool, self.base,
                               self.shared.read_ahead)
         random.size = max(random.size, self.planner.size)
@@ -273,13 +294,15 @@ class Upload:
                 self._closed = True
                 try:
                     if self.error is None and self.random is not None:
-                        async for part, alone in self.random.parts(self.shared.part_size):
+                        async for part, alone in self.random.parts(
+                                self.shared.part_size, copies=self.shared.part_copy):
                             await self._hand_over(part, last=alone)
                         self._closed_cleanly = True
                     elif self.error is None:
                         await self._start_from_base()  # an unchanged base is copied whole
                         if self.planner.buffered or not self.planner.parts_cut:
                             await self._hand_over(self.planner.finish(), last=True)
+                        self.filling.release()  # (nothing buffered is left)
                         for part in self.sent.changed_parts():  # sent again, now changed
                             await self._hand_over(part, last=False)
                         self._closed_cleanly = True  # (no empty last part after full ones)
@@ -293,23 +316,23 @@ class Upload:
             return self.result
 
     async def _start_from_base(self) -> None:
-        """Begin with the base object's bytes, once: small ones are read back, larger ones
-        are copied server-side (UploadPartCopy), so appending never downloads a big file."""
+        """Begin with the base object's bytes, once: copied server-side if large, so an
+        append never downloads a big file; else (or without UploadPartCopy) read back."""
         base, self.base = self.base, None
         if base is None:
             return
         self.copy_source = base
         try:
-            if base.size >= MIN_PART_SIZE:
+            if base.size >= MIN_PART_SIZE and self.shared.part_copy:
                 parts = copy_parts(base.size)
                 self.planner.continue_after(parts)
                 for part in parts:
                     await self._hand_over(part, last=False)
-            elif base.size > 0:
-                data = await self.shared.store.get_range(base.key, 0, base.size, base.etag)
-                for part in self.planner.write(0, data):
-                    self.sent.keep(part)
-                    await self._hand_over(part, last=False)
+                return
+            for start in range(0, base.size, step := self.shared.part_size):
+                end = min(start + step, base.size)
+                data = await self.shared.store.get_range(base.key, start, end, base.etag)
+                await self._fill(start, data)
         except Exception as exc:  # sticky: later writes must not go on without the base
             self._fail(exc)
             raise self.error from None
@@ -331,9 +354,11 @@ class Upload:
         await self._done.wait()
 
     async def _hand_over(self, part: Part, last: bool) -> None:
-        """Give a part to the driver once the mount's memory budget has room for it:
-        this wait is the backpressure that makes write() block."""
-        charge = await self.shared.budget.acquire(len(part))
+        """Give a part to the driver with its charge against the mount's memory budget:
+        the reservation of the part being filled, or (parts not filled here) one taken
+        now, waiting for room: the backpressure that makes write() block."""
+        charge = self.filling.hand(len(part)) if part.data else 0
+        charge = charge or await self.shared.budget.acquire(len(part))
         try:
             await self._send.send((part, last, charge))
         except BaseException:
@@ -372,6 +397,7 @@ class Upload:
                         earlier = self._sending.get(part.number)
                         ended = self._sending[part.number] = trio.Event()
                         workers.start_soon(self._upload_part, part, charge, earlier, ended)
+                        del part  # the worker holds it: not this loop while it waits
                 if self.upload_id is not None and self.error is None and self._closed_cleanly:
                     await self._complete()
         except Exception as exc:  # any failure of this one file; the mount goes on
@@ -388,6 +414,7 @@ class Upload:
             self.shared.uploads.discard(self)
             if self.shared.stats is not None:
                 self.shared.stats.upload_ended(self)
+            self.filling.release()  # (no await between this and done: see _reserve)
             self._done.set()
 
     async def _create(self) -> None:
@@ -444,45 +471,18 @@ class Upload:
             self.result = await self.shared.store.complete_multipart(
                 self.key, self.upload_id, parts, only_new=self.only_new)
         except Exception as exc:
-            # A retried Complete whose first attempt committed answers NoSuchUpload:
-            # the object tells whether that commit was ours.
-            if s3_error_code(exc) != "NoSuchUpload" or not await self._is_committed(parts):
-                raise
+            if s3_error_code(exc) != "NoSuchUpload" or not await is_committed(
+                    self.shared.store, self.key, parts):
+                raise  # (NoSuchUpload: maybe our own retried Complete, see committed.py)
             self.result = {"ETag": multipart_etag(parts)}
         upload_id, self.upload_id = self.upload_id, None  # completed: nothing to abort
         await self._unregister(upload_id)
-        await self._verify_completed()
-
-    async def _verify_completed(self) -> None:
-        """The object S3 assembled must have the size written and the encryption asked
-        for; a wrong object of ours is deleted rather than left looking like a good one."""
-        assert self.result is not None
-        info = await self.shared.store.head(self.key)
-        if not self.result.get("ETag"):  # Ceph RGW 16 answers Complete with an empty ETag
-            self.result["ETag"] = info.etag
-        expected_etag = multipart_etag([self.parts[n] for n in sorted(self.parts)])
-        if info.etag != expected_etag:
-            return  # another writer replaced it since: theirs is not ours to judge
-        problem = None
-        if info.size != self.size:
-            problem = f"S3 assembled {info.size} bytes, {self.size} were written"
-        elif self.shared.expected_sse and info.sse != self.shared.expected_sse:
-            problem = f"S3 reports encryption {info.sse}, not {self.shared.expected_sse}"
-        if problem:
-            with trio.CancelScope(shield=True):
-                await self.shared.store.delete(self.key)
-            raise UploadFailed(f"{self.key}: {problem}; the object was deleted")
+        await check_committed(self.shared.store, self.key, self.result, parts, self.size,
+                              self.shared.expected_sse)
 
     async def _unregister(self, upload_id: str) -> None:
         if self.shared.registry is not None:
             await self.shared.registry.unregister(upload_id)
-
-    async def _is_committed(self, parts: list[CompletedPart]) -> bool:
-        try:
-            info = await self.shared.store.head(self.key)
-        except Exception:
-            return False
-        return info.etag == multipart_etag(parts)
 
     async def _abort(self) -> None:
         """Abort the multipart upload, if any, shielded from cancellation and bounded."""

@@ -7,7 +7,8 @@ proxy (tests/s3proxy.py) made to answer as such a server does.
   sent again; an algorithm chosen explicitly refuses the mount with one line.
 - A server that refuses CopyObject (Ceph RGW answers 501 for SSE-KMS and SSE-C sources):
   rename, chmod and touch copy part by part with UploadPartCopy, keeping every header;
-  when that is refused too, the change is not shown as stored.
+  (without UploadPartCopy too: tests/mount/test_no_part_copy.py); when even reading the
+  object back fails, the change is not shown as stored.
 - A renamed multipart object reads back whatever checksum the server reports for it.
 """
 
@@ -179,35 +180,43 @@ def test_rename_chmod_touch_keep_every_header(
         assert "None" not in "".join(log_lines(m, "NotImplemented"))
 
 
+def refuse_every_copy_of(proxy: S3Proxy, key: str) -> None:
+    """No copy of `key` can be made: the server implements neither CopyObject nor
+    UploadPartCopy, and reading it back (the fallback) fails too."""
+    proxy.add_fault("CopyObject", FAULT_501)
+    proxy.add_fault("UploadPartCopy", FAULT_501)
+    proxy.add_fault("GetObject", FAULT_501, key_contains=key)
+
+
 def test_attributes_that_cannot_be_stored_are_not_shown_as_stored(
     proxy: S3Proxy, s3: Any, bucket: str, mount: Any
 ) -> None:
-    proxy.add_fault("CopyObject", FAULT_501)
-    proxy.add_fault("UploadPartCopy", FAULT_501)
-    s3.put_object(Bucket=bucket, Key="f", Body=b"data", Metadata={"mode": str(0o100644)})
+    refuse_every_copy_of(proxy, "unstorable")
+    s3.put_object(Bucket=bucket, Key="unstorable", Body=b"data",
+                  Metadata={"mode": str(0o100644)})
     m = mount(bucket, via(proxy))
-    os.chmod(m.path / "f", 0o600)
-    wait_for(lambda: stat.S_IMODE(os.stat(m.path / "f").st_mode) == 0o644, timeout=40,
-             message="the mount to show what S3 holds again")
-    assert s3.head_object(Bucket=bucket, Key="f")["Metadata"]["mode"] == str(0o100644)
-    line = log_lines(m, "could not store the attributes of f", "showing what S3 holds")
-    assert line and "UploadPartCopy: NotImplemented (HTTP 501)" in line[0]
-    assert "this server does not implement UploadPartCopy" in line[0]
+    os.chmod(m.path / "unstorable", 0o600)
+    wait_for(lambda: stat.S_IMODE(os.stat(m.path / "unstorable").st_mode) == 0o644,
+             timeout=40, message="the mount to show what S3 holds again")
+    assert s3.head_object(Bucket=bucket, Key="unstorable")["Metadata"]["mode"] \
+        == str(0o100644)
+    line = log_lines(m, "could not store the attributes of unstorable", "showing what S3 holds")
+    assert line and "NotImplemented (HTTP 501)" in line[0]
 
 
 def test_rename_refused_entirely_fails_cleanly(
     proxy: S3Proxy, s3: Any, bucket: str, mount: Any
 ) -> None:
-    proxy.add_fault("CopyObject", FAULT_501)
-    proxy.add_fault("UploadPartCopy", FAULT_501)
-    s3.put_object(Bucket=bucket, Key="f", Body=b"data")
+    refuse_every_copy_of(proxy, "unstorable")
+    s3.put_object(Bucket=bucket, Key="unstorable", Body=b"data")
     m = mount(bucket, via(proxy))
-    result = subprocess.run(["mv", str(m.path / "f"), str(m.path / "g")],
+    result = subprocess.run(["mv", str(m.path / "unstorable"), str(m.path / "g")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
-    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"data"
+    assert s3.get_object(Bucket=bucket, Key="unstorable")["Body"].read() == b"data"
+    assert "g" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
-    assert log_lines(m, "neither CopyObject nor UploadPartCopy")
+    assert log_lines(m, "does not implement UploadPartCopy")
 
 
 @pytest.mark.parametrize("change", ["truncate", "overwrite", "append", "large overwrite"])

@@ -353,8 +353,8 @@ def test_kill_9_leaves_old_or_new_and_the_next_mount_sweeps(
     new = sha256_file(src)
 
     with S3Proxy(s3_server) as proxy:
-        rule = proxy.add_fault(held_kind, HOLD, part_number=part_number) if held_kind \
-            else None
+        rule = proxy.add_fault(held_kind, HOLD, part_number=part_number,
+                               key_contains="f.bin") if held_kind else None
         m = mount(bucket, via(proxy), "part_size=5M")
         writer = subprocess.Popen(["cp", str(src), str(m.path / "f.bin")],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)

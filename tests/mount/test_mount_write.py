@@ -154,23 +154,21 @@ def test_cp_big_file(
     base = DEFAULT_PART if size > 50 * MiB else 5 * MiB
     if base != DEFAULT_PART:
         options.append("part_size=5M")
+    unsupported = _unsupported(s3_backend, expected)
+    if unsupported:
+        # The server cannot store anything encrypted as asked (Ceph 16.2 refuses DSSE and
+        # ignores SSE-S3): the mount is refused with one line naming the option, and no
+        # object is left behind.
+        m = mount(bucket, *options, expect_failure=True)
+        lines = m.log_text().strip().splitlines()
+        assert m.returncode != 0 and len(lines) == 1, lines
+        assert lines[0].startswith(f"s3mpfs: sse={unsupported}:"), lines
+        assert list_keys(s3, bucket) == []
+        return
     src = random_file(tmp_path / "src.bin", size, seed=size)
     m = mount(bucket, *options)
 
     result = cp(src, m.path / "big.bin")
-    unsupported = _unsupported(s3_backend, expected)
-    if unsupported:
-        # The server cannot store it encrypted as asked: close() fails, one log line says
-        # why, and no object (and no pending upload) is left that could pass for the file.
-        assert result.returncode != 0 and "Input/output error" in result.stderr, result.stderr
-        errors = [line for line in m.log_text().splitlines()
-                  if "ERROR" in line and "big.bin" in line]
-        assert errors, m.log_text()
-        if unsupported == "AES256":
-            assert "AES256" in errors[0], errors
-        assert "big.bin" not in list_keys(s3, bucket)
-        assert no_pending_uploads(s3, bucket) == []
-        return
     assert result.returncode == 0, result.stderr
 
     parts = expected_parts(size, base)
@@ -359,7 +357,7 @@ def test_failed_upload_reports_error_and_keeps_old_version(
     assert obj["ETag"] == old_etag
     assert obj["Body"].read() == old
     assert no_pending_uploads(s3, bucket) == []
-    aborts = proxy.of_kind("AbortMultipartUpload")
+    aborts = [r for r in proxy.of_kind("AbortMultipartUpload") if r.key == key]
     assert len(aborts) == 1 and aborts[0].status in (200, 204)
     # One line in the mount's log says which file failed.
     lines = wait_for(

@@ -202,7 +202,7 @@ async def test_after_going_back_later_parts_are_kept_in_the_spool(tmp_path: Path
     assert space.used == 0
 
 
-async def test_a_file_written_in_order_never_touches_the_spool(tmp_path: Path) -> None:
+async def test_a_file_written_in_order_spools_only_its_first_part(tmp_path: Path) -> None:
     store = FakeStore()
     space = SpoolSpace(str(tmp_path / "spool"), 16 * PART)
     data = payload(4 * PART)
@@ -210,10 +210,22 @@ async def test_a_file_written_in_order_never_touches_the_spool(tmp_path: Path) -
         upload = Upload(shared, KEY, dict)
         for start in range(0, len(data), 128 * KiB):
             await upload.write(start, data[start:start + 128 * KiB])
+            assert space.used == (PART if start >= PART else 0)  # kept for a rewrite
         await upload.close()
     assert store.objects[KEY].data == data
-    assert not (tmp_path / "spool").exists()
+    assert space.used == 0
     assert len(store.calls_to("upload_part")) == 4
+
+
+async def test_without_a_spool_the_first_part_is_kept_in_memory() -> None:
+    store = FakeStore()
+    data = payload(3 * PART)
+    async with mount_uploads(store) as shared:  # cache_size=0
+        upload = Upload(shared, KEY, dict)
+        await upload.write(0, data)
+        await upload.write(7, b"header")  # into part 1, already sent
+        await upload.close()
+    assert store.objects[KEY].data == data[:7] + b"header" + data[13:]
 
 
 def apply(model: bytearray, offset: int, data: bytes) -> None:
@@ -250,7 +262,7 @@ async def test_parts_of_zeros_after_a_hole_are_kept_without_a_byte(tmp_path: Pat
         for offset, data in [(0, payload(2 * PART + 1, 1)), (6 * PART, b"end")]:
             await upload.write(offset, data)  # parts 1 and 2 sent, then a hole
             apply(model, offset, data)
-        assert space.used == 0  # the parts of zeros cost no spool
+        assert space.used == PART  # the first part's; the parts of zeros cost none
         await upload.write(4 * PART + 9, b"into the hole")
         apply(model, 4 * PART + 9, b"into the hole")
         with pytest.raises(InvalidWrite):
@@ -261,7 +273,7 @@ async def test_parts_of_zeros_after_a_hole_are_kept_without_a_byte(tmp_path: Pat
 
 async def test_when_the_spool_has_no_room_later_parts_are_not_kept(tmp_path: Path) -> None:
     store = FakeStore()
-    space = SpoolSpace(str(tmp_path), PART)  # room for one part only
+    space = SpoolSpace(str(tmp_path), 2 * PART)  # room for the first part and one more
     data = payload(4 * PART)
     async with mount_uploads(store, spool=space) as shared:
         upload = Upload(shared, KEY, dict)
@@ -374,12 +386,12 @@ async def test_a_writer_waits_while_the_memory_budget_is_used_up() -> None:
 
         shared.nursery.start_soon(writer)
         await wait_all_tasks_blocked()
-        # Held: parts 1 and 2 uploading (the whole budget); part 3, cut, waits in the
-        # writer for budget. The writer cannot get further than that.
+        # Held: parts 1 and 2 uploading (the whole budget); the write that begins part
+        # 3 waits for room for the part it fills. The writer cannot get further.
         assert not writer_done.is_set()
         assert store.parts_in_flight == 2
         assert shared.budget.used == 2 * PART
-        assert 2 * PART < accepted <= 3 * PART
+        assert accepted == 2 * PART
         release.set()
         await writer_done.wait()
         await upload.close()
@@ -778,3 +790,28 @@ async def test_a_new_file_does_not_replace_an_object_created_meanwhile(size: int
             await upload.close()
     assert store.objects[KEY].data == b"another client's"
     assert store.pending == {}
+
+
+async def test_many_writers_fill_no_more_parts_than_the_budget_holds() -> None:
+    """Each file filling a part holds a whole part of the budget: six files written at once
+    through a budget of two parts fill two parts at a time (a file waiting for room holds
+    at most the write it waits with), and all finish."""
+    store = FakeStore()
+    files = {f"f{i}": payload(3 * PART + i, i) for i in range(6)}
+    filling: list[int] = []
+    async with mount_uploads(store, memory=2 * PART, parts=2) as shared:
+
+        async def write(key: str, data: bytes) -> None:
+            upload = Upload(shared, key, dict)
+            for offset in range(0, len(data), MiB):
+                await upload.write(offset, data[offset:offset + MiB])
+                filling.append(sum(1 for u in shared.uploads if u.filling.held))
+                assert all(u.filling.held or u.planner.buffered <= MiB
+                           for u in shared.uploads)
+            await upload.close()
+
+        async with trio.open_nursery() as nursery:
+            for key, data in files.items():
+                nursery.start_soon(write, key, data)
+    assert all(store.objects[key].data == data for key, data in files.items())
+    assert max(filling) <= 2 and shared.budget.used == 0

@@ -1,0 +1,59 @@
+"""Memory with many writers: the daemon's peak memory (VmHWM) stays within the bound the
+README states ("Memory"), however many files are written at once:
+
+    peak RSS <= RSS at rest + memory_limit + (upload_concurrency + 2) * part_size
+                + 2 MiB per file being written at once
+
+Part data anywhere on the write path is charged to `memory_limit` (parts in flight, the part
+each file is filling; first parts kept for rewrites go to the spool). The last term is the
+FUSE request each writer waiting for room holds (its payload, up to 1 MiB, and libfuse's
+buffer for it): pyfuse3 serves at most 99 requests at once."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import random_file
+
+pytestmark = pytest.mark.mount
+
+MiB = 1024 * 1024
+PART = 5 * MiB
+LIMIT = 20 * MiB
+CONCURRENCY = 2
+PER_WRITER = 2 * MiB
+
+
+def status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def bound_kib(at_rest_kib: int, writers: int) -> int:
+    """The README's bound, in KiB."""
+    return at_rest_kib + (LIMIT + (CONCURRENCY + 2) * PART + writers * PER_WRITER) // 1024
+
+
+@pytest.mark.parametrize("writers", [4, 16])
+def test_peak_memory_with_many_writers_stays_within_the_bound(
+    s3: Any, bucket: str, mount: Any, tmp_path: Path, writers: int
+) -> None:
+    src = random_file(tmp_path / "src.bin", 24 * MiB + 1, seed=writers)  # 5 parts each
+    m = mount(bucket, "part_size=5M", f"memory_limit={LIMIT // MiB}M",
+              f"upload_concurrency={CONCURRENCY}")
+    pid = m.proc.pid
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS (start-up aside)
+    at_rest = status_kib(pid, "VmRSS")
+    procs = [subprocess.Popen(["cp", str(src), str(m.path / f"f{i}")]) for i in range(writers)]
+    assert [p.wait(timeout=300) for p in procs] == [0] * writers, m.log_text()
+    peak = status_kib(pid, "VmHWM")
+    print(f"{writers} writers: at rest {at_rest // 1024} MiB, peak {peak // 1024} MiB, "
+          f"bound {bound_kib(at_rest, writers) // 1024} MiB")
+    sizes = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert all(sizes.get(f"f{i}") == src.stat().st_size for i in range(writers)), sizes
+    assert peak <= bound_kib(at_rest, writers), (peak, at_rest)
