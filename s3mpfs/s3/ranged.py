@@ -72,7 +72,7 @@ class RangedGets:
         self._client, self._bucket, self._limiter = client, bucket, limiter
         self._stats, self._crt, self._sse_c = stats, crt_route, sse_c
         self.attempts = max(attempts, 1)
-        self._wrong_checksums_seen = False
+        self._wrong_checksums: set[tuple[str, str]] = set()  # (key, ETag) known wrong
 
     async def get(self, key: str, start: int, end: int, etag: str = "") -> bytes:
         """Bytes [start, end) of `key` (fewer if the object ends before `end`), all of
@@ -93,19 +93,22 @@ class RangedGets:
                     return _result(r)
                 mismatched = computed
                 failure: BaseException | str = (
-                    f"{r.checksum[0] if r.checksum else ''} checksum mismatch")
+                    f"its bytes do not match the {r.checksum[0] if r.checksum else ''} "
+                    "checksum the server reports")
                 r.pos, r.checksum = r.start, None  # the whole range again
+                how = "read again"
             except _Broken as broken:
                 r.pos += broken.got
                 failure = broken.cause
+                how = f"resumed at byte {r.pos}"
             failures += 1
             if failures >= self.attempts:
                 if isinstance(failure, BaseException):
                     raise failure
                 raise OSError(f"GetObject of {key}: {failure}")
             self._stats.read_retried()
-            log.info("GetObject of %s broke off at byte %d (%s); resuming (attempt %d "
-                     "of %d)", key, r.pos, failure, failures + 1, self.attempts)
+            log.info("GetObject of %s: %s; %s (attempt %d of %d)", key, failure, how,
+                     failures + 1, self.attempts)
             await trio.sleep(random.random() * min(20.0, 2.0 ** (failures - 1)))  # noqa: S311
 
     async def _fill(self, r: _Range) -> None:
@@ -114,7 +117,8 @@ class RangedGets:
         params = {"Range": f"bytes={r.pos}-{r.stop - 1}", **self._sse_c()}
         if r.pin:
             params["IfMatch"] = r.pin
-        whole = r.pos == 0  # may be the whole object: its checksum can be checked
+        # A range from 0 may be the whole object: its checksum can be checked then.
+        whole = r.pos == 0 and (r.key, r.pin) not in self._wrong_checksums
         if whole:
             params["ChecksumMode"] = "ENABLED"
         answer: dict | None = None
@@ -182,12 +186,13 @@ class RangedGets:
         return None if computed is None or computed == expected else computed
 
     def _wrong_checksum(self, r: _Range) -> None:
-        if not self._wrong_checksums_seen:
-            self._wrong_checksums_seen = True
+        """Not checked again for this version; said once per mount."""
+        if not self._wrong_checksums:
             log.warning("the server reports a %s checksum for %s that its bytes do not "
                         "match, the same bytes twice: it stores a wrong checksum (seen on "
                         "copies); the bytes are read as they are", r.checksum and
                         r.checksum[0], r.key)
+        self._wrong_checksums.add((r.key, r.pin))
 
 
 def _result(r: _Range) -> bytes:

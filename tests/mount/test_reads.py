@@ -280,3 +280,24 @@ def test_status_and_metrics_count_read_retries_beside_write_retries(
                for line in body.splitlines()), body
     assert "s3mpfs_write_retries_total{" in body
 
+
+
+def test_whole_object_reads_check_the_checksum_the_server_returns(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any
+) -> None:
+    """A read of a whole object asks for its checksum (x-amz-checksum-mode); a renamed
+    multipart file, whose copy moto gives a wrong whole-object checksum, still reads
+    back (the same bytes twice: the server's checksum is wrong, not the bytes)."""
+    data = random_bytes(6 * MiB + 1, seed=51)
+    m = mount(bucket, via(proxy), "part_size=5M", "read_ahead=8M")
+    (m.path / "a.bin").write_bytes(data)
+    os.rename(m.path / "a.bin", m.path / "b.bin")
+    (m.path / "small.txt").write_bytes(b"small file")
+    m.unmount()
+    m = mount(bucket, via(proxy), "part_size=5M", "read_ahead=8M")  # no cached pages
+    proxy.clear()
+    assert (m.path / "b.bin").read_bytes() == data
+    assert (m.path / "small.txt").read_bytes() == b"small file"
+    gets = [r for r in proxy.of_kind("GetObject") if r.headers["range"].startswith("bytes=0-")]
+    assert gets and all(r.headers.get("x-amz-checksum-mode") == "ENABLED" for r in gets)
+    assert "read of" not in m.log_text()
