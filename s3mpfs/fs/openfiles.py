@@ -113,8 +113,14 @@ class OpenFiles:
         return fh, bypass, keep_cache and not bypass
 
     async def _confirm_version(self, node: Node) -> None:
-        """Make the node show the version S3 holds now (one HEAD)."""
-        info = await self.names.head(self.names.file_key(node.path))
+        """Make the node show the version S3 holds now (one HEAD). If S3 cannot tell,
+        the kernel's pages are dropped: the reads will find out."""
+        try:
+            info = await self.names.head(self.names.file_key(node.path))
+        except Exception as exc:
+            log.info("open of %s: %s; its cached pages are dropped", node.path, describe(exc))
+            node.cached_etag = ""
+            return
         if info is None or info.etag == node.etag:
             return
         size = node.size
