@@ -43,11 +43,11 @@ _BROKEN = (BotoCoreError, urllib3.exceptions.HTTPError, http.client.HTTPExceptio
 
 
 class _Broken(Exception):
-    """An attempt ended before all its bytes arrived (`got` of them were kept)."""
+    """An attempt ended before all its bytes arrived (those that did are kept)."""
 
-    def __init__(self, answer: dict, got: int, cause: BaseException | str) -> None:
+    def __init__(self, cause: BaseException | str) -> None:
         super().__init__(str(cause))
-        self.answer, self.got, self.cause = answer, got, cause
+        self.cause = cause
 
 
 @dataclass
@@ -98,7 +98,6 @@ class RangedGets:
                 r.pos, r.checksum = r.start, None  # the whole range again
                 how = "read again"
             except _Broken as broken:
-                r.pos += broken.got
                 failure = broken.cause
                 how = f"resumed at byte {r.pos}"
             failures += 1
@@ -122,7 +121,7 @@ class RangedGets:
         if whole:
             params["ChecksumMode"] = "ENABLED"
         answer: dict | None = None
-        got = 0
+        got, broken = 0, None
         if self._crt is not None and len(view) < crt.MAX_BODY:
             answer = await self._crt.get_answer(r.key, params, len(view))
             if answer is not None:
@@ -130,14 +129,15 @@ class RangedGets:
                 got = min(len(body), len(view))
                 view[:got] = memoryview(body)[:got]
         if answer is None:
-            answer, got = await trio.to_thread.run_sync(self._boto_attempt, r.key, params,
-                                                        view, limiter=self._limiter)
-        self._check(r, answer, got, whole)
+            answer, got, broken = await trio.to_thread.run_sync(
+                self._boto_attempt, r.key, params, view, limiter=self._limiter)
+        self._check(r, answer, got, whole, broken)
 
-    def _boto_attempt(self, key: str, params: dict[str, Any],
-                      into: memoryview) -> tuple[dict, int]:
+    def _boto_attempt(self, key: str, params: dict[str, Any], into: memoryview
+                      ) -> tuple[dict, int, BaseException | None]:
         """One GetObject through boto3 (botocore retries failures before the answer),
-        its body read into `into` (worker thread)."""
+        its body read into `into` (worker thread): the answer, the bytes received and
+        what broke the body off, if it did."""
         answer = self._stats.counted(self._client.get_object)(
             Bucket=self._bucket, Key=key, **params)
         body = answer.pop("Body")
@@ -150,14 +150,15 @@ class RangedGets:
                 into[got:got + len(chunk)] = chunk
                 got += len(chunk)
         except _BROKEN as exc:
-            raise _Broken(answer, got, exc) from None
+            return answer, got, exc
         finally:
             body.close()
-        return answer, got
+        return answer, got, None
 
-    def _check(self, r: _Range, answer: dict, got: int, whole: bool) -> None:
+    def _check(self, r: _Range, answer: dict, got: int, whole: bool,
+               broken: BaseException | None = None) -> None:
         """Keep an attempt's bytes only if the answer is of the pinned version and
-        range; move `pos` past them; _Broken if fewer came than the answer promised."""
+        range; move `pos` past them; _Broken if fewer came than the range holds."""
         etag = str(answer.get("ETag", ""))
         if r.pin and etag and etag != r.pin:  # a server that ignored If-Match
             raise ClientError({"Error": {"Code": "PreconditionFailed",
@@ -166,15 +167,13 @@ class RangedGets:
         r.pin = r.pin or etag
         first, last, total = _content_range(answer, got)
         if first != r.pos or last < first - 1 or (last + 1 < r.stop and last + 1 != total):
-            raise _Broken(answer, 0, f"answered bytes {first}-{last}/{total} for "
-                                     f"{r.pos}-{r.stop - 1}")
+            raise _Broken(f"answered bytes {first}-{last}/{total} for {r.pos}-{r.stop - 1}")
         r.stop = min(r.stop, last + 1)  # the object ends there
         if whole and last + 1 == total:
             r.checksum = _object_checksum(answer)
         r.pos += got
         if r.pos < r.stop:
-            raise _Broken(answer, 0, f"body ended after {got} of {r.stop - r.pos + got} "
-                                     "bytes")
+            raise _Broken(broken or f"body ended after {got} of {r.stop - r.pos + got} bytes")
 
     def _verify(self, r: _Range) -> str | None:
         """None if the bytes match the object's checksum (or there is none to check);
