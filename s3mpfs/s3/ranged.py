@@ -195,10 +195,11 @@ class RangedGets:
 
 
 def _result(r: _Range) -> bytes:
-    """The bytes read: the buffer itself when it is full (no copy of a block), else
-    the part of it the object filled."""
-    if r.stop - r.start == len(r.buffer):
-        return r.buffer  # type: ignore[return-value]  # bytes-like, never changed again
+    """The bytes read, as bytes; a full buffer of a block or more is returned as it is
+    (bytes-like, never changed again: the readers take views of it), sparing a copy of
+    every block read."""
+    if r.stop - r.start == len(r.buffer) >= CHUNK:
+        return r.buffer  # type: ignore[return-value]
     return bytes(memoryview(r.buffer)[:r.stop - r.start])
 
 

@@ -301,3 +301,19 @@ def test_whole_object_reads_check_the_checksum_the_server_returns(
     gets = [r for r in proxy.of_kind("GetObject") if r.headers["range"].startswith("bytes=0-")]
     assert gets and all(r.headers.get("x-amz-checksum-mode") == "ENABLED" for r in gets)
     assert "read of" not in m.log_text()
+
+
+def test_an_append_to_a_file_of_a_few_mib_reads_its_base_back_whole(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any
+) -> None:
+    """An append to a file under one part reads the old object back (one ranged GET of
+    the whole base, resumed when its body breaks off) and re-sends it."""
+    base = random_bytes(3 * MiB + 5, seed=61)
+    s3.put_object(Bucket=bucket, Key="log.bin", Body=base)
+    proxy.add_fault("GetObject", RESET_MID, times=1)
+    m = mount(bucket, via(proxy))
+    with open(m.path / "log.bin", "ab") as f:
+        f.write(b"appended")
+    got = s3.get_object(Bucket=bucket, Key="log.bin")["Body"].read()
+    assert got == base + b"appended"
+    assert [r.fault for r in proxy.of_kind("GetObject")][:2] == [RESET_MID, None]
