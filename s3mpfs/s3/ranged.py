@@ -36,7 +36,7 @@ from .stats import MountStats
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20  # bytes read from a body at a time (what a broken body keeps)
+CHUNK = 256 << 10  # bytes read from a body at a time: a broken body keeps what came
 _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 # What a body breaking off after the answer started raises, from botocore or below it.
 _BROKEN = (BotoCoreError, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
@@ -198,7 +198,7 @@ def _result(r: _Range) -> bytes:
     """The bytes read, as bytes; a full buffer of a block or more is returned as it is
     (bytes-like, never changed again: the readers take views of it), sparing a copy of
     every block read."""
-    if r.stop - r.start == len(r.buffer) >= CHUNK:
+    if r.stop - r.start == len(r.buffer) >= crt.MAX_BODY:
         return r.buffer  # type: ignore[return-value]
     return bytes(memoryview(r.buffer)[:r.stop - r.start])
 

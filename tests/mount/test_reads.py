@@ -93,7 +93,7 @@ def test_tar_extract_through_flaky_gets(
     s3.upload_file(str(archive), bucket, "a.tar")
     for path in tree.rglob("*.bin"):
         s3.upload_file(str(path), bucket, f"tree/{path.relative_to(tree)}")
-    with S3Proxy(s3_server, seed=7) as proxy:
+    with S3Proxy(s3_server, seed=12) as proxy:
         flaky(proxy, 0.35)
         m = mount(bucket, via(proxy), "read_ahead=1M")
         out = tmp_path / "out"
