@@ -141,17 +141,24 @@ class RangedGets:
         answer = self._stats.counted(self._client.get_object)(
             Bucket=self._bucket, Key=key, **params)
         body = answer.pop("Body")
+        # http.client's response under urllib3's (botocore reads it undecoded): read
+        # straight into the buffer, no copy of a block; else through botocore's body.
+        stream = getattr(body, "_raw_stream", None)
+        raw = getattr(stream, "_fp", None)
+        readinto = getattr(raw, "readinto", None) or _reader_into(body)
         got = 0
         try:
             while got < len(into):
-                chunk = body.read(min(CHUNK, len(into) - got))
-                if not chunk:
+                n = readinto(into[got:got + CHUNK])
+                if not n:
                     break
-                into[got:got + len(chunk)] = chunk
-                got += len(chunk)
+                got += n
         except _BROKEN as exc:
+            body.close()  # a broken connection is never reused
             return answer, got, exc
-        finally:
+        if raw is not None and raw.isclosed() and hasattr(stream, "release_conn"):
+            stream.release_conn()  # the whole body was read: the connection is reused
+        else:
             body.close()
         return answer, got, None
 
@@ -192,6 +199,17 @@ class RangedGets:
                         "copies); the bytes are read as they are", r.checksum and
                         r.checksum[0], r.key)
         self._wrong_checksums.add((r.key, r.pin))
+
+
+def _reader_into(body: Any) -> Callable[[memoryview], int]:
+    """readinto for a body that only has read()."""
+
+    def readinto(view: memoryview) -> int:
+        chunk = body.read(len(view))
+        view[:len(chunk)] = chunk
+        return len(chunk)
+
+    return readinto
 
 
 def _result(r: _Range) -> bytes:
