@@ -115,6 +115,13 @@ class ObjectArchived(S3mpfsError):
     errno = errno.EIO
 
 
+class ReadFailed(S3mpfsError):
+    """A read failed for good (retries spent, or the version read is gone); the mount
+    log has one line naming the file and why."""
+
+    errno = errno.EIO
+
+
 class ReadOnly(S3mpfsError):
     errno = errno.EROFS
 

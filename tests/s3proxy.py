@@ -5,10 +5,10 @@ process) and moto's S3 server. Every request is forwarded byte-exact (headers, H
 Content-Length or chunked bodies including botocore's aws-chunked payloads with
 trailing checksums), classified as an S3 operation and recorded. Fault rules can
 replace or corrupt the answer to chosen requests: error statuses, connection resets,
-stalls, holds, truncated bodies and S3's "200 OK with an error inside"; a rule can also
-damage a request's body on its way (`corrupt`), and `strip_checksums = True` makes the
-proxy behave like a server that ignores flexible checksums (as Ceph RGW does): their
-echoes are removed from every answer.
+stalls, holds, truncated bodies, bodies reset halfway and S3's "200 OK with an error
+inside"; a rule can also damage a request's body on its way (`corrupt`), and
+`strip_checksums = True` makes the proxy behave like a server that ignores flexible
+checksums (as Ceph RGW does): their echoes are removed from every answer.
 
 Pure stdlib, runs in a background thread, usable from synchronous pytest fixtures::
 
@@ -23,12 +23,14 @@ Addressing is path style (``/bucket/key``), which is what the tests use.
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import logging
 import random
 import re
 import socket
 import struct
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -50,6 +52,7 @@ __all__ = [
     "KINDS",
     "RESET_AFTER",
     "RESET_BEFORE",
+    "RESET_MID",
     "STALL",
     "TRUNCATE",
     "FaultRule",
@@ -68,6 +71,7 @@ FAULT_501 = "501"  # NotImplemented, as Ceph RGW answers CopyObject of encrypted
 FAULT_400 = "400"  # a refusal; the rule's error_code names it (InvalidStorageClass, ...)
 RESET_BEFORE = "reset_before"
 RESET_AFTER = "reset_after"
+RESET_MID = "reset_mid"  # the answer's headers and half its body, then a TCP RST
 STALL = "stall"
 HOLD = "hold"
 TRUNCATE = "truncate"
@@ -83,6 +87,7 @@ ACTIONS = frozenset(
         FAULT_503,
         RESET_BEFORE,
         RESET_AFTER,
+        RESET_MID,
         STALL,
         HOLD,
         TRUNCATE,
@@ -467,6 +472,20 @@ class _Handler(BaseHTTPRequestHandler):
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.wfile.write(head + (b"" if self.command == "HEAD" else body))
 
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait until the client has acknowledged everything sent (the send queue is
+        empty), at most `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                queued = struct.unpack("i", fcntl.ioctl(self.connection.fileno(),
+                                                        termios.TIOCOUTQ, b"\0" * 4))[0]
+            except OSError:
+                return
+            if queued == 0:
+                return
+            time.sleep(0.002)
+
     def abort(self) -> None:
         """Close the client connection with a TCP RST (SO_LINGER 0), no answer."""
         self.close_connection = True
@@ -789,6 +808,12 @@ class S3Proxy:
             status, reason, payload = _CANNED[action]
             rec.status = status
             h.send_raw(status, reason, [("Content-Type", "application/xml")], payload)
+        elif action == RESET_MID:
+            rec.status = up.status
+            half = up.body[: len(up.body) // 2]
+            h.send_raw(up.status, up.reason, up.headers, half, content_length=len(up.body))
+            h.drain()  # the half reaches the client before the RST (which drops unsent data)
+            h.abort()
         elif action == TRUNCATE:
             rec.status = up.status
             h.close_connection = True  # the client then sees EOF mid-body

@@ -183,7 +183,7 @@ class Namespace:
         whether the kernel may keep its cached pages (see OpenFiles.open_read)."""
         node = self.table.get(inode)
         if flags & os.O_ACCMODE == os.O_RDONLY:
-            return self.files.open_read(node, pid)
+            return await self.files.open_read(node, pid)
         self._writable()
         await self._know_replaced_version(node)
         truncate = bool(flags & os.O_TRUNC)  # an empty file too: its times change (POSIX)

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import trio
+
 from ..config import MountConfig
 from ..errors import Gone, IsADirectory, S3mpfsError, Unsupported, describe
 from ..objects import ObjectInfo
@@ -48,6 +50,7 @@ class ReadHandle:
     reader: ObjectReader
     while_written: bool = False  # opened while the file was being written
     opener_pid: int = 0
+    follows_writes: bool = False  # it read a random-mode file's writes: its next version
 
 
 Handle = WriteHandle | ReadHandle
@@ -61,6 +64,7 @@ class OpenFiles:
         self.uploads = uploads
         self.attributes = attributes
         self._handles: dict[int, Handle] = {}
+        self._committing: dict[int, trio.Event] = {}  # by inode: set when its commit ends
         self._next_fh = 1
         # Tells the kernel to forget an inode's cached attributes (set by fs/operations.py).
         self.invalidate_attributes: Callable[[int], None] = lambda inode: None
@@ -83,24 +87,52 @@ class OpenFiles:
 
     # -- opening ---------------------------------------------------------------------
 
-    def open_read(self, node: Node, pid: int = 0) -> tuple[int, bool, bool]:
+    async def open_read(self, node: Node, pid: int = 0) -> tuple[int, bool, bool]:
         """A reader of the node's current version; returns the handle, whether reads
-        must bypass the page cache (a reader of a file being rewritten reads the
-        previous version from S3, or what its own process wrote, whose size the kernel
-        does not know), and whether the
-        kernel may keep the pages it cached (only if they are of the same version: S3's
-        LastModified has 1 s resolution, so the kernel cannot tell a same-size overwrite
-        in the same second)."""
+        must bypass the page cache, and whether the kernel may keep the pages it cached.
+
+        One descriptor reads one version, start to end. Reads bypass the page cache for
+        a file being rewritten (the reader reads the previous version from S3, or what
+        its own process wrote, whose size the kernel does not know) and while another
+        descriptor reads another version (the page cache is the inode's, shared). The
+        kernel keeps its pages only if they are of the version opened, which a HEAD
+        confirms (the listing may be older than another client's new version, and S3's
+        LastModified has 1 s resolution, so the kernel cannot tell a same-size
+        overwrite in the same second): else the cat that follows would read kept
+        pages of one version and the others from the next."""
         if node.is_dir:
             raise IsADirectory(node.path)
+        if node.upload is None and node.cached_etag == node.etag != "":
+            await self._confirm_version(node)
         keep_cache, node.cached_etag = node.cached_etag == node.etag != "", node.etag
-        fh = self._add(ReadHandle(node, self._reader(node), node.upload is not None, pid))
-        return fh, node.upload is not None, keep_cache
+        bypass = node.upload is not None or any(
+            isinstance(h, ReadHandle) and h.node is node and h.reader.etag != node.etag
+            for h in self._handles.values())
+        reader = self._reader(node, cached=keep_cache)
+        fh = self._add(ReadHandle(node, reader, node.upload is not None, pid))
+        return fh, bypass, keep_cache and not bypass
 
-    def _reader(self, node: Node) -> ObjectReader:
+    async def _confirm_version(self, node: Node) -> None:
+        """Make the node show the version S3 holds now (one HEAD). If S3 cannot tell,
+        the kernel's pages are dropped: the reads will find out."""
+        try:
+            info = await self.names.head(self.names.file_key(node.path))
+        except Exception as exc:
+            log.info("open of %s: %s; its cached pages are dropped", node.path, describe(exc))
+            node.cached_etag = ""
+            return
+        if info is None or info.etag == node.etag:
+            return
+        size = node.size
+        self.names.file_node(node.path, info)
+        if node.size != size:
+            self.invalidate_attributes(node.inode)
+
+    def _reader(self, node: Node, *, cached: bool = False) -> ObjectReader:
         return ObjectReader(self.names.store, self.uploads.nursery,
                             self.names.file_key(node.path), node.size,
-                            self.config.read_ahead, node.etag, lambda: self._reopen(node))
+                            self.config.read_ahead, node.etag, lambda: self._reopen(node),
+                            cached=cached)
 
     async def _reopen(self, node: Node) -> tuple[int, str] | None:
         """The version a reader opened is gone before it read a byte (replaced by another
@@ -169,7 +201,13 @@ class OpenFiles:
     async def read(self, fh: int, offset: int, length: int) -> bytes:
         handle = self.handle(fh)
         node = handle.node
+        committing = self._committing.get(node.inode)
+        if committing is not None and isinstance(handle, ReadHandle) \
+                and handle.follows_writes:
+            await committing.wait()  # its writes are on their way: read them once stored
         if node.upload is not None and node.upload.random is not None:
+            if isinstance(handle, ReadHandle):
+                handle.follows_writes = True
             return await node.upload.read(offset, length)  # what was written, spooled
         if isinstance(handle, WriteHandle):
             if handle.written:
@@ -188,8 +226,11 @@ class OpenFiles:
                 return data
             await self._publish_for_reader(node)
         if node.upload is None and node.etag and handle.reader.etag != node.etag \
-                and node.last_modified is None:
-            handle.reader = self._reader(node)  # written through this mount since: read it
+                and node.last_modified is None and (handle.follows_writes
+                                                    or not handle.reader.served):
+            # Written through this mount since: the version it has been reading the
+            # writes of, or nothing read yet. Else it goes on with its version (or EIO).
+            handle.reader = self._reader(node)
         return await handle.reader.read(offset, length)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -303,12 +344,16 @@ class OpenFiles:
             if node.meta_dirty:  # e.g. touch: opened for writing, only futimens()
                 self.attributes.write_soon(node)
             return
+        committed = self._committing[node.inode] = trio.Event()
         try:
             result = await upload.close()
         except Exception:
             self.names.table.detach(node.path)  # S3 still holds the previous version
             self.names.forget_listing(node.parent_path)
             raise
+        finally:
+            self._committing.pop(node.inode, None)
+            committed.set()
         for other in self.write_handles(node):
             if other.upload is upload:
                 other.upload, other.must_commit = None, False

@@ -30,6 +30,10 @@ _TOTALS = (
      "files_failed"),
     ("retries_total", "counter", "S3 request attempts repeated after transient errors.",
      "retries"),
+    ("read_retries_total", "counter", "GetObject attempts repeated, and read bodies "
+     "resumed after breaking off.", "read_retries"),
+    ("write_retries_total", "counter", "Attempts of requests that store objects (parts, "
+     "PutObject, multipart uploads, copies) repeated.", "write_retries"),
     ("request_errors_total", "counter", "S3 requests that failed after their retries.",
      "request_errors"),
     ("uploads_in_flight", "gauge", "Files being written now.", "uploads_in_flight"),

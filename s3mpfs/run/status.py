@@ -93,7 +93,8 @@ def render(snap: dict[str, Any]) -> RenderableType:
         ("committed", f"{files_count(t['files_committed'])}, {size(t['bytes_committed'])}"),
         ("failed uploads", failed),
         ("requests", requests),
-        ("retries", str(t["retries"])),
+        ("retries", f"{t['retries']}  (reads {t.get('read_retries', 0)}, "
+                    f"writes {t.get('write_retries', 0)})"),
         ("request errors", errors),
         ("memory", f"{size(t['memory_in_use'])} of {size(t['memory_limit'])}"),
         ("pending attribute writes", str(t["pending_attribute_writes"])),

@@ -74,6 +74,7 @@ _HEADERS = {
     "IfMatch": "If-Match",
     "IfNoneMatch": "If-None-Match",
     "Range": "Range",
+    "ChecksumMode": "x-amz-checksum-mode",
 }
 # response header -> boto3 member, for the answers the callers read.
 _MEMBERS = {
@@ -115,6 +116,7 @@ class CrtRequestError(Exception):
         super().__init__(f"{operation}: {code}: {message}")
         self.operation, self.status, self.code, self.message = operation, status, code, message
         self.headers = headers or {}
+        self.retries = 0  # attempts repeated before this one failed for good
 
 
 def available() -> bool:
@@ -309,10 +311,13 @@ class CrtClient:
         # its own scope (shielded, with the attempt's deadline), the backoff in this one.
         for attempt in range(1, self.attempts + 1):
             try:
-                return await self._attempt(operation, method, key, headers, body, query,
-                                           expect_size, limit)
+                answer, data = await self._attempt(operation, method, key, headers, body,
+                                                   query, expect_size, limit)
+                answer["ResponseMetadata"] = {"RetryAttempts": attempt - 1}  # as botocore's
+                return answer, data
             except CrtRequestError as exc:
                 if attempt == self.attempts or not _retryable(exc):
+                    exc.retries = attempt - 1
                     raise
                 log.debug("%s: %s; retrying (attempt %d of %d)", operation, exc,
                           attempt + 1, self.attempts)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ..errors import ObjectArchived, S3mpfsError, describe, s3_error_code
+from ..errors import ObjectArchived, ReadFailed, S3mpfsError, describe, s3_error_code
 from ..objects import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,12 @@ Refresh = Callable[[], Awaitable[tuple[int, str] | None]]
 
 class ObjectReader:
     def __init__(self, store: ObjectStore, nursery: trio.Nursery, key: str, size: int,
-                 block_size: int, etag: str = "", refresh: Refresh | None = None) -> None:
+                 block_size: int, etag: str = "", refresh: Refresh | None = None, *,
+                 cached: bool = False) -> None:
         """`refresh`: called when the version opened turns out to be gone before a byte
-        was read (another client replaced it after the listing this open relied on)."""
+        was read (another client replaced it after the listing this open relied on).
+        `cached`: the kernel may serve this descriptor pages of this version it kept from
+        an earlier open, so no other version may ever be read through it."""
         self.store = store
         self.nursery = nursery
         self.key = key
@@ -47,9 +50,18 @@ class ObjectReader:
         self.refresh = refresh
         self._blocks: dict[int, _Block] = {}
         self._last_block = -1
-        self._served = False  # some bytes of this version were returned
+        self._served = cached  # bytes of this version were (or may have been) returned
+        self._gone: S3mpfsError | None = None  # the version read is gone: every read fails
+        self._logged = ""  # the last failure logged (the kernel asks again and again)
+
+    @property
+    def served(self) -> bool:
+        """Whether bytes of this version were (or may have been) returned."""
+        return self._served
 
     async def read(self, offset: int, length: int) -> bytes:
+        if self._gone is not None:
+            raise self._gone
         try:
             try:
                 data = await self._read(offset, length)
@@ -113,16 +125,27 @@ class ObjectReader:
             del self._blocks[index]
 
     def _read_error(self, exc: BaseException) -> S3mpfsError | BaseException:
-        if s3_error_code(exc) == "InvalidObjectState":
-            log.error("cannot read %s: it is archived (GLACIER/DEEP_ARCHIVE); restore it first "
-                      "(aws s3api restore-object)", self.key)
-            return ObjectArchived(self.key)
-        if _replaced(exc):
-            log.error("read of %s failed: the file was replaced while open; open it again "
-                      "to read the new version", self.key)
+        """The error a failed read gives (EIO), after one log line naming the file."""
+        if isinstance(exc, S3mpfsError):
             return exc
-        log.error("read of %s failed: %s", self.key, describe(exc))
-        return exc
+        code = s3_error_code(exc)
+        if code == "InvalidObjectState":
+            self._log(f"cannot read {self.key}: it is archived (GLACIER/DEEP_ARCHIVE); "
+                      "restore it first (aws s3api restore-object)")
+            return ObjectArchived(self.key)
+        if _replaced(exc) or code in ("NoSuchKey", "404", "NotFound"):
+            how = "replaced" if _replaced(exc) else "deleted"
+            self._log(f"read of {self.key} failed: the file was {how} while open" + (
+                "; open it again to read the new version" if how == "replaced" else ""))
+            self._gone = ReadFailed(f"{self.key} was {how} while open")
+            return self._gone
+        self._log(f"read of {self.key} failed: {describe(exc)}")
+        return ReadFailed(f"read of {self.key} failed: {describe(exc)}")
+
+    def _log(self, message: str) -> None:
+        if message != self._logged:
+            self._logged = message
+            log.error("%s", message)
 
     def close(self) -> None:
         self._blocks.clear()

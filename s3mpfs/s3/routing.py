@@ -77,6 +77,7 @@ class CrtRoute:
                 self._limiter.release()
             answer["Body"] = data
         except crt.CrtRequestError as exc:
+            answer = {"ResponseMetadata": {"RetryAttempts": exc.retries}}
             if exc.status == 0:
                 failure = EndpointConnectionError(endpoint_url=self._crt.host,
                                                   error=f"{exc.code}: {exc.message}")
@@ -84,7 +85,8 @@ class CrtRoute:
                 failure = ClientError({
                     "Error": {"Code": exc.code, "Message": exc.message},
                     "ResponseMetadata": {"HTTPStatusCode": exc.status,
-                                         "HTTPHeaders": exc.headers},
+                                         "HTTPHeaders": exc.headers,
+                                         "RetryAttempts": exc.retries},
                 }, operation)
         # Counted as the boto3 path counts its requests (s3/stats.py), once answered.
         self.stats.record(operation, key, answer, failure, len(body or b""))
@@ -111,13 +113,13 @@ class CrtRoute:
         resp = await self.call("ListObjectsV2", "GET", "", {}, query=query)
         return None if resp is None else listxml.parse_list(resp["Body"])
 
-    async def get(self, key: str, params: dict[str, Any], size: int) -> bytes | None:
-        """A GetObject of a `size`-byte range (`params` name it); None: use boto3 (a body
-        of crt.MAX_BODY or more, or parameters s3/crt.py cannot express)."""
+    async def get_answer(self, key: str, params: dict[str, Any], size: int) -> dict | None:
+        """A GetObject of a `size`-byte range (`params` name it), its body as "Body"
+        (s3/ranged.py checks the rest of the answer); None: use boto3 (a body of
+        crt.MAX_BODY or more, or parameters s3/crt.py cannot express)."""
         if size >= crt.MAX_BODY:
             return None
-        resp = await self.call("GetObject", "GET", key, params, expect_size=size)
-        return None if resp is None else bytes(resp["Body"])
+        return await self.call("GetObject", "GET", key, params, expect_size=size)
 
     def sends(self, method: str, size: int) -> bool:
         """Whether a request of this boto3 method carrying `size` bytes goes through here."""

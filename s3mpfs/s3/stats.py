@@ -41,6 +41,9 @@ class Upload(Protocol):
     def result(self) -> object: ...  # not None once committed
 
 PART_OPERATIONS = ("UploadPart", "UploadPartCopy")  # tracked per key, for uploads' progress
+READ_OPERATIONS = ("GetObject",)  # their retries are read retries
+WRITE_OPERATIONS = ("PutObject", "UploadPart", "UploadPartCopy", "CreateMultipartUpload",
+                    "CompleteMultipartUpload", "CopyObject")  # their retries: write retries
 # Answers that are part of normal work (a lookup of a name that does not exist, a
 # condition that did its job), not errors worth counting.
 _NOT_ERRORS = {"404", "NoSuchKey", "NotFound", "PreconditionFailed", "412", "NoSuchUpload"}
@@ -59,7 +62,9 @@ class MountStats:
         self.started = time.time()
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()  # by S3 operation
-        self.retries = 0  # attempts botocore repeated, across all requests
+        self.retries = 0  # attempts repeated, across all requests
+        self._retries_by: Counter[str] = Counter()  # attempts repeated, by S3 operation
+        self.read_resumes = 0  # GET bodies resumed after breaking off (s3/ranged.py)
         self.request_errors = 0  # requests that failed after their retries
         self.last_request_error = ""
         self.files_committed = 0
@@ -88,9 +93,9 @@ class MountStats:
             try:
                 answer = fn(*args, **kwargs)
             except Exception as exc:
-                self._answered(key, per_key, getattr(exc, "response", None), 0, exc)
+                self._answered(operation, key, getattr(exc, "response", None), 0, exc)
                 raise
-            self._answered(key, per_key, answer, size, None)
+            self._answered(operation, key, answer, size, None)
             return answer
 
         return call
@@ -98,23 +103,31 @@ class MountStats:
     def record(self, operation: str, key: str, answer: Any, exc: Exception | None,
                size: int = 0) -> None:
         """A request made without `counted` (s3/routing.py's, through awscrt), once answered
-        (`answer`) or failed (`exc`): counted as `counted` counts it."""
+        (`answer`, which carries its retries as boto3's do) or failed (`exc`): counted as
+        `counted` counts it."""
         per_key = operation in PART_OPERATIONS
         with self._lock:
             self.requests[operation] += 1
             if per_key:
                 self._in_flight[key] += 1
         if exc is not None:
-            self._answered(key, per_key, getattr(exc, "response", None), 0, exc)
-        else:
-            self._answered(key, per_key, answer, size, None)
+            answer = getattr(exc, "response", None) or answer
+        self._answered(operation, key, answer, 0 if exc else size, exc)
 
-    def _answered(self, key: str, per_key: bool, answer: Any, size: int,
+    def read_retried(self) -> None:
+        """A GET's body broke off (or failed its check) and is fetched again."""
+        with self._lock:
+            self.read_resumes += 1
+            self.retries += 1
+
+    def _answered(self, operation: str, key: str, answer: Any, size: int,
                   exc: Exception | None) -> None:
+        per_key = operation in PART_OPERATIONS
         meta = answer.get("ResponseMetadata", {}) if isinstance(answer, dict) else {}
         retries = int(meta.get("RetryAttempts") or 0)
         with self._lock:
             self.retries += retries
+            self._retries_by[operation] += retries
             if per_key:
                 self._in_flight[key] -= 1
                 if self._in_flight[key] <= 0:
@@ -185,6 +198,9 @@ class MountStats:
                 "last_failure": self.last_failure,
                 "requests": dict(sorted(self.requests.items())),
                 "retries": self.retries,
+                "read_retries": self.read_resumes + sum(
+                    self._retries_by[op] for op in READ_OPERATIONS),
+                "write_retries": sum(self._retries_by[op] for op in WRITE_OPERATIONS),
                 "request_errors": self.request_errors,
                 "last_request_error": self.last_request_error,
                 "memory_in_use": memory[0],

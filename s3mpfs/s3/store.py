@@ -28,6 +28,7 @@ from ..errors import UploadFailed, describe, s3_error_code
 from ..objects import CompletedPart, Listing, ObjectInfo, PendingUpload
 from .integrity import ATTEMPTS, ChecksumIgnored, Corrupted, Integrity, Sent
 from .params import COPIED_HEADERS, RequestParams, content_type_for, tagging
+from .ranged import RangedGets
 from .routing import CrtRoute
 from .stats import MountStats
 
@@ -59,6 +60,8 @@ class S3Store:
         # HEAD, listings and small GETs and PUTs go through awscrt (s3/routing.py); None:
         # everything through boto3.
         self._crt = CrtRoute.create(self._client, config, self.stats, check_mode=check_mode)
+        self._ranged = RangedGets(self._client, self.bucket, self._limiter, self.stats,
+                                  self._crt, config.retries, self.params.sse_c)
 
     async def tags_of(self, source: ObjectInfo | None) -> list[dict[str, str]]:
         """`source`'s tags (one request, only if its HEAD counted some)."""
@@ -173,22 +176,10 @@ class S3Store:
             restore=resp.get("Restore"), headers=headers)
 
     async def get_range(self, key: str, start: int, end: int, etag: str = "") -> bytes:
-        """Bytes [start, end) of an object; of that very version when `etag` is given
-        (a replaced object then fails with PreconditionFailed, never mixes versions)."""
-        version = {"IfMatch": etag} if etag.startswith('"') else {}
-        if self._crt is not None:
-            data = await self._crt.get(key, {"Range": f"bytes={start}-{end - 1}", **version,
-                                             **self.params.sse_c()}, end - start)
-            if data is not None:
-                return data
-
-        def fetch() -> bytes:
-            resp = self.stats.counted(self._client.get_object)(
-                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **version,
-                **self.params.sse_c())
-            return resp["Body"].read()
-
-        return await trio.to_thread.run_sync(fetch, limiter=self._limiter)
+        """Bytes [start, end) of an object, all of one version: `etag`'s when given (a
+        replaced object then fails with PreconditionFailed, never mixes versions), else
+        the first answer's. A body that breaks off is resumed (s3/ranged.py)."""
+        return await self._ranged.get(key, start, end, etag)
 
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
                          only_new: bool = False, replacing: ObjectInfo | None = None,

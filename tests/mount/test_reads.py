@@ -1,0 +1,324 @@
+"""Reads: every ranged GET survives a flaky network (retried from where its body broke
+off, pinned to the version read), and one descriptor reads one version, start to end
+(across another client's replacement, another mount's, and a random-write commit).
+
+Mounts go through the fault-injecting proxy (tests/s3proxy.py) with a second
+`endpoint_url=` option; objects are put with boto3 straight to the backend.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import random_bytes, random_file, sha256_file, wait_for
+from s3proxy import FAULT_500, FAULT_503, HOLD, RESET_BEFORE, RESET_MID, Recorded, S3Proxy
+
+pytestmark = pytest.mark.mount
+
+MiB = 1024 * 1024
+READ_FAULTS = (FAULT_503, FAULT_500, RESET_BEFORE, RESET_MID)
+
+
+def via(proxy: S3Proxy) -> str:
+    return f"endpoint_url={proxy.url}"
+
+
+def flaky(proxy: S3Proxy, share: float) -> None:
+    """Fail `share` of every GetObject, in each of the four ways in equal parts."""
+    for action in READ_FAULTS:
+        proxy.add_fault("GetObject", action, share=share / len(READ_FAULTS))
+
+
+def status_totals(run_cli: Any, m: Any) -> dict[str, Any]:
+    result = run_cli("status", str(m.path), "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["totals"]
+
+
+# ------------------------------------------------------------ 1. a flaky network
+
+
+def test_100mib_reads_survive_20_and_35_percent_failed_gets(
+    s3_server: str, s3: Any, bucket: str, mount: Any, tmp_path: Path, run_cli: Any
+) -> None:
+    """cmp of a 100 MiB file read through a proxy failing 20 % and 35 % of GETs (503,
+    500, reset before the answer, reset halfway through the body), several seeds."""
+    src = random_file(tmp_path / "src.bin", 100 * MiB + 3, seed=21)
+    s3.upload_file(str(src), bucket, "r.bin")
+    fired: set[str] = set()
+    for share, seed in ((0.20, 1), (0.35, 2)):
+        with S3Proxy(s3_server, seed=seed) as proxy:
+            flaky(proxy, share)
+            # 4 MiB blocks: about 25 GETs per pass, all through boto3 (resumed bodies)
+            m = mount(bucket, via(proxy), "read_ahead=4M")
+            result = subprocess.run(["cmp", str(src), str(m.path / "r.bin")],
+                                    capture_output=True, text=True, timeout=120)
+            assert result.returncode == 0, (share, seed, result.stderr, m.log_text()[-3000:])
+            totals = status_totals(run_cli, m)
+            m.unmount()
+            faults, requests = proxy.faults(), proxy.requests
+        fired |= {r.fault for r in faults if r.fault}
+        assert len(faults) >= 5, (share, seed, len(faults))
+        # Broken bodies were resumed where they broke off: GETs of ranges that start
+        # inside a block, naming the version read.
+        assert any(r.kind == "GetObject" and "if-match" in r.headers and
+                   int(r.headers["range"][6:].split("-")[0]) % (4 * MiB) for r in requests)
+        assert totals["read_retries"] >= len(faults), (totals, len(faults))
+        assert "read of" not in m.log_text()
+    assert fired == set(READ_FAULTS)
+
+
+def test_tar_extract_through_flaky_gets(
+    s3_server: str, s3: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
+    """tar -x of an archive on the mount, and cp -r of a tree of small files (read
+    through awscrt), while 35 % of GETs fail: identical to the source."""
+    tree = tmp_path / "tree"
+    for i in range(16):
+        size = (i * 7919) % (300 * 1024) if i % 8 else 3 * MiB + i
+        (tree / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+        random_file(tree / f"d{i % 4}" / f"f{i}.bin", size, seed=100 + i)
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tree, arcname="tree")
+    s3.upload_file(str(archive), bucket, "a.tar")
+    for path in tree.rglob("*.bin"):
+        s3.upload_file(str(path), bucket, f"tree/{path.relative_to(tree)}")
+    with S3Proxy(s3_server, seed=12) as proxy:
+        flaky(proxy, 0.35)
+        m = mount(bucket, via(proxy), "read_ahead=1M")
+        out = tmp_path / "out"
+        out.mkdir()
+        result = subprocess.run(["tar", "-x", "-f", str(m.path / "a.tar"), "-C", str(out)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (result.stderr, m.log_text()[-3000:])
+        copied = tmp_path / "copied"
+        result = subprocess.run(["cp", "-r", str(m.path / "tree"), str(copied)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (result.stderr, m.log_text()[-3000:])
+        m.unmount()
+        assert len(proxy.faults()) >= 3
+        # A body of the archive that broke off was resumed where it broke off, pinned.
+        assert any(r.key == "a.tar" and "if-match" in r.headers
+                   and int(r.headers["range"][6:].split("-")[0]) % MiB
+                   for r in proxy.of_kind("GetObject")), proxy.faults()
+    assert "failed" not in m.log_text()
+    for path in tree.rglob("*.bin"):
+        relative = path.relative_to(tree)
+        assert sha256_file(out / "tree" / relative) == sha256_file(path), relative
+        assert sha256_file(copied / relative) == sha256_file(path), relative
+
+
+def test_a_read_that_keeps_failing_is_eio_with_one_line_naming_the_file(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any
+) -> None:
+    s3.put_object(Bucket=bucket, Key="dead.bin", Body=random_bytes(3 * MiB, seed=5))
+    proxy.add_fault("GetObject", RESET_MID)
+    m = mount(bucket, via(proxy), "read_ahead=2M", "retries=2")
+    with pytest.raises(OSError) as caught:
+        (m.path / "dead.bin").read_bytes()
+    assert caught.value.errno == errno.EIO
+    lines = [line for line in m.log_text().splitlines() if "failed" in line]
+    assert lines and all("dead.bin" in line for line in lines), lines
+    assert not any("read  failed" in line or "read '' failed" in line for line in lines)
+
+
+# ------------------------------------------------- 2. a version replaced mid-read
+
+
+class ResumeProxy(S3Proxy):
+    """Faults only GETs of the range ending at byte `last` (a block and its resumes)."""
+
+    def __init__(self, upstream: str, last: int) -> None:
+        super().__init__(upstream)
+        self.suffix = f"-{last}"
+
+    def _decide(self, rec: Recorded) -> Any:
+        if not rec.headers.get("range", "").endswith(self.suffix):
+            with self._lock:
+                self._seq += 1
+                rec.seq = self._seq
+                self._records.append(rec)
+            return None
+        return super()._decide(rec)
+
+
+def test_object_replaced_between_two_retried_ranges_is_eio_never_a_mix(
+    s3_server: str, s3: Any, bucket: str, mount: Any
+) -> None:
+    v1, v2 = random_bytes(4 * MiB, seed=1), random_bytes(4 * MiB, seed=2)
+    s3.put_object(Bucket=bucket, Key="f.bin", Body=v1)
+    etag = s3.head_object(Bucket=bucket, Key="f.bin")["ETag"]
+    with ResumeProxy(s3_server, last=4 * MiB - 1) as proxy:  # the second 2 MiB block
+        proxy.add_fault("GetObject", RESET_MID, times=1)
+        hold = proxy.add_fault("GetObject", HOLD, times=1)
+        m = mount(bucket, via(proxy), "read_ahead=2M")
+        outcome: dict[str, Any] = {}
+
+        def read() -> None:
+            with open(m.path / "f.bin", "rb") as f:
+                outcome["head"] = f.read(MiB)  # block 0; block 1 is read ahead
+                hold.held.wait(30)  # its body broke off; its resume is held
+                outcome["ready"] = True
+                try:
+                    outcome["rest"] = f.read()
+                except OSError as exc:
+                    outcome["errno"] = exc.errno
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert hold.held.wait(30), proxy.requests
+        s3.put_object(Bucket=bucket, Key="f.bin", Body=v2)
+        wait_for(lambda: outcome.get("ready"), timeout=30)
+        proxy.release(hold)
+        reader.join(60)
+        resumes = [r for r in proxy.of_kind("GetObject") if r.fault == HOLD]
+        m.unmount()
+    assert outcome["head"] == v1[:MiB]
+    assert outcome.get("errno") == errno.EIO or outcome["head"] + outcome["rest"] == v1, \
+        {k: v if isinstance(v, int) else len(v) for k, v in outcome.items()}
+    # The held request was the resume: from where the body broke off, pinned to v1.
+    assert len(resumes) == 1
+    start = int(resumes[0].headers["range"].removeprefix("bytes=").split("-")[0])
+    assert 2 * MiB < start < 4 * MiB, resumes[0].headers["range"]
+    assert resumes[0].headers.get("if-match") == etag
+    assert "replaced while open" in m.log_text()
+
+
+# ------------------------------------------------------ 3. one version per open
+
+
+def test_cat_on_another_mount_after_a_replacement_is_one_version(
+    s3: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
+    """Issue 18.3: host B reads the first MiB of a 16 MiB file, host A replaces it, and
+    `cat` on B returns exactly v2 (or v1), never v1's cached pages joined to v2."""
+    v1, v2 = random_bytes(16 * MiB, seed=31), random_bytes(16 * MiB, seed=32)
+    a, b = mount(bucket), mount(bucket)
+    (a.path / "f.bin").write_bytes(v1)
+    with open(b.path / "f.bin", "rb") as f:
+        assert f.read(MiB) == v1[:MiB]
+    (tmp_path / "v2").write_bytes(v2)
+    subprocess.run(["cp", str(tmp_path / "v2"), str(a.path / "f.bin")], check=True)
+    seen = subprocess.run(["cat", str(b.path / "f.bin")], capture_output=True,
+                          timeout=60).stdout
+    assert seen in (v1, v2), _which(seen, v1, v2)
+
+
+def _which(seen: bytes, *versions: bytes) -> list[str]:
+    """Which version each MiB of `seen` comes from, for the failure message."""
+    out = []
+    for at in range(0, len(seen), MiB):
+        piece = seen[at:at + MiB]
+        out.append(next((f"v{i + 1}" for i, v in enumerate(versions)
+                         if v[at:at + MiB] == piece), "?"))
+    return out
+
+
+def test_reader_across_a_random_write_commit_reads_one_version(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any
+) -> None:
+    """Issue 15.8: a reader that has read a random-mode file's writes and reads on
+    while the file is being committed sees the writes, never the old version's bytes."""
+    v1 = random_bytes(24 * MiB, seed=41)
+    s3.put_object(Bucket=bucket, Key="db.bin", Body=v1)
+    m = mount(bucket, via(proxy), "part_size=8M")
+    path = m.path / "db.bin"
+    new = v1[:MiB + 10] + b"A" * 100 + v1[MiB + 110:20 * MiB + 10] + b"B" * 100 \
+        + v1[20 * MiB + 110:]
+    hold = proxy.add_fault("CompleteMultipartUpload", HOLD, times=1)
+    reader = open(path, "rb")  # noqa: SIM115
+    try:
+        assert reader.read(4096) == v1[:4096]  # v1's blocks 0-2 are read ahead
+        fd = os.open(path, os.O_RDWR)
+        os.pwrite(fd, b"B" * 100, 20 * MiB + 10)  # not page-aligned: the kernel asks us
+        os.pwrite(fd, b"A" * 100, MiB + 10)
+        assert os.pread(reader.fileno(), 200, MiB) == new[MiB:MiB + 200]  # the writes
+        closing = threading.Thread(target=os.close, args=(fd,))
+        closing.start()
+        assert hold.held.wait(30)  # the commit is under way
+        result: dict[str, bytes] = {}
+        late = threading.Thread(target=lambda: result.update(
+            b=os.pread(reader.fileno(), 200, 20 * MiB)))
+        late.start()
+        late.join(1)  # not a wait for a condition: gives a wrong answer time to come
+        proxy.release(hold)
+        closing.join(60)
+        late.join(60)
+        assert result["b"] == new[20 * MiB:20 * MiB + 200], "read the old version"
+    finally:
+        reader.close()
+    assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(new).digest()
+
+
+# -------------------------------------------------------------- 4. the counters
+
+
+def test_status_and_metrics_count_read_retries_beside_write_retries(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, run_cli: Any
+) -> None:
+    s3.put_object(Bucket=bucket, Key="r.bin", Body=random_bytes(3 * MiB, seed=9))
+    proxy.add_fault("GetObject", RESET_MID, times=1)
+    proxy.add_fault("GetObject", FAULT_503, times=1)
+    proxy.add_fault("PutObject", FAULT_503, times=1)
+    m = mount(bucket, via(proxy), "read_ahead=4M", "metrics=0")
+    assert hashlib.sha256((m.path / "r.bin").read_bytes()).digest() == \
+        hashlib.sha256(random_bytes(3 * MiB, seed=9)).digest()
+    (m.path / "w.txt").write_bytes(b"x")
+    totals = status_totals(run_cli, m)
+    assert totals["read_retries"] == 2 and totals["write_retries"] >= 1, totals
+    text = run_cli("status", str(m.path)).stdout
+    assert "reads 2" in text, text
+    metrics_at = json.loads(run_cli("status", str(m.path), "--json").stdout)["mount"]["metrics"]
+    import urllib.request
+    body = urllib.request.urlopen(f"http://{metrics_at}/metrics", timeout=10).read().decode()  # noqa: S310
+    assert any(line.startswith("s3mpfs_read_retries_total{") and line.endswith(" 2")
+               for line in body.splitlines()), body
+    assert "s3mpfs_write_retries_total{" in body
+
+
+
+def test_whole_object_reads_check_the_checksum_the_server_returns(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any
+) -> None:
+    """A read of a whole object asks for its checksum (x-amz-checksum-mode); a renamed
+    multipart file, whose copy moto gives a wrong whole-object checksum, still reads
+    back (the same bytes twice: the server's checksum is wrong, not the bytes)."""
+    data = random_bytes(6 * MiB + 1, seed=51)
+    m = mount(bucket, via(proxy), "part_size=5M", "read_ahead=8M")
+    (m.path / "a.bin").write_bytes(data)
+    os.rename(m.path / "a.bin", m.path / "b.bin")
+    (m.path / "small.txt").write_bytes(b"small file")
+    m.unmount()
+    m = mount(bucket, via(proxy), "part_size=5M", "read_ahead=8M")  # no cached pages
+    proxy.clear()
+    assert (m.path / "b.bin").read_bytes() == data
+    assert (m.path / "small.txt").read_bytes() == b"small file"
+    gets = [r for r in proxy.of_kind("GetObject") if r.headers["range"].startswith("bytes=0-")]
+    assert gets and all(r.headers.get("x-amz-checksum-mode") == "ENABLED" for r in gets)
+    assert "read of" not in m.log_text()
+
+
+def test_an_append_to_a_file_of_a_few_mib_reads_its_base_back_whole(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any
+) -> None:
+    """An append to a file under one part reads the old object back (one ranged GET of
+    the whole base, resumed when its body breaks off) and re-sends it."""
+    base = random_bytes(3 * MiB + 5, seed=61)
+    s3.put_object(Bucket=bucket, Key="log.bin", Body=base)
+    proxy.add_fault("GetObject", RESET_MID, times=1)
+    m = mount(bucket, via(proxy))
+    with open(m.path / "log.bin", "ab") as f:
+        f.write(b"appended")
+    got = s3.get_object(Bucket=bucket, Key="log.bin")["Body"].read()
+    assert got == base + b"appended"
+    assert [r.fault for r in proxy.of_kind("GetObject")][:2] == [RESET_MID, None]
