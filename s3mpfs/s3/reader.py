@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ..errors import ObjectArchived, S3mpfsError, describe, s3_error_code
+from ..errors import Gone, ObjectArchived, S3mpfsError, describe, s3_error_code
 from ..objects import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,9 @@ class ObjectReader:
             log.error("read of %s failed: the file was replaced while open; open it again "
                       "to read the new version", self.key)
             return exc
+        if s3_error_code(exc) in ("NoSuchKey", "404", "NotFound"):  # EIO, as for a replaced
+            log.error("read of %s failed: the file was deleted while open", self.key)
+            return Gone(f"{self.key} was deleted while open")
         log.error("read of %s failed: %s", self.key, describe(exc))
         return exc
 
