@@ -98,8 +98,8 @@ async def _run(command: str, config: MountConfig, parsed: argparse.Namespace,
 
 def _cleanup_reason(item: Registered, older_than: timedelta, everything: bool) -> str | None:
     if item.owner is not None:
-        if item.owner.alive():
-            return None  # a live s3mpfs here is writing it
+        if item.state() == "live":
+            return None  # a live s3mpfs is writing it (its process here, or its lease)
         if item.age() <= older_than:
             return None
         return stale_reason(item, older_than) or f"older than {_format_age(older_than)}"
@@ -121,7 +121,5 @@ async def _list(store: S3Store, items: list[Registered]) -> None:
         if item.owner is None:
             owner = "other tool"
         else:
-            alive = item.owner.alive()
-            state = {True: "live", False: "dead", None: "remote"}[alive]
-            owner = f"{item.owner.describe()} ({state})"
+            owner = f"{item.owner.describe()} ({item.state()})"
         print(f"{_format_age(item.age()):>6} {parts:>5} {size:>14}  {owner}  {item.upload.key}")

@@ -54,6 +54,17 @@ class NamespacedMount:
         except OSError:
             return False
 
+    def daemon_pid(self) -> int:
+        """s3mpfs's PID as seen from here (pid 1 of its namespace)."""
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            return int(f.read().split()[0])
+
+    def run_inside(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        """A process in the mount's PID and mount namespaces (a container's own process),
+        where `self.mountpoint` is the mount."""
+        return subprocess.Popen(["nsenter", "-t", str(self.daemon_pid()), "-p", "-m", *argv],
+                                text=True, **kwargs)
+
     def stop(self) -> None:
         """End unshare: --kill-child sends SIGTERM to s3mpfs (pid 1 of its namespace),
         which unmounts; then wait for it to exit."""
