@@ -214,6 +214,9 @@ class Recorded:
         return self.query.get("uploadId")
 
 
+PROBE_KEYS = ".s3mpfs/probe-"  # s3mpfs's mount-time probe (s3/store.py, s3/conditions.py)
+
+
 @dataclass(eq=False)
 class FaultRule:
     """A fault to inject; create with `S3Proxy.add_fault`.
@@ -221,6 +224,8 @@ class FaultRule:
     The rule *matches* a request when kind, key_contains and part_number agree; it
     *fires* on a matching request when every trigger given (nth, every, share) agrees
     and it has fired fewer than `times` times. With no trigger it fires on every match.
+    The mount-time probe's requests (keys with `.s3mpfs/probe-`) match only a rule whose
+    key_contains names them: faults meant for a file's requests never hit the probe.
     """
 
     kind: str
@@ -242,6 +247,8 @@ class FaultRule:
         if self.kind not in ("*", rec.kind):
             return False
         if self.key_contains is not None and self.key_contains not in (rec.key or ""):
+            return False
+        if PROBE_KEYS in (rec.key or "") and PROBE_KEYS not in (self.key_contains or ""):
             return False
         return self.part_number is None or rec.part_number == self.part_number
 
