@@ -5,8 +5,10 @@ and Ceph RGW 16.2 ignore `x-amz-copy-source-if-match` on CopyObject and UploadPa
 and RGW ignores `If-None-Match: *` on CompleteMultipartUpload while honouring it on
 PutObject. `probe` asks each request once, on a probe object of our own, with a condition
 that must fail (a made-up ETag, or `*` on a key that exists): a request that succeeds
-anyway ignores it. The store then conditions what the server honours and, where it does
-not, falls back to a HEAD right before the request (see `S3Store.check_before`).
+anyway ignores it. An If-Match honoured that way must also let the object's own ETag
+pass, or it is of no use (Ceph RGW 16.2 refuses both on PutObject). The store then
+conditions what the server honours and, where it does not, falls back to a HEAD right
+before the request (see `S3Store.check_before`).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ WRONG_ETAG = '"00000000000000000000000000000000"'  # no object has it
 
 @dataclass
 class Conditions:
-    """What this server honours (True) or ignores (False). Until probed, nothing is
-    trusted: every condition gets its fallback."""
+    """What this server honours (True) or not (False: ignores it, or refuses even a
+    request whose condition holds). Until probed, nothing is trusted: every condition
+    gets its fallback."""
 
     put_if_none_match: bool = False  # PutObject If-None-Match: *
     put_if_match: bool = False  # PutObject If-Match: ETAG
@@ -46,7 +49,8 @@ class Conditions:
         """One line per ignored condition, naming what is done instead."""
         for f in fields(self):
             if not getattr(self, f.name):
-                log.warning("this server ignores %s: %s", _NAMES[f.name], _FALLBACKS[f.name])
+                log.warning("this server does not honour %s: %s", _NAMES[f.name],
+                            _FALLBACKS[f.name])
 
 
 _NAMES = {
@@ -89,8 +93,11 @@ async def probe(store: Any, key: str, body: bytes) -> Conditions:
     found = Conditions()
     found.put_if_none_match = await _refused(store, client.put_object, Key=key, Body=body,
                                              IfNoneMatch="*", **store.params.plain())
-    found.put_if_match = await _refused(store, client.put_object, Key=key, Body=body,
-                                        IfMatch=WRONG_ETAG, **store.params.plain())
+    found.put_if_match = await _refused(
+        store, client.put_object, Key=key, Body=body, IfMatch=WRONG_ETAG,
+        **store.params.plain()) and await _accepted(
+        store, client.put_object, Key=key, Body=body, IfMatch=(await store.head(key)).etag,
+        **store.params.plain())
     found.get_if_match = await _refused(store, client.get_object, Key=key, IfMatch=WRONG_ETAG,
                                         **sse_c)
     copy = f"{key}-copy"
@@ -112,6 +119,11 @@ async def probe(store: Any, key: str, body: bytes) -> Conditions:
                     store, client.complete_multipart_upload, Key=key, UploadId=upload_id,
                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part_etag}]},
                     **condition, **sse_c)
+            if refused and name == "complete_if_match":  # and the right ETag must pass
+                refused = await _accepted(
+                    store, client.complete_multipart_upload, Key=key, UploadId=upload_id,
+                    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part_etag}]},
+                    IfMatch=(await store.head(key)).etag, **sse_c)
             setattr(found, name, refused)
         finally:  # whatever the answer, nothing of the probe stays pending
             with trio.CancelScope(shield=True):
@@ -132,6 +144,17 @@ async def _upload_of(store: Any, key: str, body: bytes) -> tuple[str, str]:
     part = await store._call(client.upload_part, Key=key, UploadId=upload_id, PartNumber=1,
                              Body=body, **store.params.sse_c())
     return upload_id, part["ETag"]
+
+
+async def _accepted(store: Any, fn: Any, **kwargs: Any) -> bool:
+    """Whether a request whose condition holds succeeds: a server that refuses it
+    (Ceph RGW 16.2's If-Match on PutObject refuses the object's own ETag) cannot use it."""
+    try:
+        await store._call(fn, **kwargs)
+    except ClientError as exc:
+        log.info("conditions probe: %s", describe(exc))
+        return False
+    return True
 
 
 async def _refused(store: Any, fn: Any, **kwargs: Any) -> bool:

@@ -449,9 +449,10 @@ class Upload:
                 self.key, self.upload_id, parts, only_new=self.only_new,
                 base_etag=self._built_on)
         except Exception as exc:
-            # A retried Complete whose first attempt committed answers NoSuchUpload:
-            # the object tells whether that commit was ours.
-            if s3_error_code(exc) != "NoSuchUpload" or not await self._is_committed(parts):
+            # A retried Complete whose first attempt committed answers NoSuchUpload (or,
+            # being conditional, PreconditionFailed): the object tells whether it is ours.
+            if s3_error_code(exc) not in ("NoSuchUpload", "PreconditionFailed", "412") \
+                    or not await self._is_committed(parts):
                 raise
             self.result = {"ETag": multipart_etag(parts)}
         upload_id, self.upload_id = self.upload_id, None  # completed: nothing to abort
