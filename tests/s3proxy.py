@@ -585,7 +585,11 @@ class S3Proxy:
             self._records.clear()
 
     def of_kind(self, kind: str) -> list[Recorded]:
-        return [r for r in self.requests if r.kind == kind]
+        """The requests of that kind, without the mount-time probe's (keys with
+        `.s3mpfs/probe-`: the mount's own, a dozen of every kind; see `requests` for
+        everything)."""
+        return [r for r in self.requests
+                if r.kind == kind and PROBE_KEYS not in (r.key or "")]
 
     def count(self, kind: str) -> int:
         return len(self.of_kind(kind))
