@@ -26,7 +26,6 @@ from .s3.integrity import ChecksumIgnored
 from .s3.stats import MountStats
 from .s3.store import S3Store
 from .write.budget import MemoryBudget
-from .write.lease import RENEW_EVERY
 from .write.registry import UploadRegistry
 from .write.spool import SpoolSpace
 from .write.upload import UploadShared
@@ -91,8 +90,7 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         await probe_server(store, config)
     async with trio.open_nursery() as nursery:
         registry = UploadRegistry(store, config.prefix)
-        if not config.read_only:
-            await _start_lease(nursery, registry)
+        nursery.start_soon(registry.keep_renewed)
         shared = UploadShared(
             store, nursery, MemoryBudget(config.memory_limit),
             trio.CapacityLimiter(config.upload_concurrency), config.part_size,
@@ -128,8 +126,6 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
             await _abort_unfinished(shared)
             with trio.move_on_after(SHUTDOWN_TIMEOUT, shield=True):
                 await namespace.write_pending_metadata()
-                if registry.lease is not None:
-                    await registry.lease.release()
             pyfuse3.close(unmount=True)  # harmless when the kernel already unmounted
             nursery.cancel_scope.cancel()
     log.info("unmounted %s", config.mountpoint)
@@ -156,18 +152,6 @@ async def _start_reporting(nursery: trio.Nursery, config: MountConfig,
         except OSError as exc:
             raise MountError(f"metrics={host}:{port}: cannot listen there: "
                              f"{exc.strerror or exc}") from None
-
-
-async def _start_lease(nursery: trio.Nursery, registry: UploadRegistry) -> None:
-    """Write this mount's lease before its first upload, and renew it while it runs: it
-    is what tells other mounts, on any host, that its uploads are alive."""
-    lease = registry.start_lease()
-    try:
-        await lease.renew()
-    except Exception as exc:
-        log.warning("could not write this mount's lease (%s); trying again in %d s",
-                    describe(exc), RENEW_EVERY)
-    nursery.start_soon(lease.keep)
 
 
 async def _sweep(registry: UploadRegistry) -> None:

@@ -9,7 +9,8 @@ touched unless asked (`s3mpfs cleanup --all`).
 
 Whether the mount that started an upload still runs: in the same PID namespace of the
 same boot of the same host, its PID says (a crashed mount's uploads go at once); anywhere
-else, its lease (write/lease.py) says, and only an expired one lets an upload go.
+else, the entry's age does: the mount writes it again every minute while the upload is
+pending (write/lease.py), and only an expired one lets an upload go.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
+import trio
+
 from ..errors import describe
 from ..objects import PendingUpload
 from ..s3.store import S3Store
-from .lease import EXPIRES_AFTER, MountLease, lease_ages
+from .lease import EXPIRES_AFTER, RENEW_EVERY, ages
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ class Registered:
     upload: PendingUpload
     owner: Owner | None  # None: not started by s3mpfs
     started: datetime | None = None  # as the owner recorded it
-    lease_age: timedelta | None = None  # of its mount's lease; None: it has none
+    lease_age: timedelta | None = None  # of its entry, renewed by its mount; None: unknown
 
     def state(self) -> str:
         """"live", "dead" or "unknown" (an entry of s3mpfs before leases, elsewhere)."""
@@ -93,9 +96,9 @@ class Registered:
         alive = self.owner.alive()
         if alive is not None:
             return "live" if alive else "dead"
-        if self.lease_age is not None:
+        if self.owner.pid_ns and self.lease_age is not None:  # its mount renews it
             return "live" if self.lease_age <= EXPIRES_AFTER else "dead"
-        return "dead" if self.owner.pid_ns else "unknown"  # leased, and the lease is gone
+        return "unknown"
 
     def age(self, now: datetime | None = None) -> timedelta:
         return (now or datetime.now(UTC)) - (self.started or self.upload.initiated)
@@ -106,21 +109,34 @@ class UploadRegistry:
         self.store = store
         self.prefix = prefix
         self.owner = owner or Owner.this_process()
-        self.lease: MountLease | None = None  # this mount's (set by the mount)
+        self._mine: dict[str, bytes] = {}  # entries of this mount's pending uploads
 
-    def start_lease(self) -> MountLease:
-        self.lease = MountLease(self.store, self.prefix, self.owner.mount_id)
-        return self.lease
+    async def keep_renewed(self) -> None:
+        """Write this mount's entries again every RENEW_EVERY seconds, for the mount's
+        lifetime: their age tells other mounts, on any host, that the uploads are alive.
+        A failed renewal is logged and tried again at the next one."""
+        while True:
+            await trio.sleep(RENEW_EVERY)
+            for upload_id, body in list(self._mine.items()):
+                try:
+                    await self.store.put_plain(self._entry_key(upload_id), body)
+                except Exception as exc:
+                    log.warning("could not renew the registry entry of upload %s (%s): "
+                                "other mounts take it for abandoned if this lasts %d "
+                                "minutes", upload_id, describe(exc),
+                                EXPIRES_AFTER.seconds // 60)
 
     def _entry_key(self, upload_id: str) -> str:
         return f"{self.prefix}{REGISTRY_DIR}/uploads/{quote(upload_id, safe='')}.json"
 
     async def register(self, key: str, upload_id: str) -> None:
         body = json.dumps({"key": key, "upload_id": upload_id, **asdict(self.owner),
-                           "started": datetime.now(UTC).isoformat()})
-        await self.store.put_plain(self._entry_key(upload_id), body.encode())
+                           "started": datetime.now(UTC).isoformat()}).encode()
+        await self.store.put_plain(self._entry_key(upload_id), body)
+        self._mine[upload_id] = body
 
     async def unregister(self, upload_id: str) -> None:
+        self._mine.pop(upload_id, None)
         try:
             await self.store.delete(self._entry_key(upload_id))
         except Exception as exc:  # a leftover entry is swept later; never fail a file
@@ -130,7 +146,9 @@ class UploadRegistry:
     async def pending(self) -> list[Registered]:
         """Every pending upload under the prefix, with its s3mpfs owner if it has one."""
         uploads = await self.store.pending_uploads(self.prefix)
-        leases = await lease_ages(self.store, self.prefix, self.lease) if uploads else {}
+        entries = f"{self.prefix}{REGISTRY_DIR}/uploads/"
+        leases = await ages(self.store, f"{self.prefix}{REGISTRY_DIR}/", entries) \
+            if uploads else {}
         result = []
         for upload in uploads:
             owner, started = None, None
@@ -141,7 +159,7 @@ class UploadRegistry:
                 started = datetime.fromisoformat(data["started"]) if "started" in data else None
             except Exception:  # no entry (another tool's upload) or an unreadable one
                 pass
-            lease = leases.get(owner.mount_id) if owner is not None else None
+            lease = leases.get(self._entry_key(upload.upload_id))
             result.append(Registered(upload, owner, started, lease))
         return result
 
@@ -161,7 +179,8 @@ class UploadRegistry:
     async def sweep(self) -> int:
         """At mount: abort s3mpfs uploads that nobody can finish any more. Never touches
         another tool's uploads, nor one whose mount is alive (its process here, or its
-        lease fresh) or may be (an entry without a lease, younger than a day)."""
+        entry renewed lately) or may be (an entry from before renewals, younger than a
+        day)."""
         entries = await self._entry_ids()  # before the uploads: see _drop_leftovers
         items = await self.pending()
         aborted = 0
@@ -193,9 +212,8 @@ def stale_reason(item: Registered, older_than: timedelta = STALE_AFTER) -> str |
     if state == "dead" and item.owner.alive() is False:
         return f"its process is gone ({item.owner.describe()})"
     if state == "dead":
-        lease = "is gone" if item.lease_age is None else \
-            f"was last renewed {int(item.lease_age.total_seconds())} s ago"
-        return f"its mount's lease {lease} ({item.owner.describe()})"
+        age = int(item.lease_age.total_seconds()) if item.lease_age else 0
+        return f"its mount stopped renewing it {age} s ago ({item.owner.describe()})"
     if state == "unknown" and item.age() > older_than:
         return f"older than {older_than} ({item.owner.describe()})"
     return None
