@@ -120,6 +120,8 @@ class UploadRegistry:
             for upload_id, body in list(self._mine.items()):
                 try:
                     await self.store.put_plain(self._entry_key(upload_id), body)
+                    if upload_id not in self._mine:  # ended meanwhile: leave nothing
+                        await self.store.delete(self._entry_key(upload_id))
                 except Exception as exc:
                     log.warning("could not renew the registry entry of upload %s (%s): "
                                 "other mounts take it for abandoned if this lasts %d "
