@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import socket
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import trio
 
 from s3mpfs.objects import PendingUpload
-from s3mpfs.write.lease import EXPIRES_AFTER
-from s3mpfs.write.registry import Owner, Registered, _boot_id, stale_reason
+from s3mpfs.write.lease import EXPIRES_AFTER, RENEW_EVERY
+from s3mpfs.write.registry import Owner, Registered, UploadRegistry, _boot_id, stale_reason
 
 HERE_NS = os.readlink("/proc/self/ns/pid")
 NOW = datetime.now(UTC)
@@ -45,3 +48,32 @@ def test_entries_from_before_leases_wait_a_day() -> None:
     assert item(1, "", None).state() == "unknown"
     assert stale_reason(item(1, "", None, timedelta(hours=2))) is None
     assert "older than" in (stale_reason(item(1, "", None, timedelta(days=2))) or "")
+
+
+class Bookkeeping:
+    """What the registry writes and deletes (S3Store's put_plain and delete)."""
+
+    def __init__(self) -> None:
+        self.puts: list[str] = []
+        self.deletes: list[str] = []
+
+    async def put_plain(self, key: str, data: bytes) -> None:
+        self.puts.append(key)
+
+    async def delete(self, key: str) -> None:
+        self.deletes.append(key)
+
+
+async def test_a_pending_uploads_entry_is_rewritten_every_minute(autojump_clock: Any) -> None:
+    store = Bookkeeping()
+    owner = Owner("h", "b", 1, "m", HERE_NS)
+    registry = UploadRegistry(store, "p/", owner)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(registry.keep_renewed)
+        await registry.register("p/k", "u1")
+        await trio.sleep(2 * RENEW_EVERY + 1)
+        assert store.puts == ["p/.s3mpfs/uploads/u1.json"] * 3  # written, renewed twice
+        await registry.unregister("u1")
+        await trio.sleep(3 * RENEW_EVERY)
+        assert len(store.puts) == 3  # an upload that ended is renewed no more
+        nursery.cancel_scope.cancel()
