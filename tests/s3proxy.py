@@ -586,7 +586,7 @@ class S3Proxy:
 
     def of_kind(self, kind: str) -> list[Recorded]:
         """The requests of that kind, without the mount-time probe's (keys with
-        `.s3mpfs/probe-`: the mount's own, a dozen of every kind; see `requests` for
+        `.s3mpfs/probe-`: the mount's own, a few of most kinds; see `requests` for
         everything)."""
         return [r for r in self.requests
                 if r.kind == kind and PROBE_KEYS not in (r.key or "")]
