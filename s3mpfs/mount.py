@@ -175,6 +175,7 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         gaps = await find_gaps(store, config)
     async with trio.open_nursery() as nursery:
         registry = UploadRegistry(store, config.prefix)
+        nursery.start_soon(registry.keep_renewed)
         shared = UploadShared(
             store, nursery, MemoryBudget(config.memory_limit),
             trio.CapacityLimiter(config.upload_concurrency), config.part_size,
@@ -259,9 +260,11 @@ async def _sweep(registry: UploadRegistry) -> None:
     except Exception as exc:
         log.warning("could not check for abandoned uploads: %s", describe(exc))
         return
+    where = registry.prefix or "the bucket root"
     if aborted:
-        log.warning("aborted %d abandoned s3mpfs upload(s) under %s", aborted,
-                    registry.prefix or "the bucket root")
+        log.warning("aborted %d abandoned s3mpfs upload(s) under %s", aborted, where)
+    else:
+        log.info("no abandoned s3mpfs upload under %s", where)
 
 
 async def _stop_on_signal() -> None:

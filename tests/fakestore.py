@@ -165,15 +165,22 @@ class FakeStore:
 
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
                          only_new: bool = False, replacing: ObjectInfo | None = None,
-                         content_type: str | None = None) -> dict:
+                         content_type: str | None = None, base_etag: str = "") -> dict:
         await self._enter("put_object", (key, len(data)))
-        if only_new and key in self.objects:
-            raise client_error("PreconditionFailed", "PutObject", 412)
+        self._check_conditions(key, "PutObject", only_new, base_etag)
         self.add_object(key, bytes(data), metadata)
         answer = {"ETag": self.objects[key].etag}
         if self.sse:
             answer["ServerSideEncryption"] = self.sse
         return answer
+
+    def _check_conditions(self, key: str, request: str, only_new: bool,
+                          base_etag: str) -> None:
+        """If-None-Match: * and If-Match, as S3 checks them."""
+        if only_new and key in self.objects:
+            raise client_error("PreconditionFailed", request, 412)
+        if base_etag and (key not in self.objects or self.objects[key].etag != base_etag):
+            raise client_error("PreconditionFailed", request, 412)
 
     async def create_multipart(self, key: str, metadata: dict[str, str],
                                replacing: ObjectInfo | None = None) -> str:
@@ -219,10 +226,9 @@ class FakeStore:
 
     async def complete_multipart(self, key: str, upload_id: str,
                                  parts: Sequence[CompletedPart], *,
-                                 only_new: bool = False) -> dict:
+                                 only_new: bool = False, base_etag: str = "") -> dict:
         await self._enter("complete_multipart", [p.number for p in parts])
-        if only_new and key in self.objects:
-            raise client_error("PreconditionFailed", "CompleteMultipartUpload", 412)
+        self._check_conditions(key, "CompleteMultipartUpload", only_new, base_etag)
         upload = self._upload(upload_id, key, "CompleteMultipartUpload")
         numbers = [p.number for p in parts]
         if not numbers or numbers != sorted(set(numbers)):

@@ -222,6 +222,9 @@ class Recorded:
         return self.query.get("uploadId")
 
 
+PROBE_KEYS = ".s3mpfs/probe-"  # s3mpfs's mount-time probe (s3/store.py, s3/conditions.py)
+
+
 @dataclass(eq=False)
 class FaultRule:
     """A fault to inject; create with `S3Proxy.add_fault`.
@@ -229,6 +232,8 @@ class FaultRule:
     The rule *matches* a request when kind, key_contains and part_number agree; it
     *fires* on a matching request when every trigger given (nth, every, share) agrees
     and it has fired fewer than `times` times. With no trigger it fires on every match.
+    The mount-time probe's requests (keys with `.s3mpfs/probe-`) match only a rule whose
+    key_contains names them: faults meant for a file's requests never hit the probe.
     """
 
     kind: str
@@ -259,6 +264,8 @@ class FaultRule:
                 return False
             if value.strip() and rec.headers[name.strip()].lower() != value.strip().lower():
                 return False
+        if PROBE_KEYS in (rec.key or "") and PROBE_KEYS not in (self.key_contains or ""):
+            return False
         return self.part_number is None or rec.part_number == self.part_number
 
     def exhausted(self) -> bool:
@@ -611,7 +618,11 @@ class S3Proxy:
             self._records.clear()
 
     def of_kind(self, kind: str) -> list[Recorded]:
-        return [r for r in self.requests if r.kind == kind]
+        """The requests of that kind, without the mount-time probe's (keys with
+        `.s3mpfs/probe-`: the mount's own, a few of most kinds; see `requests` for
+        everything)."""
+        return [r for r in self.requests
+                if r.kind == kind and PROBE_KEYS not in (r.key or "")]
 
     def count(self, kind: str) -> int:
         return len(self.of_kind(kind))

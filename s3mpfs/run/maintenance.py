@@ -112,7 +112,7 @@ def _cleanup_reason(item: Registered, older_than: timedelta,
     """(abort it?, why), the why said for a kept upload too (--dry-run shows both)."""
     age = f"started {_format_age(item.age())} ago"
     if item.owner is not None:
-        if item.owner.alive():
+        if item.state() == "live":  # its process here, or its lease renewed lately
             return False, f"a live s3mpfs is writing it: {item.owner.describe()}"
         if item.age() <= older_than:
             return False, f"{age}, not older than {_format_age(older_than)} (--older-than)"
@@ -137,7 +137,5 @@ async def _list(store: S3Store, items: list[Registered]) -> None:
         if item.owner is None:
             owner = "other tool"
         else:
-            alive = item.owner.alive()
-            state = {True: "live", False: "dead", None: "remote"}[alive]
-            owner = f"{item.owner.describe()} ({state})"
+            owner = f"{item.owner.describe()} ({item.state()})"
         print(f"{_format_age(item.age()):>6} {parts:>5} {size:>14}  {owner}  {item.upload.key}")

@@ -133,8 +133,9 @@ class Copier:
             async with trio.open_nursery() as nursery:
                 for number, start in enumerate(range(0, source.size, part_size), 1):
                     nursery.start_soon(copy_part, number, start)
-            resp = await self.store.complete_multipart(
-                dst, upload_id, [parts[n] for n in sorted(parts)])
+            resp = await self.store.complete_multipart(  # onto itself: that version only
+                dst, upload_id, [parts[n] for n in sorted(parts)],
+                base_etag=source.etag if dst == source.key else "")
         except BaseException as exc:
             await self._abort(source, dst, upload_id)
             cause = root_cause(exc)

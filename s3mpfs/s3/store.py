@@ -24,8 +24,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from ..config import MountConfig
-from ..errors import UploadFailed, describe, s3_error_code
+from ..errors import UploadFailed, s3_error_code
 from ..objects import CompletedPart, Listing, ObjectInfo, PendingUpload
+from . import conditions
+from .conditions import Conditions
 from .integrity import ATTEMPTS, ChecksumIgnored, Corrupted, Integrity, Sent
 from .params import COPIED_HEADERS, RequestParams, content_type_for, tagging
 from .ranged import RangedGets
@@ -55,13 +57,50 @@ class S3Store:
         self._limiter = trio.CapacityLimiter(threads)
         self._client = make_client(config, pool=threads, check_mode=check_mode)
         self.integrity = Integrity(config.checksum)
-        self.conditional_create = False  # the server honours If-None-Match: * (probed)
+        self.conditions = Conditions()  # what the server honours, per request (probed)
         self._tags_at_completion: dict[str, list[dict[str, str]]] = {}  # by upload id
         # HEAD, listings and small GETs and PUTs go through awscrt (s3/routing.py); None:
         # everything through boto3.
         self._crt = CrtRoute.create(self._client, config, self.stats, check_mode=check_mode)
         self._ranged = RangedGets(self._client, self.bucket, self._limiter, self.stats,
                                   self._crt, config.retries, self.params.sse_c)
+
+    @property
+    def conditional_create(self) -> bool:
+        """Whether the server alone keeps a new file from replacing an object created
+        meanwhile, whatever its size (If-None-Match: * on PutObject and Complete)."""
+        return self.conditions.put_if_none_match and self.conditions.complete_if_none_match
+
+    async def check_before(self, key: str, request: str, *, only_new: bool = False,
+                           base_etag: str = "") -> None:
+        """The fallback for a condition the server ignores: HEAD the key right before the
+        request and refuse it (PreconditionFailed, as the server would) if an object
+        appeared (`only_new`) or the version it is built on changed (`base_etag`)."""
+        try:
+            now: str | None = (await self.head(key)).etag
+        except Exception as exc:
+            if not is_not_found(exc):
+                raise
+            now = None
+        if (only_new and now is not None) or (base_etag and now != base_etag):
+            raise ClientError({"Error": {"Code": "PreconditionFailed", "Message":
+                               "checked by a HEAD right before the request"},
+                               "ResponseMetadata": {"HTTPStatusCode": 412}}, request)
+
+    async def _conditions(self, key: str, request: str, if_none_match: bool, if_match: bool,
+                          only_new: bool, base_etag: str) -> dict[str, str]:
+        """The condition parameters of a request that creates a version of `key`, after
+        the check that stands in for those the server ignores."""
+        params: dict[str, str] = {}
+        if only_new and if_none_match:
+            params["IfNoneMatch"] = "*"
+        base = base_etag if base_etag.startswith('"') else ""
+        if base and if_match:
+            params["IfMatch"] = base
+        check_new, check_base = only_new and not if_none_match, "" if if_match else base
+        if check_new or check_base:
+            await self.check_before(key, request, only_new=check_new, base_etag=check_base)
+        return params
 
     async def tags_of(self, source: ObjectInfo | None) -> list[dict[str, str]]:
         """`source`'s tags (one request, only if its HEAD counted some)."""
@@ -183,12 +222,15 @@ class S3Store:
 
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
                          only_new: bool = False, replacing: ObjectInfo | None = None,
-                         content_type: str | None = None) -> dict:
+                         content_type: str | None = None, base_etag: str = "") -> dict:
         """Store a whole object. `only_new`: fail with PreconditionFailed rather than
-        replace an object someone else created meanwhile (where the server can tell).
+        replace an object someone else created meanwhile. `base_etag`: the version this
+        one is built on (an append): fail rather than replace any other.
         `replacing`: the version it replaces, whose headers and tags it keeps.
         `content_type`: unless the replaced version has one."""
-        condition = {"IfNoneMatch": "*"} if only_new and self.conditional_create else {}
+        c = self.conditions
+        condition = await self._conditions(key, "PutObject", c.put_if_none_match,
+                                           c.put_if_match, only_new, base_etag)
         params = self.params.new_object(metadata, replacing)
         params.setdefault("ContentType", content_type or content_type_for(key))
         tags = await self.tags_of(replacing)
@@ -203,9 +245,9 @@ class S3Store:
 
     async def probe(self, prefix: str) -> None:
         """Learn, with a small object of our own under PREFIX.s3mpfs/, what the server
-        verifies (flexible checksums, ETags that are MD5s) and whether it honours
-        If-None-Match: * (a second PUT of that key must fail). Raises ChecksumIgnored if
-        the server ignores a checksum the user chose explicitly."""
+        verifies (flexible checksums, ETags that are MD5s) and which conditions each
+        request honours (s3/conditions.py). Raises ChecksumIgnored if the server ignores
+        a checksum the user chose explicitly."""
         key = f"{prefix}{PROBE_DIR}probe-{uuid.uuid4().hex}"
         body = uuid.uuid4().bytes * 4
         sent = self.integrity.prepare(body)
@@ -215,18 +257,8 @@ class S3Store:
             wanted = self.integrity.response_key
             self.integrity.learn(echoes=wanted is None or wanted in resp,
                                  etag=resp.get("ETag", ""), body=body)
-            try:
-                await self._call(self._client.put_object, Key=key, Body=body,
-                                 IfNoneMatch="*", **self.params.plain())
-            except ClientError as exc:
-                self.conditional_create = s3_error_code(exc) in ("PreconditionFailed", "412")
-                if not self.conditional_create:
-                    log.warning("this server does not support If-None-Match on PutObject "
-                                "(%s): a new file may replace an object another client "
-                                "creates at the same moment", describe(exc))
-            else:
-                log.warning("this server ignores If-None-Match on PutObject: a new file may "
-                            "replace an object another client creates at the same moment")
+            self.conditions = await conditions.probe(self, key, body)
+            self.conditions.log_fallbacks()
         finally:
             with trio.CancelScope(shield=True):
                 await self._call(self._client.delete_object, Key=key)
@@ -294,9 +326,13 @@ class S3Store:
 
     async def complete_multipart(self, key: str, upload_id: str,
                                  parts: Sequence[CompletedPart], *,
-                                 only_new: bool = False) -> dict:
+                                 only_new: bool = False, base_etag: str = "") -> dict:
+        """Complete an upload; `only_new` and `base_etag` as for put_object."""
         listed = [{"PartNumber": p.number, "ETag": p.etag, **p.checksum} for p in parts]
-        condition = {"IfNoneMatch": "*"} if only_new and self.conditional_create else {}
+        c = self.conditions
+        condition = await self._conditions(key, "CompleteMultipartUpload",
+                                           c.complete_if_none_match, c.complete_if_match,
+                                           only_new, base_etag)
         resp = await self._call(
             self._client.complete_multipart_upload, Key=key, UploadId=upload_id,
             MultipartUpload={"Parts": listed}, **self.params.sse_c(), **condition)

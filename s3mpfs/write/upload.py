@@ -371,12 +371,24 @@ class Upload:
         if self.error is not None:
             raise self.error
 
+    @property
+    def _built_on(self) -> str:
+        """The ETag of the version whose bytes this one carries (appends, random writes):
+        committing must not replace any other (another host's write since)."""
+        return self.copy_source.etag if self.copy_source is not None else ""
+
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
             exc = root_cause(exc)
-            if self.only_new and s3_error_code(exc) in ("PreconditionFailed", "412"):
+            changed = s3_error_code(exc) in ("PreconditionFailed", "412", "NoSuchKey")
+            if self.only_new and changed:
                 exc = UploadFailed(f"{self.key}: another client created this object while "
                                    "the file was being written; it was not replaced")
+            elif self._built_on and changed:
+                exc = UploadFailed(f"{self.key}: another client changed or deleted this "
+                                   "object while the file was being written; this version, "
+                                   "built on the one before, was not stored (it would have "
+                                   "dropped their change)")
             self.error = exc if isinstance(exc, UploadFailed) else UploadFailed(
                 f"{self.key}: {describe(exc)}")
 
@@ -430,7 +442,7 @@ class Upload:
         try:
             self.result = await self.shared.store.put_object(
                 self.key, part.data, self._metadata(), only_new=self.only_new,
-                replacing=self.replacing)
+                replacing=self.replacing, base_etag=self._built_on)
         finally:
             self.shared.budget.release(charge)
         expected, reported = self.shared.expected_sse, self.result.get("ServerSideEncryption")
@@ -469,11 +481,14 @@ class Upload:
             raise UploadFailed(f"{self.key}: parts missing before completion")
         try:
             self.result = await self.shared.store.complete_multipart(
-                self.key, self.upload_id, parts, only_new=self.only_new)
+                self.key, self.upload_id, parts, only_new=self.only_new,
+                base_etag=self._built_on)
         except Exception as exc:
-            if s3_error_code(exc) != "NoSuchUpload" or not await is_committed(
-                    self.shared.store, self.key, parts):
-                raise  # (NoSuchUpload: maybe our own retried Complete, see committed.py)
+            # A retried Complete whose first attempt committed answers NoSuchUpload (or,
+            # being conditional, PreconditionFailed): the object tells whether it is ours.
+            if s3_error_code(exc) not in ("NoSuchUpload", "PreconditionFailed", "412") \
+                    or not await is_committed(self.shared.store, self.key, parts):
+                raise
             self.result = {"ETag": multipart_etag(parts)}
         upload_id, self.upload_id = self.upload_id, None  # completed: nothing to abort
         await self._unregister(upload_id)

@@ -427,6 +427,7 @@ def abandoned_uploads(s3: Any, bucket: str) -> tuple[str, str]:
     entry = {
         "key": "dead/s3mpfs.bin", "upload_id": dead, "host": socket.gethostname(),
         "boot_id": boot_id(), "pid": dead_pid(), "mount_id": "x",
+        "pid_ns": os.readlink("/proc/self/ns/pid"),  # this PID namespace: its PID is gone
         "started": (datetime.now(UTC) - timedelta(days=2)).isoformat(),
     }
     s3.put_object(Bucket=bucket, Key=f"{REGISTRY}{quote(dead, safe='')}.json",

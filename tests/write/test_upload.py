@@ -682,6 +682,24 @@ async def test_appending_to_an_object_that_changed_meanwhile_fails() -> None:
     assert store.calls_to("abort_multipart") == ["upload-1"]
 
 
+async def test_an_append_is_not_stored_over_a_version_stored_after_its_copies() -> None:
+    """The base is copied intact, then another host stores a new version before the
+    commit: the commit is conditional on the base (If-Match, or the store's HEAD)."""
+    store = FakeStore()
+    old = payload(PART + 7, seed=1)
+    store.add_object(KEY, old)
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, dict, base=store.info(KEY))
+        await write_in_chunks(upload, payload(PART + 3, seed=2), start=len(old))
+        await wait_all_tasks_blocked()  # the copies and parts are done
+        store.add_object(KEY, old + b"theirs")
+        with pytest.raises(UploadFailed) as failure:
+            await upload.close()
+    assert "another client changed" in str(failure.value)
+    assert store.objects[KEY].data == old + b"theirs"
+    assert not store.pending
+
+
 async def test_appending_to_a_small_object_reads_it_back_and_puts_it_whole() -> None:
     store = FakeStore()
     store.add_object(KEY, b"small base")

@@ -1,0 +1,98 @@
+"""Two mounts of one bucket, each its own daemon, stand for two hosts. What one writes,
+the other must never silently drop (docs/SEMANTICS.md, "Several hosts")."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+import pytest
+from helpers import STORE_DEADLINE, no_pending_uploads, random_bytes, wait_for
+
+pytestmark = pytest.mark.mount
+
+MiB = 1024 * 1024
+
+
+def close_errno(fd: int) -> int:
+    """0 if close() succeeds, else its errno."""
+    try:
+        os.close(fd)
+    except OSError as exc:
+        return exc.errno or -1
+    return 0
+
+
+def write_and_close(fd: int, data: bytes) -> int:
+    """0 if the write and the close succeed, else the errno of the first that fails."""
+    try:
+        os.write(fd, data)
+    except OSError as exc:
+        os.close(fd)
+        return exc.errno or -1
+    return close_errno(fd)
+
+
+def append(path: Any, data: bytes) -> bool:
+    try:
+        with open(path, "ab") as f:
+            f.write(data)
+    except OSError:
+        return False
+    return True
+
+
+def nothing_pending(s3: Any, bucket: str) -> None:
+    wait_for(lambda: not no_pending_uploads(s3, bucket), timeout=STORE_DEADLINE,
+             message="no pending upload")
+
+
+@pytest.mark.parametrize("size", [6 * MiB, 1000], ids=["copied-base", "small-base"])
+def test_an_append_never_drops_another_hosts_append(
+    s3: Any, bucket: str, hosts: Any, size: int
+) -> None:
+    base = random_bytes(size, seed=1)
+    s3.put_object(Bucket=bucket, Key="log", Body=base)
+    a, b = hosts("part_size=5M")
+    fd = os.open(a.path / "log", os.O_WRONLY | os.O_APPEND)  # A builds on `base`
+    with open(b.path / "log", "ab") as f:  # B appends first, and commits
+        f.write(b"B\n")
+    assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == base + b"B\n"
+    # A's version would have dropped B's line: refused, at the write (a small base is read
+    # back, pinned to its version) or at the close (a large one is copied server-side).
+    assert write_and_close(fd, b"A\n") == errno.EIO
+    assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == base + b"B\n"
+    assert "another client changed" in a.log_text() or "PreconditionFailed" in a.log_text()
+    nothing_pending(s3, bucket)
+    # A, opened again once its cached view of the name expires, appends to what is there
+    # (an attempt with the stale view fails the same way and changes nothing).
+    wait_for(lambda: append(a.path / "log", b"A\n"), message="A's append to succeed")
+    assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == base + b"B\nA\n"
+
+
+def test_a_new_large_file_never_replaces_one_another_host_created(
+    s3: Any, bucket: str, hosts: Any
+) -> None:
+    a, b = hosts("part_size=5M")
+    fd = os.open(a.path / "new.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, random_bytes(6 * MiB, seed=2))  # a part is on its way
+    (b.path / "new.bin").write_bytes(b"theirs")  # B creates the name meanwhile
+    assert close_errno(fd) == errno.EIO
+    assert s3.get_object(Bucket=bucket, Key="new.bin")["Body"].read() == b"theirs"
+    assert "another client created this object" in a.log_text()
+    nothing_pending(s3, bucket)
+
+
+def test_a_file_deleted_by_another_host_fails_reads_with_eio(
+    s3: Any, bucket: str, hosts: Any
+) -> None:
+    s3.put_object(Bucket=bucket, Key="big", Body=random_bytes(8 * MiB, seed=3))
+    a, b = hosts("read_ahead=1M")
+    with open(a.path / "big", "rb", buffering=0) as f:
+        assert len(f.read(4096)) == 4096
+        os.unlink(b.path / "big")
+        with pytest.raises(OSError) as failure:
+            os.pread(f.fileno(), 4096, 7 * MiB)
+    assert failure.value.errno == errno.EIO
+    assert "deleted while open" in a.log_text()
