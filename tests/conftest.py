@@ -18,6 +18,8 @@ on the other backends.
     proxy                     a recording, fault-injecting S3Proxy in front of s3_server
     mount(spec, *opts, ...)   factory: `python -m s3mpfs spec MNT -f -o endpoint_url=...,...`
     run_cli(*args, ...)       `python -m s3mpfs *args` to completion (CompletedProcess)
+    hosts, pidns_mount        two mounts of one bucket; a mount in its own PID namespace
+                              (tests/twohosts.py)
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import pytest
 from botocore.config import Config
 from helpers import REPO_ROOT, WaitTimeout, is_mounted, s3mpfs_env, wait_for
 from s3proxy import S3Proxy
+from twohosts import hosts, pidns_mount  # noqa: F401  (fixtures: two mounts, one bucket)
 
 REGION = "us-east-1"
 MOUNT_TIMEOUT = 20.0

@@ -1,6 +1,7 @@
 """Two hosts, one bucket: fixtures for mounts of one bucket that stand for different hosts.
 
-Each mount is its own s3mpfs daemon (the `mount` factory of tests/conftest.py); nothing is
+Imported by tests/conftest.py, so that every test can use them. Each mount is its own
+s3mpfs daemon (the `mount` factory of tests/conftest.py); nothing is
 shared between them but the bucket, as between two machines. `pidns_mount` starts one in
 a PID namespace of its own (`unshare --pid --fork --mount-proc`, as a container would):
 its mount is in a mount namespace of its own too, reached through /proc/PID/root.
