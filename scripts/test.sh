@@ -36,6 +36,16 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
         apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
 fi
 
+# restic: the restore through a flaky network in tests/mount/test_reads.py.
+if ! command -v restic >/dev/null 2>&1; then
+    as_root=()
+    [[ $EUID -ne 0 ]] && as_root=(sudo)
+    echo "test.sh: installing restic for the restore test" >&2
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends restic >/dev/null
+fi
+
 lint=0
 .venv/bin/ruff check s3mpfs tests scripts || lint=$?
 

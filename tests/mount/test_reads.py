@@ -118,6 +118,71 @@ def test_tar_extract_through_flaky_gets(
         assert sha256_file(copied / relative) == sha256_file(path), relative
 
 
+def restic(repo: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """restic on a repository on the mount; --no-cache, so every read goes to the mount."""
+    env = {**os.environ, "RESTIC_PASSWORD": "s3mpfs-test"}
+    return subprocess.run(["restic", "--repo", str(repo), "--no-cache", *args], env=env,
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_restic_restore_through_flaky_gets(
+    s3_server: str, bucket: str, mount: Any, tmp_path: Path, run_cli: Any
+) -> None:
+    """restic backs a tree up into a repository on a healthy mount; a cold mount restores
+    it, another checks every pack (check --read-data), while 35 % of GETs fail: identical
+    to the source, and no read failed on the way. restic retries a failed read itself, and
+    the kernel re-reads, so exit statuses alone would not tell: before reads resumed, both
+    commands exited 0 after EIO on the packs."""
+    src = tmp_path / "src"
+    for i in range(12):
+        size = (i * 104729) % (700 * 1024) if i % 4 else MiB + i * 65537
+        (src / f"d{i % 3}" / f"e{i % 2}").mkdir(parents=True, exist_ok=True)
+        random_file(src / f"d{i % 3}" / f"e{i % 2}" / f"f{i}.bin", size, seed=200 + i)
+    (src / "empty").write_bytes(b"")
+    (src / "link").symlink_to("d0/e0/f0.bin")
+    with S3Proxy(s3_server, seed=21) as proxy:
+        m = mount(bucket, via(proxy))
+        repo = m.path / "repo"
+        for args in (("init",), ("backup", "--host", "h", ".")):
+            result = restic(repo, *args, cwd=src)
+            assert result.returncode == 0, (args, result.stderr, m.log_text()[-3000:])
+        m.unmount()
+        # Besides 35 % of all GETs, every third GET of a pack breaks off halfway through
+        # its body: the small objects are read whole and re-read whole.
+        proxy.add_fault("GetObject", RESET_MID, every=3, key_contains="repo/data/")
+        flaky(proxy, 0.35)
+        # Each step on a cold mount (nothing in the kernel's page cache), 1 MiB blocks.
+        m = mount(bucket, via(proxy), "read_ahead=1M")
+        out = tmp_path / "out"
+        result = restic(m.path / "repo", "restore", "latest", "--target", str(out))
+        assert result.returncode == 0, (result.stderr, m.log_text()[-3000:])
+        totals = status_totals(run_cli, m)
+        m.unmount()
+        logs = m.log_text()
+        restore_faults = proxy.faults()
+        m = mount(bucket, via(proxy), "read_ahead=1M")
+        check = restic(m.path / "repo", "check", "--read-data")
+        assert check.returncode == 0, (check.stdout, check.stderr, m.log_text()[-3000:])
+        m.unmount()
+        logs += m.log_text()
+        faults, gets = proxy.faults(), proxy.of_kind("GetObject")
+    assert len(restore_faults) >= 3, restore_faults
+    assert "failed" not in logs, logs
+    assert "retrying" not in result.stderr + check.stderr, result.stderr + check.stderr
+    # A pack's body that broke off was resumed where it broke off, pinned to its version.
+    assert any("repo/data/" in r.key and "if-match" in r.headers
+               and int(r.headers["range"][6:].split("-")[0]) % MiB
+               for r in gets), faults
+    assert totals["read_retries"] >= len(restore_faults), (totals, len(restore_faults))
+    restored = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert restored == sorted(p.relative_to(src) for p in src.rglob("*"))
+    assert os.readlink(out / "link") == "d0/e0/f0.bin"
+    for path in src.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            relative = path.relative_to(src)
+            assert sha256_file(out / relative) == sha256_file(path), relative
+
+
 def test_a_read_that_keeps_failing_is_eio_with_one_line_naming_the_file(
     proxy: S3Proxy, s3: Any, bucket: str, mount: Any
 ) -> None:
