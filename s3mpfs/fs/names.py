@@ -96,7 +96,7 @@ class Names:
     def file_node(self, path: str, info: ObjectInfo) -> Node:
         """Record a file seen in S3 (by HEAD, with its metadata, or by a listing)."""
         node = self.table.at(path)
-        if node is not None and (node.upload or node.meta_dirty or node.meta_writing):
+        if node is not None and (node.written is not None or node.meta_dirty or node.meta_writing):
             return node  # being written, or attributes not stored yet: ours are newer
         if info.metadata is not None or node is None or node.etag != info.etag:
             attrs = decode(info.metadata, directory=False, last_modified=info.mtime,
@@ -143,7 +143,7 @@ class Names:
 
     async def fetch_metadata(self, nodes: list[Node]) -> None:
         """HEAD the objects of nodes whose metadata is unknown, in parallel, bounded."""
-        missing = [n for n in nodes if not n.meta_known and n.upload is None and n.path]
+        missing = [n for n in nodes if not n.meta_known and n.written is None and n.path]
         if not missing:
             return
         # METADATA_CONCURRENCY tasks take the nodes one after the other: one task and a
@@ -172,7 +172,7 @@ class Names:
         if not usable_name(name):
             raise NotFound(path)  # s3mpfs's own bookkeeping stays out of sight
         node = self.table.at(path)
-        if node is not None and node.upload is not None:
+        if node is not None and node.written is not None:
             return node
         listing = await self._recent_listing(parent)
         if listing is not None and name not in listing.names \
