@@ -131,7 +131,7 @@ class Namespace:
             raise IsADirectory(node.path)
         if node.upload is not None and not node.upload.self_contained:
             node.size = node.upload.size  # what open descriptors still see (fstat)
-            await node.upload.cancel("file was deleted while being written")
+            await node.upload.abandon("file was deleted while being written")
             node.upload = None
         # (a self-contained one goes on: its descriptors read and write it, as POSIX has
         # it for an open file; its last close stores nothing)

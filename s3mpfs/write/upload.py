@@ -271,8 +271,10 @@ class Upload:
                 self._go_random(required=shrinks)
             if self.random is not None:
                 self.random.truncate(size)
+            elif size == 0 and self.planner.parts_cut:
+                raise Unsupported(f"{self.key}: emptying a file whose parts are uploading")
             elif size == 0:
-                self.planner.truncate_to_zero()  # (InvalidWrite once parts were cut)
+                self.planner.truncate_to_zero()
                 self.base = None
             elif size > self.size:
                 await self._start_from_base()
