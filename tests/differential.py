@@ -261,6 +261,7 @@ class Differential(RuleBasedStateMachine):
                       outcome(lambda p: os.stat(p).st_size, self.loc.path(name)))
 
     def teardown(self) -> None:
+        self.note("close everything; compare S3 with the local files")
         try:
             while self.fds:
                 self.close(0)
@@ -268,7 +269,10 @@ class Differential(RuleBasedStateMachine):
                 local = self.loc.path(name)
                 key = self.key_prefix + name
                 if local.exists():
-                    stored = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                    try:
+                        stored = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                    except self.s3.exceptions.NoSuchKey:
+                        stored = None
                     self.same(f"S3 object {key}", stored, local.read_bytes())
                     self.same(f"read back {name}", self.mnt.path(name).read_bytes(),
                               local.read_bytes())

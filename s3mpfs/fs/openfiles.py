@@ -42,7 +42,6 @@ class WriteHandle:
     node: Node
     opener_pid: int = 0  # the process that opened it (0: unknown)
     upload: Upload | None = None
-    must_commit: bool = False  # the file must become an object even with no new bytes
     mtime_set: bool = False  # utimens() while open: keep that mtime, not the close time
     reader: ObjectReader | None = None  # O_RDWR: reads of the stored object
     readable: bool = False  # O_RDWR: writes go to the spool (random mode) from the first
@@ -140,14 +139,15 @@ class OpenFiles:
         if node.is_dir:
             raise IsADirectory(node.path)
         node.cached_etag = ""  # what gets written replaces what the kernel cached
-        handle = WriteHandle(node, opener_pid=pid, must_commit=must_commit,
-                             readable=readable)
+        handle = WriteHandle(node, opener_pid=pid, readable=readable)
         if node.upload is not None:  # another descriptor is writing it: share its upload
             handle.upload = node.upload
+            node.upload.must_commit |= must_commit
             if readable:
                 node.upload.prefer_reads()
             return self._add(handle)
         self._start_upload(handle, truncate=truncate, only_new=only_new)
+        node.upload.must_commit = must_commit
         return self._add(handle)
 
     def _start_upload(self, handle: WriteHandle, *, truncate: bool,
@@ -328,9 +328,7 @@ class OpenFiles:
             if any(h is not handle and h.upload is upload and not h.closed
                    and h in self._handles.values() for h in self.write_handles(node)):
                 return  # another descriptor still writes it: the last close commits
-        must_commit = any(h.must_commit for h in self.write_handles(node)
-                          if h.upload is upload) or handle.must_commit
-        needed = upload.changed or must_commit
+        needed = upload.changed or upload.must_commit
         if durable and not needed:
             return
         if not needed and not final:
@@ -363,8 +361,7 @@ class OpenFiles:
             self._committed(node, upload)
         for other in self.write_handles(node):
             if other.upload is upload:
-                other.upload, other.must_commit = None, False
-        handle.must_commit = False
+                other.upload = None
         self.names.stored(node.parent_path)
         node.size = upload.size
         node.etag, node.last_modified = result.get("ETag", ""), None

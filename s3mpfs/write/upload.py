@@ -85,6 +85,7 @@ class Upload:
         self.copy_source: ObjectInfo | None = None  # what copy parts read (with its ETag)
         self.bytes_written = 0
         self.truncated = False  # its length was changed (ftruncate) since it began
+        self.must_commit = False  # a new or O_TRUNC file: an object even with no bytes
         self.abandoned = False  # its file was deleted while being written: not a failure
         self._metadata = metadata  # called when the object is created, so it is current
         self.planner = PartPlanner(shared.part_size)
@@ -123,7 +124,8 @@ class Upload:
         object in S3, so its descriptors can go on with it after an unlink."""
         if self.random is not None:
             return self.copy_source is None
-        return self.base is None and not self.changed
+        return (self.base is None and self.copy_source is None and self.upload_id is None
+                and not self.planner.parts_cut)  # every byte is in the part being filled
 
     @property
     def done(self) -> bool:
