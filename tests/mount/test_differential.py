@@ -16,8 +16,8 @@ from differential import Differential
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-MAX_EXAMPLES = 50
-STEPS = 40
+MAX_EXAMPLES = 20
+STEPS = 25
 
 
 def test_mount_behaves_like_a_local_file(s3: Any, bucket: str, mount: Any,
