@@ -161,3 +161,56 @@ def wait_for_mode(s3: Any, bucket: str, key: str, mode: int) -> dict[str, Any]:
     type included): s3mpfs stores a chmod in the background."""
     return wait_for(lambda: (h := s3.head_object(Bucket=bucket, Key=key))["Metadata"].get(
         "mode") == str(mode) and h, message="the mode to be stored", timeout=STORE_DEADLINE)
+
+
+class Mapping:
+    """A shared mmap of a file through libc, for tests of a mounted file: Python's `mmap`
+    copies and msyncs holding the GIL, so a page fault or msync that needs S3 would wait
+    on a moto server running in this very process; ctypes calls release it."""
+
+    def __init__(self, fd: int, length: int, *, writable: bool = True) -> None:
+        import ctypes
+        import mmap as _mmap
+
+        self._ctypes = ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_long]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        self._libc = libc
+        self.length = length
+        prot = _mmap.PROT_READ | (_mmap.PROT_WRITE if writable else 0)
+        address = libc.mmap(None, max(length, 1), prot, _mmap.MAP_SHARED, fd, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        self.address: int = address
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self.length - offset))
+        buffer = self._ctypes.create_string_buffer(length)
+        self._ctypes.memmove(buffer, self.address + offset, length)
+        return buffer.raw[:length]
+
+    def write(self, offset: int, data: bytes) -> None:
+        assert offset + len(data) <= self.length
+        self._ctypes.memmove(self.address + offset, data, len(data))
+
+    def sync(self) -> None:
+        MS_SYNC = 4
+        if self._libc.msync(self.address, max(self.length, 1), MS_SYNC) != 0:
+            err = self._ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    def close(self) -> None:
+        if self.address:
+            self._libc.munmap(self.address, max(self.length, 1))
+            self.address = 0
+
+    def __enter__(self) -> Mapping:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -29,6 +29,10 @@ class Node:
     size: int = 0
     etag: str = ""
     last_modified: float | None = None  # None: we wrote it (trust the ETag alone)
+    # Its version was stored by an in-place edit (random mode) through this mount: readers
+    # open on the version before follow it, as on a local disk; a replacement (a streamed
+    # rewrite) they do not, so that no reader mixes two versions.
+    edited: bool = False
     cached_etag: str = ""  # the version whose pages the kernel may hold
     meta_fetched: float = 0.0  # wall-clock time the cached metadata was read from S3
     storage_class: str = "STANDARD"
@@ -37,6 +41,7 @@ class Node:
     meta_writing: bool = False  # a copy storing them is in flight
     lookups: int = 0
     upload: Upload | None = None  # the write in progress, if any
+    committing: Upload | None = None  # an upload being completed (close, fsync)
     symlink_target: str | None = None
     unlinked: bool = False  # removed while open: st_nlink is 0
     head: ObjectInfo | None = None  # the object's last HEAD: what a new version keeps
@@ -55,9 +60,16 @@ class Node:
         return stat.S_ISDIR(self.attrs.mode)
 
     @property
+    def written(self) -> Upload | None:
+        """The file's state while it is being written or committed: what every
+        descriptor, stat and listing sees (S3 holds the previous version until then)."""
+        return self.upload if self.upload is not None else self.committing
+
+    @property
     def current_size(self) -> int:
-        """The size written so far while uploading, else the object's size."""
-        return self.upload.size if self.upload is not None else self.size
+        """The size written so far while uploading or committing, else the object's."""
+        written = self.written
+        return written.size if written is not None else self.size
 
 
 def join(parent: str, name: str) -> str:

@@ -108,7 +108,7 @@ class Names:
     def file_node(self, path: str, info: ObjectInfo) -> Node:
         """Record a file seen in S3 (by HEAD, with its metadata, or by a listing)."""
         node = self.table.at(path)
-        if node is not None and (node.upload or node.meta_dirty or node.meta_writing):
+        if node is not None and (node.written is not None or node.meta_dirty or node.meta_writing):
             return node  # being written, or attributes not stored yet: ours are newer
         if info.metadata is not None or node is None or node.etag != info.etag:
             attrs = decode(info.metadata, directory=False, last_modified=info.mtime,
@@ -161,7 +161,7 @@ class Names:
         """HEAD the objects of nodes whose metadata is unknown, in parallel, bounded; a
         node whose HEAD is already in flight is waited for, not HEADed again. Returns the
         paths of files S3 no longer has."""
-        missing = [n for n in nodes if not n.meta_known and n.upload is None and n.path]
+        missing = [n for n in nodes if not n.meta_known and n.written is None and n.path]
         gone: set[str] = set()
         if not missing:
             return gone
@@ -204,7 +204,7 @@ class Names:
         """Make the node's attributes the object's own (a HEAD unless known), fetching
         the next unknown names of its directory's listing at the same time. False: S3
         no longer has the file."""
-        if node.meta_known or node.upload is not None or not node.path:
+        if node.meta_known or node.written is not None or not node.path:
             return True
         batch = [node]
         names, index = self._order.get(node.parent_path, ([], {}))
@@ -214,7 +214,7 @@ class Names:
                 if len(batch) >= STAT_AHEAD:
                     break
                 other = self.table.at(join(node.parent_path, name))
-                if other is not None and not other.meta_known and other.upload is None:
+                if other is not None and not other.meta_known and other.written is None:
                     batch.append(other)
         gone = await self.fetch_metadata(batch)
         return node.path not in gone
@@ -226,7 +226,7 @@ class Names:
         if not usable_name(name):
             raise NotFound(path)  # s3mpfs's own bookkeeping stays out of sight
         node = self.table.at(path)
-        if node is not None and node.upload is not None:
+        if node is not None and node.written is not None:
             return node
         if node is not None and not node.is_dir:
             if not node.meta_known:  # listed, not HEADed yet: the HEAD decides (stat-ahead)

@@ -20,6 +20,7 @@ import trio
 from ..config import MountConfig
 from ..errors import (
     Exists,
+    FileTooLarge,
     IsADirectory,
     NoAttribute,
     NoSpace,
@@ -33,6 +34,7 @@ from ..objects import ObjectInfo
 from ..s3.copying import Copier
 from ..s3.metadata import MAX_METADATA, Attributes, encode, format_mtime, metadata_size
 from ..s3.store import DIRECTORY_TYPE, S3Store
+from ..write.parts import PartPlanner
 from ..write.upload import Upload, UploadShared
 from .attributes import AttributeWriter
 from .inodes import Node
@@ -122,7 +124,7 @@ class Namespace:
             raise IsADirectory(node.path)
         if node.upload is not None and not node.upload.self_contained:
             node.size = node.upload.size  # what open descriptors still see (fstat)
-            await node.upload.cancel("file was deleted while being written")
+            await node.upload.abandon("file was deleted while being written")
             node.upload = None
         # (a self-contained one goes on: its descriptors read and write it, as POSIX has
         # it for an open file; its last close stores nothing)
@@ -145,8 +147,7 @@ class Namespace:
         since. Without O_TRUNC, its bytes must not be replaced: the name is looked up
         in S3 first (an existing object is opened and appended to, or EEXIST for
         O_EXCL), and the new object is committed with If-None-Match: * where the server
-        honours it. The lookup is skipped where that condition alone settles it (O_EXCL)
-        and in directories this mount created, whose every name it knows."""
+        honours it. The lookup is skipped only for O_EXCL (see _absence_known)."""
         self._writable()
         parent = self.table.get(parent_inode)
         path = self.names.child_path(parent, name)
@@ -174,9 +175,13 @@ class Namespace:
         return fh, node
 
     def _absence_known(self, parent: Node, flags: int) -> bool:
-        if self.names.knows_every_name(parent.path):
-            return True
-        return bool(flags & os.O_EXCL) and self.store.conditional_create
+        """Whether a new file may skip looking its name up in S3. Only with O_EXCL: then
+        the worst another client's object can cause is EIO instead of EEXIST. Without it
+        (`>>`, `touch`) an object created meanwhile, even in a directory this mount made,
+        is one to open and append to."""
+        if not flags & os.O_EXCL:
+            return False
+        return self.store.conditional_create or self.names.knows_every_name(parent.path)
 
     async def open(self, inode: int, flags: int, pid: int = 0) -> tuple[int, bool, bool]:
         """Open a file; returns the handle, whether reads bypass the page cache and
@@ -256,7 +261,7 @@ class Namespace:
         if resized:
             assert size is not None
             try:
-                await self._truncate(node, size)  # stores the new attributes with it
+                await self._truncate(node, size, fh)  # stores the new attributes with it
             except BaseException:
                 node.attrs = before
                 raise
@@ -267,18 +272,16 @@ class Namespace:
             self.attributes.changed(node)
         return node
 
-    async def _truncate(self, node: Node, size: int) -> None:
+    async def _truncate(self, node: Node, size: int, fh: int | None) -> None:
+        """A file open for writing changes its state (committed with it); a closed one
+        is stored with its new length at once, as nothing else would commit it."""
         if node.is_dir:
             raise IsADirectory(node.path)
-        upload = node.upload
-        if upload is None or upload.bytes_written == 0:
+        if size > PartPlanner(self.uploads.part_size).max_size:
+            raise FileTooLarge(f"{node.path}: {size} bytes is more than the largest "
+                               "object the part schedule can hold")
+        if not await self.files.truncate(node, size, fh):
             await self._truncate_object(node, size)
-            if upload is not None:  # later writes through this descriptor append to it
-                upload.base = ObjectInfo(upload.key, node.size, 0, etag=node.etag) \
-                    if node.size else None
-                upload.only_new = False  # the object there now is the one just stored
-            return
-        await upload.truncate(size)
 
     async def _truncate_object(self, node: Node, size: int) -> None:
         """Replace the object by its first `size` bytes, zero-filled beyond its end.
@@ -295,9 +298,9 @@ class Namespace:
             upload = Upload(self.uploads, base.key, lambda: self.attributes.encode_now(node),
                             base, replacing=replacing)
             try:
-                await upload.write(size, b"")
+                await upload.truncate(size)
             except BaseException:
-                await upload.discard()  # nothing to keep (EFBIG): no upload left pending
+                await upload.discard()  # nothing to keep: no upload left pending
                 raise
             result = await upload.close()
         node.size, node.etag, node.last_modified = size, result.get("ETag", ""), None

@@ -1,4 +1,12 @@
-"""Open files: their handles, the uploads they feed, and when a file is committed.
+"""Open files: their handles, the one state each file being written has, and when it is
+committed.
+
+A file open for writing has one state, `node.upload` (write/upload.py): its size, the
+version it builds on and what changed since (the spool in random mode, the parts in
+streaming mode). Every descriptor, `stat`, listing and mmap of the file sees that state:
+`write`, `ftruncate` and mmap stores change it, and S3 changes only when it is committed
+(the last close of its writers, `fsync`). While a commit runs (`node.committing`) the file
+still shows that state; reads wait for the new version.
 
 Each flush (every close() of a descriptor) would commit what was written, but forked
 children and duplicated descriptors (shell redirections) flush too: a file is committed
@@ -15,10 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import trio
-
 from ..config import MountConfig
-from ..errors import Gone, IsADirectory, S3mpfsError, Unsupported, describe
+from ..errors import Gone, IsADirectory, S3mpfsError, describe
 from ..objects import ObjectInfo
 from ..s3.reader import ObjectReader
 from ..write.upload import Upload, UploadShared
@@ -36,10 +42,8 @@ class WriteHandle:
     node: Node
     opener_pid: int = 0  # the process that opened it (0: unknown)
     upload: Upload | None = None
-    must_commit: bool = False  # the file must become an object even with no new bytes
     mtime_set: bool = False  # utimens() while open: keep that mtime, not the close time
-    reader: ObjectReader | None = None  # O_RDWR: reads of the object until the first write
-    written: bool = False
+    reader: ObjectReader | None = None  # O_RDWR: reads of the stored object
     readable: bool = False  # O_RDWR: writes go to the spool (random mode) from the first
     closed: bool = False  # its opener closed it: it no longer holds the file's commit back
 
@@ -64,16 +68,24 @@ class OpenFiles:
         self.uploads = uploads
         self.attributes = attributes
         self._handles: dict[int, Handle] = {}
-        self._committing: dict[int, trio.Event] = {}  # by inode: set when its commit ends
+        self._committing: dict[int, Node] = {}  # inode -> node whose commit is running
         self._next_fh = 1
         # Tells the kernel to forget an inode's cached attributes (set by fs/operations.py).
         self.invalidate_attributes: Callable[[int], None] = lambda inode: None
 
     def being_written(self, dir_path: str) -> list[Node]:
-        """Files of a directory being written now (S3 does not list them yet)."""
-        return [h.node for h in self._handles.values()
-                if isinstance(h, WriteHandle) and h.node.upload is not None
-                and not h.node.unlinked and h.node.parent_path == dir_path]
+        """Files of a directory being written or committed now (S3 does not list them
+        yet, or still lists their previous version)."""
+        nodes = {h.node.inode: h.node for h in self._handles.values()
+                 if isinstance(h, WriteHandle) and h.node.upload is not None}
+        nodes.update(self._committing)
+        return [node for node in nodes.values()
+                if not node.unlinked and node.parent_path == dir_path]
+
+    def path_of(self, fh: int) -> str:
+        """The path of an open file, for log lines ('' if the handle is gone)."""
+        handle = self._handles.get(fh)
+        return handle.node.path if handle is not None else ""
 
     def write_handles(self, node: Node) -> list[WriteHandle]:
         return [h for h in self._handles.values()
@@ -156,14 +168,15 @@ class OpenFiles:
         if node.is_dir:
             raise IsADirectory(node.path)
         node.cached_etag = ""  # what gets written replaces what the kernel cached
-        handle = WriteHandle(node, opener_pid=pid, must_commit=must_commit,
-                             readable=readable)
+        handle = WriteHandle(node, opener_pid=pid, readable=readable)
         if node.upload is not None:  # another descriptor is writing it: share its upload
             handle.upload = node.upload
+            node.upload.must_commit |= must_commit
+            if readable:
+                node.upload.prefer_reads()
             return self._add(handle)
-        if readable and not truncate and node.size:
-            handle.reader = self._reader(node)
         self._start_upload(handle, truncate=truncate, only_new=only_new)
+        node.upload.must_commit = must_commit
         return self._add(handle)
 
     def _start_upload(self, handle: WriteHandle, *, truncate: bool,
@@ -184,7 +197,7 @@ class OpenFiles:
         (unless utimensat set mtime meanwhile): S3 fixes metadata when the object is
         created, so what is shown is what is stored."""
         attrs = handle.node.attrs
-        if upload.bytes_written:
+        if upload.changed:
             attrs.ctime = time.time()
             if not handle.mtime_set:
                 attrs.mtime = attrs.ctime
@@ -199,51 +212,82 @@ class OpenFiles:
     # -- reading and writing ----------------------------------------------------------
 
     async def read(self, fh: int, offset: int, length: int) -> bytes:
+        """What the file holds now, through any descriptor: the state being written if
+        the bytes are at hand, else the stored version (see _reads_own_writes for
+        other processes reading a streaming file)."""
         handle = self.handle(fh)
         node = handle.node
-        committing = self._committing.get(node.inode)
-        if committing is not None and isinstance(handle, ReadHandle) \
-                and handle.follows_writes:
-            await committing.wait()  # its writes are on their way: read them once stored
-        if node.upload is not None and node.upload.random is not None:
+        if node.upload is None and node.committing is not None:
+            await node.committing.wait_done()  # its new version, once stored
+        upload = node.upload
+        if upload is not None and upload.random is not None:
             if isinstance(handle, ReadHandle):
                 handle.follows_writes = True
-            return await node.upload.read(offset, length)  # what was written, spooled
-        if isinstance(handle, WriteHandle):
-            if handle.written:
-                if node.upload is None and node.etag:  # committed since: read it
-                    handle.reader = self._reader(node)
-                else:
-                    raise Unsupported("reading a file after writing to it through the "
-                                      "same descriptor (open it O_RDWR)")
-            return await handle.reader.read(offset, length) if handle.reader else b""
-        if handle.while_written and node.unlinked:
-            raise Gone(f"{node.path} was deleted while being written")
-        if handle.while_written and self._reads_own_writes(handle):
-            assert node.upload is not None
-            data = node.upload.read_at_hand(offset, length)
+            return await upload.read(offset, length)  # what was written, spooled
+        if upload is not None and (isinstance(handle, WriteHandle)
+                                   or self._reads_own_writes(handle)):
+            data = upload.read_at_hand(offset, length)
             if data is not None:
                 return data
-            await self._publish_for_reader(node)
-        if node.upload is None and node.etag and handle.reader.etag != node.etag \
-                and node.last_modified is None and (handle.follows_writes
-                                                    or not handle.reader.served):
-            # Written through this mount since: the version it has been reading the
-            # writes of, or nothing read yet. Else it goes on with its version (or EIO).
+            if upload.base is None:  # streamed bytes sent for good: store them first
+                await self._publish_for_reader(node)
+        if isinstance(handle, ReadHandle) and handle.while_written and node.unlinked \
+                and node.upload is None:
+            raise Gone(f"{node.path} was deleted while being written")
+        reader = self._current_reader(handle)
+        return await reader.read(offset, length) if reader is not None else b""
+
+    def _current_reader(self, handle: Handle) -> ObjectReader | None:
+        """The handle's reader of the stored version, renewed once this mount stored a
+        newer one (a commit through any descriptor) for a descriptor that follows the
+        writes (a writer, a reader of a random-mode file's writes, or of any in-place
+        edit) or has read nothing yet; a reader of a file replaced by a streamed rewrite
+        goes on with its version (or EIO): one version each."""
+        node = handle.node
+        reader = handle.reader
+        follows = isinstance(handle, WriteHandle) or handle.follows_writes or node.edited \
+            or reader is None or not reader.served
+        stale = reader is None or (node.last_modified is None and node.etag
+                                   and reader.etag != node.etag and follows)
+        if stale and (node.etag or node.size):
+            if reader is not None:
+                reader.close()
             handle.reader = self._reader(node)
-        return await handle.reader.read(offset, length)
+        return handle.reader if node.etag or node.size else None
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         handle = self.handle(fh)
         if not isinstance(handle, WriteHandle):
             raise S3mpfsError("file not open for writing")
-        if handle.node.unlinked and handle.node.upload is None:
-            raise Gone(f"{handle.node.path} was deleted while being written")
-        handle.written = True
-        handle.closed = False
-        upload = handle.node.upload or self._start_upload(handle, truncate=False)
-        handle.upload = upload
+        upload = await self._state(handle)
         return await upload.write(offset, data)
+
+    async def truncate(self, node: Node, size: int, fh: int | None) -> bool:
+        """ftruncate (or truncate of a file open for writing): the file's state changes,
+        not S3, which gets the new length at the next commit. False if nobody has the
+        file open for writing (truncate(2) of a closed file stores it at once)."""
+        handle = self._handles.get(fh) if fh is not None else None
+        if not isinstance(handle, WriteHandle) or handle.node is not node:
+            handle = next((h for h in self.write_handles(node) if h in self._handles.values()),
+                          None)
+        if handle is None:
+            return False
+        upload = await self._state(handle)
+        await upload.truncate(size)
+        return True
+
+    async def _state(self, handle: WriteHandle) -> Upload:
+        """The file's state being written, which this handle now changes (a new one,
+        continuing the stored object, after a commit)."""
+        node = handle.node
+        if node.unlinked and node.upload is None:
+            raise Gone(f"{node.path} was deleted while being written")
+        handle.closed = False
+        if node.upload is None and node.committing is not None:
+            await node.committing.wait_done()  # continue the version being stored
+        upload = node.upload or self._start_upload(handle, truncate=False)
+        handle.upload = upload
+        return upload
 
     async def fsync(self, fh: int) -> None:
         """A durable point: the object holds everything written so far, through every
@@ -262,7 +306,7 @@ class OpenFiles:
         faststart reads back its own output): it sees what it wrote. Other processes (a
         checksum job, a restore) read the previous version, complete, until close."""
         upload = handle.node.upload
-        if upload is None or not upload.bytes_written or not handle.opener_pid:
+        if upload is None or not upload.changed or not handle.opener_pid:
             return False
         reader = _process_of(handle.opener_pid)
         return any(h.upload is upload and h.opener_pid
@@ -321,9 +365,7 @@ class OpenFiles:
             if any(h is not handle and h.upload is upload and not h.closed
                    and h in self._handles.values() for h in self.write_handles(node)):
                 return  # another descriptor still writes it: the last close commits
-        must_commit = any(h.must_commit for h in self.write_handles(node)
-                          if h.upload is upload) or handle.must_commit
-        needed = upload.bytes_written > 0 or must_commit
+        needed = upload.changed or upload.must_commit
         if durable and not needed:
             return
         if not needed and not final:
@@ -344,7 +386,8 @@ class OpenFiles:
             if node.meta_dirty:  # e.g. touch: opened for writing, only futimens()
                 self.attributes.write_soon(node)
             return
-        committed = self._committing[node.inode] = trio.Event()
+        node.committing = upload  # stat and listings show it until S3 lists it
+        self._committing[node.inode] = node
         try:
             result = await upload.close()
         except Exception:
@@ -352,18 +395,26 @@ class OpenFiles:
             self.names.forget_listing(node.parent_path)
             raise
         finally:
-            self._committing.pop(node.inode, None)
-            committed.set()
+            self._committed(node, upload)
         for other in self.write_handles(node):
             if other.upload is upload:
-                other.upload, other.must_commit = None, False
-        handle.must_commit = False
+                other.upload = None
         self.names.stored(node.parent_path)
         node.size = upload.size
         node.etag, node.last_modified = result.get("ETag", ""), None
         node.refreshed = time.monotonic()
         if node.meta_dirty:  # attributes changed after the object was created
             self.attributes.write_soon(node)
+
+    def _committed(self, node: Node, upload: Upload) -> None:
+        """The commit of `upload` has ended: the node shows the stored version again."""
+        if node.committing is upload:
+            node.committing = None
+            if upload.result is not None and upload.error is None:
+                node.size = upload.size
+                node.etag, node.last_modified = upload.result.get("ETag", ""), None
+                node.edited = upload.random is not None
+            self._committing.pop(node.inode, None)
 
     def _opener_holds(self, handle: WriteHandle) -> bool:
         """Whether the opening process still has a descriptor on this file, read from

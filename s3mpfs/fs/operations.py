@@ -40,12 +40,24 @@ def fuse_errors(handler: F) -> F:
             raise pyfuse3.FUSEError(exc.errno) from None
         except Exception as exc:
             code = errno_for(exc)
-            names = " ".join(repr(os.fsdecode(a)) for a in args if isinstance(a, bytes))
-            log.warning("%s %s failed: %s", handler.__name__, names, describe(exc),
+            log.warning("%s failed: %s", _what(handler.__name__, args), describe(exc),
                         exc_info=log.isEnabledFor(logging.DEBUG))
             raise pyfuse3.FUSEError(code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+FH_HANDLERS = {"read", "write", "flush", "fsync"}  # their first argument is a file handle
+
+
+def _what(handler: str, args: tuple[Any, ...]) -> str:
+    """The operation and the file it was about, for a log line: names passed as bytes,
+    or the path of the open file a handle stands for."""
+    names = [repr(os.fsdecode(a)) for a in args if isinstance(a, bytes)]
+    if handler in FH_HANDLERS and len(args) > 1 and isinstance(args[0], S3Operations):
+        path = args[0].ns.files.path_of(args[1])
+        names.append(repr(path) if path else f"(handle {args[1]})")
+    return " ".join([handler, *names])
 
 
 SET_ID_BITS = stat.S_ISUID | stat.S_ISGID
@@ -62,7 +74,7 @@ def entry(node: Node, hidden: int = SET_ID_BITS) -> pyfuse3.EntryAttributes:
     # Attributes from a listing alone (no HEAD yet: mode, owner and times are defaults)
     # are not cached by the kernel: its next use of the name asks again (LOOKUP), and
     # that HEADs it. A names-only listing (ls -f, find -name) thus costs no HEAD.
-    timeout = ATTR_TIMEOUT if node.meta_known or node.upload is not None else 0
+    timeout = ATTR_TIMEOUT if node.meta_known or node.written is not None else 0
     attr.entry_timeout = timeout
     attr.attr_timeout = timeout
     mode = node.attrs.mode

@@ -39,6 +39,8 @@ class Upload(Protocol):
     def phase(self) -> str: ...  # writing, completing or failed
     @property
     def result(self) -> object: ...  # not None once committed
+    @property
+    def abandoned(self) -> bool: ...  # its file was deleted: ended as asked, not failed
 
 PART_OPERATIONS = ("UploadPart", "UploadPartCopy")  # tracked per key, for uploads' progress
 READ_OPERATIONS = ("GetObject",)  # their retries are read retries
@@ -145,7 +147,7 @@ class MountStats:
     def upload_ended(self, upload: Upload) -> None:
         """An upload's driver is done: committed, failed, or discarded (nothing to do)."""
         with self._lock:
-            if upload.error is not None:
+            if upload.error is not None and not upload.abandoned:
                 self.files_failed += 1
                 self.last_failure = str(upload.error)
             elif upload.result is not None:

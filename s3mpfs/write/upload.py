@@ -86,6 +86,9 @@ class Upload:
         self.replacing = replacing
         self.copy_source: ObjectInfo | None = None  # what copy parts read (with its ETag)
         self.bytes_written = 0
+        self.truncated = False  # its length was changed (ftruncate) since it began
+        self.must_commit = False  # a new or O_TRUNC file: an object even with no bytes
+        self.abandoned = False  # its file was deleted while being written: not a failure
         self._metadata = metadata  # called when the object is created, so it is current
         self.planner = PartPlanner(shared.part_size)
         self.upload_id: str | None = None
@@ -122,12 +125,18 @@ class Upload:
         return self.base.size if self.base is not None else self.planner.size
 
     @property
+    def changed(self) -> bool:
+        """Whether the file differs from the version it began from (a commit is needed)."""
+        return self.bytes_written > 0 or self.truncated
+
+    @property
     def self_contained(self) -> bool:
         """Every byte of the file is here (spooled, or none written yet): it needs no
         object in S3, so its descriptors can go on with it after an unlink."""
         if self.random is not None:
             return self.copy_source is None
-        return self.base is None and self.bytes_written == 0
+        return (self.base is None and self.copy_source is None and self.upload_id is None
+                and not self.planner.parts_cut)  # every byte is in the part being filled
 
     @property
     def done(self) -> bool:
@@ -202,11 +211,23 @@ class Upload:
             self.filling.release()
 
     def _wants_random(self, offset: int) -> bool:
-        if self.copy_source is not None or self.planner.parts_cut:
+        if not self.can_go_random:
             return False  # parts are on their way: only streaming can go on
         if self.base is not None and offset < self.base.size:
             return True  # changing an existing object in place
         return self.prefer_random  # (a write-only file going back keeps streaming)
+
+    @property
+    def can_go_random(self) -> bool:
+        """Nothing was handed to the driver yet: the file can still move to the spool."""
+        return self.random is None and self.copy_source is None and not self.planner.parts_cut
+
+    def prefer_reads(self) -> None:
+        """A descriptor that reads (O_RDWR) joined: keep every byte at hand from now on
+        (random mode) if nothing was sent yet, so that its reads see the writes."""
+        self.prefer_random = True
+        if self.can_go_random and self.error is None and not self._closed:
+            self._go_random(required=False)
 
     def _go_random(self, *, required: bool) -> None:
         """Switch to random mode (nothing was handed to the driver yet): the bytes
@@ -268,24 +289,30 @@ class Upload:
                        if end > sent_end else b"")
 
     async def truncate(self, size: int) -> None:
-        """Change the length of the file being written."""
+        """Change the length of the file being written (ftruncate, O_TRUNC): only this
+        state changes; S3 changes when the file is committed."""
         async with self._lock:
             self._raise_if_failed()
-            if self.random is None and size < self.size and size != 0:
-                if self._wants_random(0):
-                    self._go_random(required=True)
+            if self._closed:
+                raise UploadFailed(f"{self.key}: truncate after the upload was completed")
+            if size > self.planner.max_size:
+                raise FileTooLarge(f"file would exceed {self.planner.max_size} bytes")
+            shrinks = 0 < size < self.size
+            if self.can_go_random and (self.prefer_random or shrinks):
+                self._go_random(required=shrinks)
             if self.random is not None:
-                if size > self.planner.max_size:
-                    raise FileTooLarge(f"file would exceed {self.planner.max_size} bytes")
                 self.random.truncate(size)
-                self.bytes_written += 1  # a change to commit
-                return
-        if size == 0:
-            self.planner.truncate_to_zero()
-        elif size > self.size:
-            await self.write(size, b"")
-        else:
-            raise Unsupported(f"{self.key}: shrinking a file whose parts are uploading")
+            elif size == 0 and self.planner.parts_cut:
+                raise Unsupported(f"{self.key}: emptying a file whose parts are uploading")
+            elif size == 0:
+                self.planner.truncate_to_zero()
+                self.base = None
+            elif size > self.size:
+                await self._start_from_base()
+                await self._stream(size, b"")  # a hole up to the new end
+            elif size < self.size:
+                raise Unsupported(f"{self.key}: shrinking a file whose parts are uploading")
+            self.truncated = True
 
     async def close(self) -> dict:
         """Send the last part, wait for the upload to finish, return S3's answer."""
@@ -344,6 +371,16 @@ class Upload:
                 self._closed = True
                 await self._send.aclose()
         await self._done.wait()
+
+    async def wait_done(self) -> None:
+        """Until the upload is committed, failed or discarded."""
+        await self._done.wait()
+
+    async def abandon(self, reason: str) -> None:
+        """End the upload because its file was deleted: nothing is stored, as the
+        program asked; not a failure (no ERROR line, not counted as failed)."""
+        self.abandoned = True
+        await self.cancel(reason)
 
     async def cancel(self, reason: str) -> None:
         """Abort the upload (used at shutdown for files that cannot be finished)."""
@@ -500,22 +537,26 @@ class Upload:
             await self.shared.registry.unregister(upload_id)
 
     async def _abort(self) -> None:
-        """Abort the multipart upload, if any, shielded from cancellation and bounded."""
+        """Abort the multipart upload, if any, shielded from cancellation and bounded.
+        A failure leaves one ERROR line; an abandoned upload (its file was deleted) is
+        what the program asked for, and only an INFO line."""
+        report = log.info if self.abandoned else log.error
+        what = ("%s was deleted while being written: nothing stored" if self.abandoned
+                else "upload of %s failed: %s")
+        args = (self.key,) if self.abandoned else (self.key, self.error)
         if self.upload_id is None:
-            log.error("upload of %s failed: %s", self.key, self.error)
+            report(what, *args)
             return
         upload_id, self.upload_id = self.upload_id, None
         with trio.move_on_after(ABORT_TIMEOUT, shield=True) as scope:
             try:
                 await self.shared.store.abort_multipart(self.key, upload_id)
                 await self._unregister(upload_id)
-                log.error("upload of %s failed: %s; multipart upload aborted",
-                          self.key, self.error)
+                report(what + "; multipart upload aborted", *args)
                 return
             except Exception as exc:
-                log.error("upload of %s failed: %s; abort failed too (%s): the next mount's "
-                          "sweep or `s3mpfs cleanup` will remove it", self.key, self.error,
-                          describe(exc))
+                log.error(what + "; abort failed too (%s): the next mount's sweep or "
+                          "`s3mpfs cleanup` will remove it", *args, describe(exc))
                 return
         if scope.cancelled_caught:
-            log.error("upload of %s failed: %s; abort timed out", self.key, self.error)
+            log.error(what + "; abort timed out", *args)

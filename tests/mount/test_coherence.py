@@ -1,0 +1,239 @@
+"""One truth per file (issue 15): every descriptor, `stat`, listing and mmap of a file
+being written sees the same size and bytes, and S3 changes only when it is committed.
+One test per item of the issue; each fails on the code before the change."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Mapping, random_bytes, wait_for
+from s3proxy import HOLD, S3Proxy
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def body(s3: Any, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def error_lines(m: Any) -> list[str]:
+    return [line for line in m.log_text().splitlines() if "ERROR" in line]
+
+
+def sizes(fd: int, path: Path) -> tuple[int, int, int]:
+    """The file's size as fstat, lseek(SEEK_END) and stat see it."""
+    return os.fstat(fd).st_size, os.lseek(fd, 0, os.SEEK_END), path.stat().st_size
+
+
+def test_1_ftruncate_up_reads_zeros_and_sizes_agree(s3: Any, bucket: str, mount: Any) -> None:
+    m = mount(bucket)
+    path = m.path / "grow.bin"
+    data = random_bytes(100_000, seed=1)
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.ftruncate(fd, 300_000)
+        assert os.pread(fd, 1000, 200_000) == bytes(1000)
+        assert os.pread(fd, 1000, 99_500) == data[99_500:] + bytes(500)
+        assert sizes(fd, path) == (300_000,) * 3
+        # S3 changes at the commit point only
+        assert s3.head_object(Bucket=bucket, Key="grow.bin")["ContentLength"] == 100_000
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "grow.bin") == data + bytes(200_000)
+
+
+def test_2_new_file_grown_by_ftruncate_reads_and_maps(s3: Any, bucket: str, mount: Any) -> None:
+    m = mount(bucket)
+    path = m.path / "new.bin"
+    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o644)
+    try:
+        os.ftruncate(fd, 50_000)
+        assert os.pread(fd, 100, 10_000) == bytes(100)
+        with Mapping(fd, 50_000) as mapped:
+            assert mapped.read(40_000, 10) == bytes(10)  # SIGBUS before
+            mapped.write(45_000, b"hello")
+            mapped.sync()
+        assert os.pread(fd, 5, 45_000) == b"hello"
+        assert sizes(fd, path) == (50_000,) * 3
+    finally:
+        os.close(fd)
+    expected = bytearray(50_000)
+    expected[45_000:45_005] = b"hello"
+    assert body(s3, bucket, "new.bin") == bytes(expected)
+
+
+def test_3_shrink_then_grow_reads_zeros_not_old_bytes(s3: Any, bucket: str, mount: Any) -> None:
+    m = mount(bucket)
+    path = m.path / "shrink.bin"
+    data = random_bytes(100_000, seed=3)
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert os.pread(fd, 100_000, 0) == data
+        os.ftruncate(fd, 50_000)
+        os.ftruncate(fd, 100_000)
+        assert os.pread(fd, 1000, 60_000) == bytes(1000)
+        assert os.pread(fd, 1000, 49_000) == data[49_000:50_000]
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "shrink.bin") == data[:50_000] + bytes(50_000)
+
+
+def test_4_ftruncate_of_a_large_file_keeps_reads_working(
+    s3: Any, bucket: str, mount: Any
+) -> None:
+    size = 12 * MiB + 17
+    data = random_bytes(size, seed=4)
+    s3.put_object(Bucket=bucket, Key="big.bin", Body=data)
+    m = mount(bucket, "part_size=5M")
+    path = m.path / "big.bin"
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert os.pread(fd, 4096, 0) == data[:4096]
+        os.ftruncate(fd, size - MiB)
+        # EIO before: the object had been replaced in S3 under the open descriptor
+        assert os.pread(fd, 4096, size - 3 * MiB) == data[size - 3 * MiB:size - 3 * MiB + 4096]
+        assert sizes(fd, path) == (size - MiB,) * 3
+        assert s3.head_object(Bucket=bucket, Key="big.bin")["ContentLength"] == size
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "big.bin") == data[:size - MiB]
+
+
+def test_5_a_file_being_committed_stays_visible(
+    s3: Any, bucket: str, proxy: S3Proxy, mount: Any
+) -> None:
+    m = mount(bucket, f"endpoint_url={proxy.url}", "part_size=5M")
+    path = m.path / "closing.bin"
+    data = random_bytes(6 * MiB, seed=5)
+    rule = proxy.add_fault("CompleteMultipartUpload", HOLD)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    os.write(fd, data)
+    closed: list[BaseException | None] = []
+
+    def close() -> None:
+        try:
+            os.close(fd)
+            closed.append(None)
+        except OSError as exc:
+            closed.append(exc)
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    try:
+        wait_for(lambda: proxy.of_kind("CompleteMultipartUpload"), timeout=20,
+                 message="CompleteMultipartUpload held")
+        # ENOENT before: the file was neither in S3's listing nor among files written
+        assert path.stat().st_size == len(data)
+        assert "closing.bin" in os.listdir(m.path)
+    finally:
+        proxy.release(rule)
+        closer.join(timeout=30)
+    assert closed == [None]
+    assert body(s3, bucket, "closing.bin") == data
+
+
+def test_6_a_file_deleted_while_written_is_no_failure(
+    s3: Any, bucket: str, mount: Any, run_cli: Any
+) -> None:
+    s3.put_object(Bucket=bucket, Key="db-shm", Body=b"x" * 32768)
+    m = mount(bucket)
+    path = m.path / "db-shm"
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, b"y" * 100, 10)
+        os.unlink(path)
+    finally:
+        os.close(fd)
+    result = run_cli("status", str(m.path), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["totals"]["files_failed"] == 0
+    assert error_lines(m) == []
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+
+
+def test_7_append_to_an_object_created_by_another_client(
+    s3: Any, bucket: str, mount: Any
+) -> None:
+    m = mount(bucket)
+    (m.path / "made").mkdir()
+    (m.path / "made" / "mine").write_bytes(b"mine")
+    s3.put_object(Bucket=bucket, Key="made/log", Body=b"theirs\n")
+    with open(m.path / "made" / "log", "ab") as f:  # EIO at close before
+        f.write(b"x\n")
+    assert body(s3, bucket, "made/log") == b"theirs\nx\n"
+
+
+@pytest.mark.parametrize("after_truncate", [False, True])
+def test_9_shared_writable_mmap_past_parts_and_across_reopen(
+    s3: Any, bucket: str, mount: Any, after_truncate: bool
+) -> None:
+    size = 11 * MiB + 5
+    data = bytearray(random_bytes(size, seed=9))
+    m = mount(bucket, "part_size=5M")
+    path = m.path / "mapped.bin"
+    if after_truncate:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
+        os.ftruncate(fd, size)
+        data = bytearray(size)
+    else:
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDWR)
+    try:
+        with Mapping(fd, size) as mapped:
+            for offset in (0, 5 * MiB - 2, 9 * MiB + 77, size - 3):
+                mapped.write(offset, b"abc")
+                data[offset:offset + 3] = b"abc"
+            mapped.sync()
+            assert mapped.read(0, size) == data
+        assert os.pread(fd, 3, 9 * MiB + 77) == b"abc"
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "mapped.bin") == bytes(data)
+    fd = os.open(path, os.O_RDWR)  # reopen: the mapping sees the stored version
+    try:
+        with Mapping(fd, size) as mapped:
+            assert mapped.read(0, size) == data
+            mapped.write(7 * MiB, b"more")
+            data[7 * MiB:7 * MiB + 4] = b"more"
+    finally:
+        os.close(fd)
+    assert body(s3, bucket, "mapped.bin") == bytes(data)
+
+
+def test_10_log_lines_name_the_file_and_efbig_is_no_failure(
+    s3: Any, bucket: str, mount: Any, run_cli: Any
+) -> None:
+    s3.put_object(Bucket=bucket, Key="gone.bin", Body=b"g" * 1000)
+    s3.put_object(Bucket=bucket, Key="huge.bin", Body=b"h" * (6 * MiB))
+    m = mount(bucket)
+    with open(m.path / "gone.bin", "rb") as f:
+        s3.delete_object(Bucket=bucket, Key="gone.bin")
+        with pytest.raises(OSError):
+            f.read()
+    read_lines = [line for line in m.log_text().splitlines() if "read " in line
+                  and "failed" in line]
+    assert read_lines and all("gone.bin" in line for line in read_lines), read_lines
+    assert not [line for line in m.log_text().splitlines() if "  failed" in line]
+    with pytest.raises(OSError) as raised:
+        os.truncate(m.path / "huge.bin", 2**62)
+    assert raised.value.errno == errno.EFBIG
+    fd = os.open(m.path / "huge.bin", os.O_RDWR)
+    try:
+        with pytest.raises(OSError) as raised:
+            os.ftruncate(fd, 2**62)
+        assert raised.value.errno == errno.EFBIG
+    finally:
+        os.close(fd)
+    assert error_lines(m) == [line for line in error_lines(m) if "gone.bin" in line]
+    result = run_cli("status", str(m.path), "--json")
+    assert json.loads(result.stdout)["totals"]["files_failed"] == 0
+    assert s3.head_object(Bucket=bucket, Key="huge.bin")["ContentLength"] == 6 * MiB
