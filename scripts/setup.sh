@@ -61,15 +61,17 @@ can_make_venv() {
 
 # --- Debian packages ---------------------------------------------------------------
 missing=()
-# (zip, unzip, curl, systemd-analyze and setpriv are used by the tests)
+# (zip, unzip, curl, systemd-analyze, setpriv and groff are used by the tests: groff
+# renders the man page in tests/test_manual.py)
 for pkg in fuse3 libfuse3-dev pkg-config rsync tar diffutils python3-dev gcc zip unzip curl; do
     pkg_installed "$pkg" || missing+=("$pkg")
 done
-for tool in fusermount3 pkg-config rsync tar cmp gcc zip unzip curl systemd-analyze setpriv; do
+for tool in fusermount3 pkg-config rsync tar cmp gcc zip unzip curl systemd-analyze setpriv \
+        groff; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         case "$tool" in
             fusermount3) p=fuse3 ;; cmp) p=diffutils ;; systemd-analyze) p=systemd ;;
-            setpriv) p=util-linux ;; *) p="$tool" ;;
+            setpriv) p=util-linux ;; groff) p=groff-base ;; *) p="$tool" ;;
         esac
         [[ " ${missing[*]-} " == *" $p "* ]] || missing+=("$p")
     fi
