@@ -217,8 +217,7 @@ class OpenFiles:
         other processes reading a streaming file)."""
         handle = self.handle(fh)
         node = handle.node
-        if node.upload is None and node.committing is not None:
-            await node.committing.wait_done()  # its new version, once stored
+        await self._commit_ended(node)  # its new version, once stored
         upload = node.upload
         if upload is not None and upload.random is not None:
             if isinstance(handle, ReadHandle):
@@ -283,8 +282,7 @@ class OpenFiles:
         if node.unlinked and node.upload is None:
             raise Gone(f"{node.path} was deleted while being written")
         handle.closed = False
-        if node.upload is None and node.committing is not None:
-            await node.committing.wait_done()  # continue the version being stored
+        await self._commit_ended(node)  # continue the version being stored
         upload = node.upload or self._start_upload(handle, truncate=False)
         handle.upload = upload
         return upload
@@ -405,6 +403,15 @@ class OpenFiles:
         node.refreshed = time.monotonic()
         if node.meta_dirty:  # attributes changed after the object was created
             self.attributes.write_soon(node)
+
+    async def _commit_ended(self, node: Node) -> None:
+        """Wait for the node's commit, if one runs, and take its outcome at once: the
+        upload ends before the committing task resumes, and a reader woken in between
+        must already see the stored version (its ETag), not the one before."""
+        upload = node.committing
+        if node.upload is None and upload is not None:
+            await upload.wait_done()
+            self._committed(node, upload)
 
     def _committed(self, node: Node, upload: Upload) -> None:
         """The commit of `upload` has ended: the node shows the stored version again."""
