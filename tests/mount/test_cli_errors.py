@@ -462,7 +462,8 @@ def test_help_and_version_need_no_aws_configuration(args: list[str],
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or os.stat("/dev/fuse").st_mode & 0o006 == 0o006,
-                    reason="needs root, to run s3mpfs as a user who cannot open /dev/fuse")
+                    reason="needs root and a /dev/fuse that other users cannot open (it is "
+                           "usually 0666, so this runs where a distribution restricts it)")
 def test_user_who_cannot_open_dev_fuse(s3_server: str, bucket: str) -> None:
     public = Path(tempfile.mkdtemp(prefix="s3mpfs-nobody-", dir="/tmp"))
     try:
