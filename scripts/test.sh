@@ -26,24 +26,20 @@ if [[ "$backend" != moto ]]; then
     ./scripts/rgw.sh install
 fi
 
-# ffmpeg (with ffprobe): the muxer tests in tests/test_random_writes.py.
-if ! command -v ffmpeg >/dev/null 2>&1; then
+# Programs some tests run, installed from Debian's packages when missing (one apt-get):
+# ffmpeg (with ffprobe) for the muxer tests in tests/mount/test_random_writes.py, restic
+# for the restore through a flaky network in tests/mount/test_reads.py.
+wanted=()
+for tool in ffmpeg restic; do
+    command -v "$tool" >/dev/null 2>&1 || wanted+=("$tool")
+done
+if (( ${#wanted[@]} )); then
     as_root=()
     [[ $EUID -ne 0 ]] && as_root=(sudo)
-    echo "test.sh: installing ffmpeg for the muxer tests" >&2
+    echo "test.sh: installing ${wanted[*]} for the tests that use them" >&2
     "${as_root[@]}" apt-get update -qq
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
-fi
-
-# restic: the restore through a flaky network in tests/mount/test_reads.py.
-if ! command -v restic >/dev/null 2>&1; then
-    as_root=()
-    [[ $EUID -ne 0 ]] && as_root=(sudo)
-    echo "test.sh: installing restic for the restore test" >&2
-    "${as_root[@]}" apt-get update -qq
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends restic >/dev/null
+        apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null
 fi
 
 lint=0
