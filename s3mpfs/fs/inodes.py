@@ -29,6 +29,9 @@ class Node:
     size: int = 0
     etag: str = ""
     last_modified: float | None = None  # None: we wrote it (trust the ETag alone)
+    # The version this mount's last commit of it stored: its writers' reads follow it even
+    # once a listing has shown it (which sets last_modified).
+    stored_etag: str = ""
     # Its version was stored by an in-place edit (random mode) through this mount: readers
     # open on the version before follow it, as on a local disk; a replacement (a streamed
     # rewrite) they do not, so that no reader mixes two versions.

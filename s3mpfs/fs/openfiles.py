@@ -246,8 +246,8 @@ class OpenFiles:
         reader = handle.reader
         follows = isinstance(handle, WriteHandle) or handle.follows_writes or node.edited \
             or reader is None or not reader.served
-        stale = reader is None or (node.last_modified is None and node.etag
-                                   and reader.etag != node.etag and follows)
+        ours = node.last_modified is None or node.etag == node.stored_etag
+        stale = reader is None or (ours and node.etag and reader.etag != node.etag and follows)
         if stale and (node.etag or node.size):
             if reader is not None:
                 reader.close()
@@ -400,6 +400,7 @@ class OpenFiles:
         self.names.stored(node.parent_path)
         node.size = upload.size
         node.etag, node.last_modified = result.get("ETag", ""), None
+        node.stored_etag = node.etag
         node.refreshed = time.monotonic()
         if node.meta_dirty:  # attributes changed after the object was created
             self.attributes.write_soon(node)
@@ -420,6 +421,7 @@ class OpenFiles:
             if upload.result is not None and upload.error is None:
                 node.size = upload.size
                 node.etag, node.last_modified = upload.result.get("ETag", ""), None
+                node.stored_etag = node.etag
                 node.edited = upload.random is not None
             self._committing.pop(node.inode, None)
 

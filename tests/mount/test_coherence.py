@@ -237,3 +237,37 @@ def test_10_log_lines_name_the_file_and_efbig_is_no_failure(
     result = run_cli("status", str(m.path), "--json")
     assert json.loads(result.stdout)["totals"]["files_failed"] == 0
     assert s3.head_object(Bucket=bucket, Key="huge.bin")["ContentLength"] == 6 * MiB
+
+
+def test_11_a_writer_reads_its_commit_after_a_listing_showed_it(
+    s3: Any, bucket: str, mount: Any
+) -> None:
+    """SQLite keeps its database open and reads page 1 at the start of each transaction,
+    after committing the last one with fdatasync. A listing of the directory taken in
+    between (here `os.listdir`; for SQLite, a lookup once the cached listing expired)
+    shows the version just stored: the next read through the writer's descriptor must
+    still be of that version, not the one before it (rows were lost otherwise)."""
+    import sqlite3
+
+    m = mount(bucket)
+    db = m.path / "app.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        for i in range(20):
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO t VALUES (?)", (i,))
+            conn.execute("COMMIT")
+            os.listdir(m.path)
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 20
+    finally:
+        conn.close()
+    m.unmount()
+    stored = m.path.parent / "stored.db"
+    stored.write_bytes(body(s3, bucket, "app.db"))
+    check = sqlite3.connect(stored)
+    try:
+        assert check.execute("SELECT count(*) FROM t").fetchone()[0] == 20
+    finally:
+        check.close()
