@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
-from ..errors import S3mpfsError, describe, errno_for
+from ..errors import NotADirectory, S3mpfsError, describe, errno_for
 from ..s3.metadata import nanoseconds
 from .inodes import Node
 from .namespace import Namespace
@@ -118,7 +118,8 @@ class S3Operations(pyfuse3.Operations):
         self.ns = namespace
         self.hidden = 0 if namespace.config.allow_suid else SET_ID_BITS
         namespace.files.invalidate_attributes = _invalidate_attributes
-        self._dir_handles: dict[int, list[tuple[str, Node]]] = {}
+        # A handle's inode until its first readdir, then the snapshot of its listing.
+        self._dir_handles: dict[int, int | list[tuple[str, Node]]] = {}
         self._next_dir_fh = 1
 
     def entry(self, node: Node) -> pyfuse3.EntryAttributes:
@@ -153,18 +154,26 @@ class S3Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def opendir(self, inode: int, ctx: Any) -> int:
-        nodes = await self.ns.list_dir(inode)
         directory = self.ns.table.get(inode)
-        parent = self.ns.table.at(directory.parent_path) or directory
+        if not directory.is_dir:
+            raise NotADirectory(directory.path)
         fh = self._next_dir_fh
         self._next_dir_fh += 1
-        self._dir_handles[fh] = [(".", directory), ("..", parent)] + [
-            (node.name, node) for node in nodes]
+        # Listed at the first readdir, not here: programs open a directory only to fsync
+        # it (SQLite after creating its journal), and that needs no LIST.
+        self._dir_handles[fh] = inode
         return fh
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         entries = self._dir_handles.get(fh, [])
+        if isinstance(entries, int):  # the first readdir: the snapshot is taken now
+            nodes = await self.ns.list_dir(entries)
+            directory = self.ns.table.get(entries)
+            parent = self.ns.table.at(directory.parent_path) or directory
+            entries = [(".", directory), ("..", parent)] + [(n.name, n) for n in nodes]
+            if fh in self._dir_handles:
+                self._dir_handles[fh] = entries
         for index in range(start_id, len(entries)):
             name, node = entries[index]
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self.entry(node), index + 1):
