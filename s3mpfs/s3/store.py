@@ -31,6 +31,7 @@ from .conditions import Conditions
 from .integrity import ATTEMPTS, ChecksumIgnored, Corrupted, Integrity, Sent
 from .params import COPIED_HEADERS, RequestParams, content_type_for, tagging
 from .ranged import RangedGets
+from .recent import RecentBodies
 from .routing import CrtRoute
 from .stats import MountStats
 
@@ -64,6 +65,7 @@ class S3Store:
         self._crt = CrtRoute.create(self._client, config, self.stats, check_mode=check_mode)
         self._ranged = RangedGets(self._client, self.bucket, self._limiter, self.stats,
                                   self._crt, config.retries, self.params.sse_c)
+        self.recent = RecentBodies()  # small bodies stored through this mount, by ETag
 
     @property
     def conditional_create(self) -> bool:
@@ -217,7 +219,11 @@ class S3Store:
     async def get_range(self, key: str, start: int, end: int, etag: str = "") -> bytes:
         """Bytes [start, end) of an object, all of one version: `etag`'s when given (a
         replaced object then fails with PreconditionFailed, never mixes versions), else
-        the first answer's. A body that breaks off is resumed (s3/ranged.py)."""
+        the first answer's. A body that breaks off is resumed (s3/ranged.py). A version
+        this mount stored a moment ago is read from what it sent (s3/recent.py)."""
+        kept = self.recent.get(key, start, end, etag)
+        if kept is not None:
+            return kept
         return await self._ranged.get(key, start, end, etag)
 
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
@@ -236,6 +242,7 @@ class S3Store:
         tags = await self.tags_of(replacing)
         resp = await self._send(self._client.put_object, data, f"PutObject of {key}",
                                 Key=key, **params, **tagging(tags), **condition)
+        self.recent.stored(key, resp.get("ETag", ""), data)
         await self.put_tags(key, tags)
         return resp
 
@@ -344,6 +351,7 @@ class S3Store:
         await self._call(self._client.abort_multipart_upload, Key=key, UploadId=upload_id)
 
     async def delete(self, key: str) -> None:
+        self.recent.forget(key)
         await self._call(self._client.delete_object, Key=key)
 
     def copy_params(self, source: ObjectInfo, metadata: dict[str, str]) -> dict[str, Any]:
@@ -360,6 +368,9 @@ class S3Store:
             CopySourceIfMatch=source.etag, MetadataDirective="REPLACE",
             **params, **self.params.sse_c("CopySource"))
         result = resp["CopyObjectResult"]
+        body = self.recent.body(source.key, source.etag)
+        if body is not None:  # a rename of a file this mount just stored
+            self.recent.stored(dst, result["ETag"], body)
         return ObjectInfo(dst, source.size, result["LastModified"].timestamp(),
                           result["ETag"])
 
