@@ -70,6 +70,7 @@ class Names:
         self.mounted_at = now  # the mtime of directories that have no marker object
         self._listings: dict[str, _Listing] = {}
         self._created_dirs: set[str] = set()  # made by this mount: it knows every name
+        self._removed: dict[str, float] = {}  # path -> when this mount removed that name
         # Each directory's last listing in order, for stat-ahead: name -> its index.
         self._order: dict[str, tuple[list[str], dict[str, int]]] = {}
         self._heads: dict[int, trio.Event] = {}  # inode -> set once its HEAD ends
@@ -366,12 +367,27 @@ class Names:
 
     def listed(self, dir_path: str, name: str, present: bool) -> None:
         """Keep a cached listing true after a change made through this mount."""
+        now = time.monotonic()
+        if present:
+            self._removed.pop(join(dir_path, name), None)
+        else:
+            if len(self._removed) > 1000:  # only the last negative_ttl matters
+                self._removed = {p: t for p, t in self._removed.items()
+                                 if now - t < self.config.negative_ttl}
+            self._removed[join(dir_path, name)] = now
         listing = self._listings.get(dir_path)
         if listing is not None:
             (listing.names.add if present else listing.names.discard)(name)
-            listing.touched = time.monotonic()
+            listing.touched = now
             if listing.ours:
                 listing.taken = listing.touched  # still complete: renewed while in use
+
+    def removed_lately(self, path: str) -> bool:
+        """Whether this mount itself removed the name (unlink, or a rename away) less than
+        negative_ttl ago: SQLite deletes its journal at the end of each transaction and
+        creates it again at the start of the next."""
+        removed = self._removed.get(path)
+        return removed is not None and time.monotonic() - removed < self.config.negative_ttl
 
     def stored(self, dir_path: str) -> None:
         """A file of the directory was stored through this mount (its close): the mount

@@ -147,7 +147,8 @@ class Namespace:
         since. Without O_TRUNC, its bytes must not be replaced: the name is looked up
         in S3 first (an existing object is opened and appended to, or EEXIST for
         O_EXCL), and the new object is committed with If-None-Match: * where the server
-        honours it. The lookup is skipped only for O_EXCL (see _absence_known)."""
+        honours it. The lookup is skipped for O_EXCL and for a name this mount removed a
+        moment ago (see _absence_known)."""
         self._writable()
         parent = self.table.get(parent_inode)
         path = self.names.child_path(parent, name)
@@ -155,7 +156,7 @@ class Namespace:
         if existing is not None and existing.is_dir:
             raise IsADirectory(path)
         only_new = not flags & os.O_TRUNC
-        if only_new and not self._absence_known(parent, flags):
+        if only_new and not self._absence_known(parent, path, flags):
             found = await self.names.head(self.names.file_key(path))
             if found is not None:
                 if flags & os.O_EXCL:
@@ -174,11 +175,16 @@ class Namespace:
                                    readable=_readable(flags))
         return fh, node
 
-    def _absence_known(self, parent: Node, flags: int) -> bool:
-        """Whether a new file may skip looking its name up in S3. Only with O_EXCL: then
-        the worst another client's object can cause is EIO instead of EEXIST. Without it
-        (`>>`, `touch`) an object created meanwhile, even in a directory this mount made,
-        is one to open and append to."""
+    def _absence_known(self, parent: Node, path: str, flags: int) -> bool:
+        """Whether a new file may skip looking its name up in S3: with O_EXCL (another
+        client's object then costs EIO instead of EEXIST), and for a name this mount
+        removed less than negative_ttl ago (SQLite's journal, deleted at each commit and
+        created at the next): an object created in that moment is still never replaced
+        (If-None-Match: *, or the HEAD before the commit), close() or fsync() fails with
+        EIO instead. Otherwise (`>>`, `touch`) an object created meanwhile, even in a
+        directory this mount made, is opened and appended to."""
+        if self.names.removed_lately(path):
+            return True
         if not flags & os.O_EXCL:
             return False
         return self.store.conditional_create or self.names.knows_every_name(parent.path)
