@@ -14,6 +14,8 @@ the numbers mean:
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -135,3 +137,98 @@ def test_names_only_listing_makes_no_head_and_stat_still_exact(
     assert (fresh.path / "tree" / "f042").stat().st_size == 42
     settle(proxy, quiet=0.5)
     assert counts(proxy)["HeadObject"] <= FILES + 2  # stat-ahead: each entry once at most
+
+
+
+TRANSACTIONS = 50
+GIT_FILES = 100
+
+
+def sqlite_transactions(db: Path, n: int) -> None:
+    """`n` one-row transactions, each committed on its own, journal_mode=DELETE."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+        for i in range(n):
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO t VALUES (?, ?)", (i, f"row {i}"))
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def test_sqlite_transactions_store_what_each_fsync_needs(
+    proxy: S3Proxy, s3: Any, s3_backend: Any, bucket: str, mount: Any
+) -> None:
+    """Each one-row transaction (journal_mode=DELETE) fsyncs the journal twice and the
+    database once, then deletes the journal: three PutObject and one DeleteObject, and
+    nothing else. No GET (the mount kept the bytes it stored), no LIST (the directory
+    SQLite opens to fsync is not listed), no HEAD before the journal's creation (this
+    mount deleted it a moment ago). RGW refuses If-Match on PutObject, so each of the
+    two PutObjects built on a version (the journal's second, the database's) is checked
+    with a HEAD right before it there. The old code made 8 requests a transaction."""
+    # negative_ttl pinned as above: a pause on a loaded machine must not add a LIST
+    m = mount(bucket, f"endpoint_url={proxy.url},negative_ttl=30")
+    db = m.path / "app.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.close()
+    settle(proxy, quiet=0.5)
+    proxy.clear()
+    sqlite_transactions(db, TRANSACTIONS)
+    settle(proxy, quiet=0.5)
+    seen = counts(proxy)
+    print(f"{TRANSACTIONS} transactions:", dict(seen))
+    checks = 2 * TRANSACTIONS if s3_backend.name == "rgw" else 0
+    allowed = {"PutObject": 3 * TRANSACTIONS, "DeleteObject": TRANSACTIONS,
+               "HeadObject": checks + 2, "ListObjectsV2": 1}
+    assert seen["PutObject"] == 3 * TRANSACTIONS  # every fsync was stored
+    assert not over(seen, allowed), f"more requests than each fsync needs: {seen}"
+    m.unmount()
+
+    got = s3.get_object(Bucket=bucket, Key="app.db")["Body"].read()
+    copy = m.path.parent / "check.db"
+    copy.write_bytes(got)
+    rows = sqlite3.connect(copy).execute("SELECT count(*), max(id) FROM t").fetchone()
+    assert rows == (TRANSACTIONS, TRANSACTIONS - 1)
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="app.db-journal")
+
+
+def test_git_add_stores_each_file_once(
+    proxy: S3Proxy, s3: Any, s3_backend: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
+    """`git add` of a tree copied in through the same mount: per file one GET-free read
+    (the mount kept what cp stored), one PutObject of the loose object under git's
+    temporary name, and its rename (HEAD, CopyObject, DeleteObject); plus git's own few
+    files and one marker per objects/xx directory. The old code also read every file
+    back (one GetObject per file)."""
+    src = tmp_path / "src"
+    for i in range(GIT_FILES):
+        path = src / f"d{i % 10}" / f"f{i:03d}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"file {i}\n" * 10)
+    m = mount(bucket, f"endpoint_url={proxy.url},negative_ttl=30")
+    repo = m.path / "repo"
+    subprocess.run(["cp", "-r", str(src), str(repo)], check=True, timeout=120)
+    settle(proxy, quiet=0.5)
+    proxy.clear()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1"}
+    for argv in (["git", "init", "-q"], ["git", "add", "."]):
+        done = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr + m.log_text()
+    settle(proxy, quiet=0.5)
+    seen = counts(proxy)
+    print(f"git init; git add of {GIT_FILES} files:", dict(seen))
+    f, dirs = GIT_FILES, min(GIT_FILES, 256)  # objects/xx directories: one marker each
+    allowed = {"PutObject": f + dirs + 40, "HeadObject": f + 20, "CopyObject": f + 10,
+               "DeleteObject": f + 10, "ListObjectsV2": dirs + 20, "GetObject": 5}
+    assert not over(seen, allowed), f"more requests than git add needs: {seen}"
+    listed = subprocess.run(["git", "ls-files"], cwd=repo, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert len(listed.stdout.split()) == GIT_FILES
+    m.unmount()
+    objects = s3.list_objects_v2(Bucket=bucket, Prefix="repo/.git/objects/")
+    loose = [o["Key"] for o in objects.get("Contents", []) if not o["Key"].endswith("/")]
+    assert len(loose) == GIT_FILES and not any("tmp_obj" in k for k in loose)
