@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="null server: files in the loopback cp -r / ls -l steps (0: skip)")
     parser.add_argument("--small-files-delay", type=int, default=200,
                         help="null server: files in the delayed steps (0: skip)")
+    parser.add_argument("--transactions", type=int, default=200,
+                        help="null server: one-row SQLite transactions on the mount and on "
+                        "local disk, beside `git add` (0: skip both)")
+    parser.add_argument("--git-files", type=int, default=600,
+                        help="null server: files in the `git init; git add .` step")
     parser.add_argument("--delay-ms", type=int, default=20,
                         help="null server: the delayed listener's round trip (default 20)")
     args = parser.parse_args(argv)

@@ -7,6 +7,7 @@ import datetime
 from pathlib import Path
 
 from .base import human
+from .commits import CommitResult, commits_section
 from .server import Bench
 from .stats import (
     fmt,
@@ -27,7 +28,8 @@ from .tools import ToolResult
 def write_null_report(path: Path, bench: Bench, big: dict[str, dict[str, ToolResult]],
                       small: dict[str, SmallResult], facts: dict[str, str],
                       found: dict[str, str], command: str, started: datetime.datetime,
-                      elapsed: float, loads: tuple[str, str], plots: list[str]) -> str:
+                      elapsed: float, loads: tuple[str, str], plots: list[str],
+                      commits: CommitResult | None = None) -> str:
     size, runs, args = bench.size, bench.args.runs, bench.args
 
     def rate(proto: str, tool: str, direction: str) -> float | None:
@@ -196,6 +198,7 @@ def write_null_report(path: Path, bench: Bench, big: dict[str, dict[str, ToolRes
                 f"{fmt(ls_ and ls_ * 1000 / files, '.3f')} | "
                 f"{fmt(lc and lc * 1000 / files, '.3f')} | "
                 f"{fmt_requests(small_requests(r.listings), files)} | {r.checked or '–'} |")
+    lines += commits_section(commits)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}](bench/{p})" for p in plots]
     how = {r.label: r.how.replace("; bucket versioned (see below)", "")  # moto only

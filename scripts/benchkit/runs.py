@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .base import KEY, REPO, BenchError, MiB, Unavailable, check_stop, log
+from .commits import CommitResult, run_commits
 from .facts import machine_facts, versions
 from .moto_report import NOTE, write_report
 from .null_report import write_null_report
@@ -57,6 +58,9 @@ def run_null(args: argparse.Namespace, cleanup: Cleanup) -> int:
     if args.small_files_delay:
         run_small(bench, tools, "delay", args.small_files_delay, args.runs, small,
                   f"{args.delay_ms} ms round trip")
+    commits: CommitResult | None = None
+    if args.transactions:
+        commits = run_commits(bench, tools, args.transactions, args.git_files, args.runs)
     for proto in args.protocols.split(","):
         if proto:
             bench.use(proto)
@@ -70,7 +74,7 @@ def run_null(args: argparse.Namespace, cleanup: Cleanup) -> int:
     plots = make_plots(out.parent / "bench", bench.size, big, small)
     text = write_null_report(out, bench, big, small, facts, versions(), command, started,
                              time.monotonic() - t0, (load_start, f"{os.getloadavg()[0]:.2f}"),
-                             plots)
+                             plots, commits)
     print(text)
     log(f"wrote {out}")
     failed = [r for results in big.values() for r in results.values() if r.failed]
