@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-MAX_BODY = 1 << 20  # bytes: larger objects are multipart, rebuilt from server-side copies
+MAX_BODY = 8 << 20  # bytes: a small database is one PutObject (up to part_size) per commit
 MAX_TOTAL = 32 << 20  # bytes kept mount-wide
 
 
