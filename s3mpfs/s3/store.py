@@ -343,6 +343,7 @@ class S3Store:
         resp = await self._call(
             self._client.complete_multipart_upload, Key=key, UploadId=upload_id,
             MultipartUpload={"Parts": listed}, **self.params.sse_c(), **condition)
+        self.recent.forget(key)  # a new version, not kept: free the one before
         await self.put_tags(key, self._tags_at_completion.pop(upload_id, []))
         return resp
 
@@ -371,6 +372,8 @@ class S3Store:
         body = self.recent.body(source.key, source.etag)
         if body is not None:  # a rename of a file this mount just stored
             self.recent.stored(dst, result["ETag"], body)
+        else:
+            self.recent.forget(dst)
         return ObjectInfo(dst, source.size, result["LastModified"].timestamp(),
                           result["ETag"])
 
