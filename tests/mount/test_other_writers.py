@@ -118,3 +118,28 @@ def test_in_a_directory_the_mount_created_too(s3: Any, bucket: str, mount: Any) 
     assert (m.path / "run" / "external").read_bytes() == b"theirs"
     assert (m.path / "run" / "sub" / "deep").read_bytes() == b"deeper"
     assert sorted(os.listdir(m.path / "run")) == ["external", "mine", "sub"]
+
+
+def test_a_name_this_mount_just_removed_is_never_replaced(
+    s3: Any, bucket: str, mount: Any
+) -> None:
+    """SQLite deletes its journal and creates it again a moment later: that create makes no
+    lookup (this mount removed the name itself, less than negative_ttl ago). An object
+    another client created in that moment is still not replaced: the commit fails with EIO
+    and their bytes stay (pinned negative_ttl: the moment lasts as long as the test)."""
+    m = mount(bucket, "negative_ttl=30")
+    path = m.path / "d" / "app.db-journal"
+    path.parent.mkdir()
+    path.write_bytes(b"ours, first")
+    path.unlink()
+    s3.put_object(Bucket=bucket, Key="d/app.db-journal", Body=b"theirs")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, b"ours, second")
+    with pytest.raises(OSError) as failure:
+        os.fsync(fd)
+    assert failure.value.errno == errno.EIO
+    try:
+        os.close(fd)
+    except OSError:
+        pass  # (the same error again: what was written was not stored)
+    assert s3.get_object(Bucket=bucket, Key="d/app.db-journal")["Body"].read() == b"theirs"
