@@ -39,7 +39,9 @@ it off.
 The package: base.py (constants, errors, sizes), procs.py (running and measuring
 processes, cleanup), server.py (scratch space, environment, moto or nulls3 started here),
 motoserver.py and transfers.py (the child modes), tools.py (the Tool interface, FUSE
-mounts), peers.py (the tools compared), steps.py (what is measured), stats.py and facts.py
+mounts), peers.py (the tools compared), steps.py (what is measured), commits.py (SQLite
+transactions and `git add` on s3mpfs beside local disk, with requests per transaction and
+per file), stats.py and facts.py
 (figures, machine and versions), moto_report.py, null_report.py and plots.py (the report),
 runs.py (a whole run), cli.py (options, signals, cleanup).
 """
