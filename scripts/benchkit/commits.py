@@ -106,8 +106,9 @@ def run_commits(bench: Bench, tools: list[Tool], n: int, files: int, runs: int) 
                 before = bench.requests()
                 seconds = transactions(m.mountpoint / f"app-{run}.db", n)
                 time.sleep(1.0)  # deferred attribute writes are counted too
-                result.sqlite.append(SmallSample(seconds, None,
-                                                 requests_delta(bench.requests(), before)))
+                result.sqlite.append(
+                    SmallSample(seconds, None, requests_delta(bench.requests(), before))
+                )
             if result.failed:
                 continue
             shutil.copytree(tree, local / "repo")
@@ -119,19 +120,29 @@ def run_commits(bench: Bench, tools: list[Tool], n: int, files: int, runs: int) 
                 before = bench.requests()
                 seconds = git_add(repo, env)
                 time.sleep(1.0)
-                result.git.append(SmallSample(seconds, None,
-                                              requests_delta(bench.requests(), before)))
-                listed = subprocess.run(["git", "-C", str(repo), "ls-files"], env=env,
-                                        capture_output=True, text=True, timeout=600)
-                result.checked = ("every file staged" if len(listed.stdout.split()) == files
-                                  else f"DIFFERENT ({len(listed.stdout.split())} staged)")
+                result.git.append(
+                    SmallSample(seconds, None, requests_delta(bench.requests(), before))
+                )
+                listed = subprocess.run(
+                    ["git", "-C", str(repo), "ls-files"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
+                result.checked = (
+                    "every file staged"
+                    if len(listed.stdout.split()) == files
+                    else f"DIFFERENT ({len(listed.stdout.split())} staged)"
+                )
             s, g = result.sqlite[-1], result.git[-1]
-            log(f"commits run {run}/{runs}: {n} SQLite transactions {s.seconds:.2f} s "
+            log(
+                f"commits run {run}/{runs}: {n} SQLite transactions {s.seconds:.2f} s "
                 f"(local {result.sqlite_local[-1]:.2f} s, {sum(s.requests.values())} "
                 f"requests); git add of {files} files {g.seconds:.2f} s (local "
-                f"{result.git_local[-1]:.2f} s, {sum(g.requests.values())} requests)")
-    except (Unavailable, BenchError, OSError, subprocess.SubprocessError,
-            sqlite3.Error) as exc:
+                f"{result.git_local[-1]:.2f} s, {sum(g.requests.values())} requests)"
+            )
+    except (Unavailable, BenchError, OSError, subprocess.SubprocessError, sqlite3.Error) as exc:
         result.failed = f"{type(exc).__name__}: {exc}"
         log(f"commits: FAILED: {exc}")
     return result
@@ -141,33 +152,55 @@ def commits_section(r: CommitResult | None) -> list[str]:
     """The report's section on the two steps (empty if they were not run)."""
     if r is None:
         return []
-    lines = ["", f"## Programs that commit often: {r.transactions} SQLite transactions, "
-             f"`git add` of {r.files} files", ""]
+    lines = [
+        "",
+        f"## Programs that commit often: {r.transactions} SQLite transactions, "
+        f"`git add` of {r.files} files",
+        "",
+    ]
     if r.failed and not r.sqlite:
         return [*lines, f"Not measured: {r.failed}"]
 
-    def row(what: str, samples: list[SmallSample], local: list[float], per: int,
-            unit: str) -> str:
+    def row(what: str, samples: list[SmallSample], local: list[float], per: int, unit: str) -> str:
         s, loc = median([x.seconds for x in samples]), median(local)
         times = f"{fmt(s / loc, '.1f')}×" if s and loc else "–"
-        return (f"| {what} | {fmt(s, '.2f')} | {fmt(loc, '.2f')} | {times} | "
-                f"{fmt(s and s * 1000 / per, '.1f')} | "
-                f"{fmt_requests(small_requests(samples), per)} per {unit} |")
+        return (
+            f"| {what} | {fmt(s, '.2f')} | {fmt(loc, '.2f')} | {times} | "
+            f"{fmt(s and s * 1000 / per, '.1f')} | "
+            f"{fmt_requests(small_requests(samples), per)} per {unit} |"
+        )
 
-    lines += ["| step | s3mpfs s | local disk s | × local | ms per unit | S3 requests |",
-              "| --- | ---: | ---: | ---: | ---: | --- |",
-              row(f"{r.transactions} one-row transactions, journal_mode=DELETE", r.sqlite,
-                  r.sqlite_local, r.transactions, "transaction")]
+    lines += [
+        "| step | s3mpfs s | local disk s | × local | ms per unit | S3 requests |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+        row(
+            f"{r.transactions} one-row transactions, journal_mode=DELETE",
+            r.sqlite,
+            r.sqlite_local,
+            r.transactions,
+            "transaction",
+        ),
+    ]
     if r.git:
-        lines.append(row(f"`git init; git add .` of {r.files} files ({r.checked})", r.git,
-                         r.git_local, r.files, "file"))
+        lines.append(
+            row(
+                f"`git init; git add .` of {r.files} files ({r.checked})",
+                r.git,
+                r.git_local,
+                r.files,
+                "file",
+            )
+        )
     elif r.failed:
         lines.append(f"| git add | {r.failed} | | | | |")
-    return [*lines, "",
-            "Each transaction must leave in S3 what SQLite fsynced: the journal twice (its "
-            "pages, then its header), the database once, then the journal deleted: 3 "
-            "PutObject and 1 DeleteObject. The null server ignores If-Match on PutObject "
-            "(as Ceph RGW does), so s3mpfs HEADs the key right before each PUT built on a "
-            "version. `git add` runs in a tree copied in through the same mount; each loose "
-            "object is stored under a temporary name at its close and renamed (HEAD, "
-            "CopyObject, DeleteObject); each new objects/xx directory is one marker."]
+    return [
+        *lines,
+        "",
+        "Each transaction must leave in S3 what SQLite fsynced: the journal twice (its "
+        "pages, then its header), the database once, then the journal deleted: 3 "
+        "PutObject and 1 DeleteObject. The null server does not honour If-Match on "
+        "PutObject (Ceph RGW refuses it), so s3mpfs HEADs the key right before each PUT "
+        "built on a version. `git add` runs in a tree copied in through the same mount; each loose "
+        "object is stored under a temporary name at its close and renamed (HEAD, "
+        "CopyObject, DeleteObject); each new objects/xx directory is one marker.",
+    ]
