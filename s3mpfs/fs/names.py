@@ -244,9 +244,11 @@ class Names:
             listing = await self._recent_listing(parent, fresh=True)  # created meanwhile?
         if listing is None:  # a large directory: ask about this one name
             return await self._fetch(path)
-        node = self.table.at(path)
-        if name not in listing.names or node is None:
+        if name not in listing.names:
             raise NotFound(path)
+        node = self.table.at(path)
+        if node is None:  # listed, but the kernel forgot its inode since: find it again
+            return await self._fetch(path)
         return await self._confirmed(node)
 
     def _gone(self, node: Node) -> None:

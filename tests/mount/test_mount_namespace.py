@@ -311,3 +311,23 @@ def test_hard_links_are_refused(s3: Any, bucket: str, mount: Any) -> None:
     assert result.returncode != 0
     assert list_keys(s3, bucket) == ["orig"]
     assert sorted(os.listdir(m.path)) == ["orig"]
+
+
+def test_a_listed_name_whose_inode_the_kernel_forgot_is_found(
+    s3: Any, bucket: str, mount: Any
+) -> None:
+    """The kernel forgets inodes it no longer caches (memory pressure; here drop_caches):
+    a later lookup of such a name, still in the mount's listing of its directory, finds
+    it again (`git add` after `cp -r` failed with "unable to stat" otherwise)."""
+    m = mount(bucket)
+    tree = m.path / "tree"
+    tree.mkdir()  # a directory this mount created: its listing is the mount's own record
+    for i in range(50):
+        (tree / f"f{i:02d}").write_bytes(b"x" * i)
+    sorted(os.listdir(tree))
+    subprocess.run(["sync"], check=True)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("2")  # dentries and inodes: FORGET
+    except OSError as exc:
+        pytest.skip(f"cannot drop the kernel's caches here: {exc}")
+    assert [(tree / f"f{i:02d}").stat().st_size for i in range(50)] == list(range(50))
