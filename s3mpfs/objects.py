@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 
-@dataclass
+@dataclass(slots=True)  # a listing holds one per key: 100,000 for a large directory
 class ObjectInfo:
     key: str
     size: int

@@ -7,8 +7,7 @@ or trailing slashes; the root is "". `fs/namespace.py` fills the table from S3.
 from __future__ import annotations
 
 import stat
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import NotFound
@@ -21,7 +20,9 @@ if TYPE_CHECKING:
 ROOT_INODE = 1
 
 
-@dataclass
+# One per name the kernel holds (a million after `ls -lR` of a million entries): slots,
+# and identity for equality (two nodes are never "equal" by value).
+@dataclass(slots=True, eq=False)
 class Node:
     inode: int
     path: str
@@ -40,12 +41,12 @@ class Node:
     meta_dirty: bool = False  # attributes changed here and not yet stored in S3
     meta_writing: bool = False  # a copy storing them is in flight
     lookups: int = 0
+    handles: int = 0  # open directory handles whose snapshot lists it (fs/operations.py)
     upload: Upload | None = None  # the write in progress, if any
     committing: Upload | None = None  # an upload being completed (close, fsync)
     symlink_target: str | None = None
     unlinked: bool = False  # removed while open: st_nlink is 0
     head: ObjectInfo | None = None  # the object's last HEAD: what a new version keeps
-    refreshed: float = field(default_factory=time.monotonic)
 
     @property
     def name(self) -> str:
@@ -112,7 +113,6 @@ class InodeTable:
             self._by_path[path] = node
         else:
             node.attrs = attrs
-        node.refreshed = time.monotonic()
         return node
 
     def detach(self, path: str) -> None:
@@ -132,7 +132,25 @@ class InodeTable:
             self._by_path[node.path] = node
 
     def remember(self, node: Node) -> None:
+        """The kernel took a reference to the node (lookup, readdirplus, create)."""
         node.lookups += 1
+        if self._by_inode.get(node.inode) is not node:  # dropped meanwhile (drop_unused)
+            self._by_inode[node.inode] = node  # (its path stays with whatever holds it now)
+
+    def drop_unused(self, node: Node) -> bool:
+        """Drop a node the kernel holds no reference to and nothing is pending on (what a
+        listing made of names never handed to the kernel): True if dropped."""
+        if node.lookups > 0 or node.handles > 0 or node.inode == ROOT_INODE \
+                or node.written is not None or node.meta_dirty or node.meta_writing:
+            return False
+        if self._by_inode.get(node.inode) is node:
+            del self._by_inode[node.inode]
+        if self._by_path.get(node.path) is node:
+            del self._by_path[node.path]
+        return True
+
+    def __len__(self) -> int:
+        return len(self._by_inode)
 
     def forget(self, inode: int, count: int) -> None:
         node = self._by_inode.get(inode)

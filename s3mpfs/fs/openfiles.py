@@ -400,7 +400,6 @@ class OpenFiles:
         self.names.stored(node.parent_path)
         node.size = upload.size
         node.etag, node.last_modified = result.get("ETag", ""), None
-        node.refreshed = time.monotonic()
         if node.meta_dirty:  # attributes changed after the object was created
             self.attributes.write_soon(node)
 

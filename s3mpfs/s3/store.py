@@ -13,6 +13,7 @@ import functools
 import hashlib
 import io
 import logging
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -191,7 +192,8 @@ class S3Store:
                 listing.objects.append(ObjectInfo(
                     key=item["Key"], size=item["Size"],
                     mtime=item["LastModified"].timestamp(), etag=item.get("ETag", ""),
-                    storage_class=item.get("StorageClass", "STANDARD")))
+                    # one string per class, not per key: cached entries keep it
+                    storage_class=sys.intern(item.get("StorageClass", "STANDARD"))))
             listing.prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
             token = page.get("NextContinuationToken")
             if not token or max_keys:
