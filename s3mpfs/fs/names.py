@@ -350,12 +350,11 @@ class Names:
 
     def release(self, nodes: list[Node]) -> None:
         """A directory handle ends: drop the nodes it listed that the kernel took no
-        reference to (it read part of the directory), unless a listing names them."""
+        reference to (it read part of the directory). A lookup of one of their names
+        still in the listing HEADs it."""
         for node in nodes:
             node.handles -= 1
-            listing = self._listings.get(node.parent_path)
-            if (listing is None or node.name not in listing.names) \
-                    and self.table.drop_unused(node):
+            if self.table.drop_unused(node):
                 self._with_head.pop(node.inode, None)
 
     async def check_empty(self, path: str, doing: str = "rmdir") -> None:
