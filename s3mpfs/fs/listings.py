@@ -22,6 +22,7 @@ LISTING_TTL = 2.0  # seconds a directory listing answers lookups without a reque
 # recorded in its listing: lookups trust that record until the directory has had no change
 # through the mount for this long (cp -r into it makes no LIST, no HEAD before each PUT).
 OWN_LISTING_TTL = 30.0
+WINDOWS = 64  # large directories whose latest page is kept
 IN_USE = 10.0  # seconds after its last use a directory's order is kept beyond the limit
 
 
@@ -45,6 +46,22 @@ class Listing:
 
 
 @dataclass(slots=True)
+class Window:
+    """One page of a large directory's listing: the names after `after` up to `last` (a
+    key, relative to the directory; None: to its end), taken at `taken`. Lookups there
+    (`ls -l` goes through a directory in order) trust it for LISTING_TTL seconds."""
+
+    taken: float
+    after: str
+    last: str | None
+    names: set[str]
+
+    def covers(self, name: str) -> bool:
+        """Whether the page holds `name`'s keys, as a file and as a directory."""
+        return self.after < name and (self.last is None or name + "/" <= self.last)
+
+
+@dataclass(slots=True)
 class _Order:
     names: list[str]  # sorted
     used: float
@@ -57,6 +74,7 @@ class Listings:
         self._dropped = dropped
         self._listings: dict[str, Listing] = {}  # least recently used first
         self._orders: dict[str, _Order] = {}  # least recently used first
+        self._windows: dict[str, Window] = {}  # the latest page of large directories
         self._names = 0  # in self._listings
         self._ordered = 0  # in self._orders
 
@@ -88,11 +106,36 @@ class Listings:
         listing = self._listings.pop(path, None)
         if listing is not None:
             self._names -= len(listing.names)
+        self._windows.pop(path, None)
         if orders:
             order = self._orders.pop(path, None)
             if order is not None:
                 self._ordered -= len(order.names)
         return listing
+
+    def large(self, path: str, small: int) -> bool:
+        """Whether the directory is known to hold more than `small` names."""
+        listing, order = self._listings.get(path), self._orders.get(path)
+        return (listing is not None and not listing.complete) or (
+            order is not None and len(order.names) > small)
+
+    def window(self, path: str) -> Window | None:
+        """The directory's latest page, if it still answers lookups."""
+        window = self._windows.get(path)
+        if window is None or time.monotonic() - window.taken >= LISTING_TTL:
+            return None
+        return window
+
+    def put_window(self, path: str, window: Window) -> None:
+        """A new page of a large directory, replacing its last one; beyond WINDOWS
+        directories, the oldest page goes."""
+        old = self._windows.pop(path, None)
+        if old is not None:
+            self._dropped(path, old.names - window.names)
+        self._windows[path] = window
+        if len(self._windows) > WINDOWS:
+            oldest = next(iter(self._windows))
+            self._dropped(oldest, self._windows.pop(oldest).names)
 
     def paths(self) -> list[str]:
         return list(self._listings)

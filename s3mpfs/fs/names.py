@@ -26,7 +26,7 @@ from ..s3.store import S3Store, is_not_found
 from ..write.registry import REGISTRY_DIR
 from .foreign import PATH_MAX, Foreign
 from .inodes import InodeTable, Node, join
-from .listings import LISTING_TTL, Listing, Listings
+from .listings import LISTING_TTL, Listing, Listings, Window
 
 MAX_NAME = 255  # bytes, what POSIX tools expect of one path component
 MAX_KEY = 1024  # bytes, S3's key length limit
@@ -240,8 +240,8 @@ class Names:
         if listing is not None and name not in listing.names \
                 and time.monotonic() - listing.touched >= self.config.negative_ttl:
             listing = await self._recent_listing(parent, fresh=True)  # created meanwhile?
-        if listing is None:  # a large directory: ask about this one name
-            return await self._fetch(path)
+        if listing is None:  # a large directory
+            return await self._in_large(parent, name, path)
         node = self.table.at(path)
         if name not in listing.names:
             raise NotFound(path)
@@ -272,11 +272,29 @@ class Names:
         when the directory is small; None for large directories."""
         listing = self._listings.get(directory.path)
         if listing is None or fresh or time.monotonic() - listing.taken >= listing.ttl:
+            if not fresh and self._listings.large(directory.path, SMALL_DIRECTORY):
+                return None  # (its first page would not do: `_in_large`)
             await self.list(directory, limit=SMALL_DIRECTORY)
             listing = self._listings.get(directory.path)
         else:
             self._listings.use(directory.path)
         return listing if listing is not None and listing.complete else None
+
+    async def _in_large(self, parent: Node, name: str, path: str) -> Node:
+        """A name of a directory too large to list whole: answered from the page of its
+        listing that starts just before it, which answers the next lookups too (`ls -l`
+        of a large directory: one LIST per SMALL_DIRECTORY names, and no HEAD for the
+        entries whose version and metadata are known)."""
+        window = self._listings.window(parent.path)
+        if window is None or not window.covers(name):
+            await self.list(parent, limit=SMALL_DIRECTORY, after=name[:-1])
+            window = self._listings.window(parent.path)
+        if window is None or not window.covers(name):
+            return await self._fetch(path)  # (a page of names the mount cannot show)
+        node = self.table.at(path)
+        if name not in window.names:
+            raise NotFound(path)
+        return await self._confirmed(node) if node is not None else await self._fetch(path)
 
     async def _fetch(self, path: str) -> Node:
         """Find what `path` is in S3: an object (HEAD), else a prefix (LIST, one key)."""
@@ -294,13 +312,16 @@ class Names:
         self.table.detach(path)
         raise NotFound(path)
 
-    async def list(self, directory: Node, limit: int | None = None) -> list[Node]:
-        """The directory's entries: one paginated ListObjectsV2 (at most `limit` keys).
-        No HEAD: entries not seen before (or changed since) keep the attributes a listing
-        gives (size, LastModified, default mode and owner) until looked up."""
+    async def list(self, directory: Node, limit: int | None = None,
+                   after: str | None = None) -> list[Node]:
+        """The directory's entries: one paginated ListObjectsV2 (at most `limit` keys;
+        only the keys `after` this name when given: a page, see `_in_large`). No HEAD:
+        entries not seen before (or changed since) keep the attributes a listing gives
+        (size, LastModified, default mode and owner) until looked up."""
         prefix = self.dir_key(directory.path)
         taken = time.monotonic()
-        listing = await self.store.list(prefix, max_keys=limit)
+        listing = await self.store.list(prefix, max_keys=limit,
+                                        start_after=prefix + after if after else None)
         entries: dict[str, Node] = {}
         unnamable: list[str] = []
         shadowed: list[str] = []
@@ -322,6 +343,14 @@ class Names:
             else:
                 entries[name] = self.file_node(join(directory.path, name), info)
         self.foreign.hidden(prefix, unnamable, shadowed)
+        if after is not None:
+            keys = [o.key for o in listing.objects] + listing.prefixes
+            last = max(keys)[len(prefix):] if listing.truncated and keys else None
+            window = Window(taken, after, last, set(entries))
+            window.names.update(n.name for n in self.being_written(directory.path)
+                                if window.covers(n.name))
+            self._listings.put_window(directory.path, window)
+            return [entries[name] for name in sorted(entries)]
         for node in self.being_written(directory.path):
             entries.setdefault(node.name, node)
         previous = self._listings.get(directory.path)
