@@ -88,3 +88,23 @@ def test_a_truncated_listing_keeps_the_last_order(clock: Any) -> None:
     put(cache, clock, "d", 10)
     cache.put("d", Listing(clock.now, {"f0000"}, complete=False))  # a lookup's first page
     assert cache.following("d", "f0000", 2) == ["f0001", "f0002"]
+
+
+def test_a_page_covers_the_names_whose_keys_it_holds() -> None:
+    page = listings.Window(0.0, after="f000", last="f0999", names=set())
+    assert page.covers("f0001") and page.covers("f0998")
+    assert not page.covers("f000")  # StartAfter is exclusive
+    assert not page.covers("f0999")  # its directory key "f0999/" may be on the next page
+    assert not page.covers("g")
+    assert listings.Window(0.0, after="", last=None, names=set()).covers("anything")
+
+
+def test_pages_are_kept_for_a_few_directories_only(clock: Clock) -> None:
+    dropped: list[str] = []
+    cache = Listings(1000, lambda path, gone: dropped.append(path))
+    for i in range(listings.WINDOWS + 1):
+        cache.put_window(f"d{i}", listings.Window(clock.now, "", None, {"x"}))
+    assert dropped == ["d0"] and cache.window("d0") is None
+    assert cache.window(f"d{listings.WINDOWS}") is not None
+    clock.now += LISTING_TTL
+    assert cache.window(f"d{listings.WINDOWS}") is None  # no lookup trusts it any more
