@@ -114,6 +114,7 @@ class MountConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     negative_ttl: float = 0.25  # seconds a name found absent is trusted absent (fs/names.py)
+    listing_cache: int = 100_000  # names kept in cached listings, all directories (fs/names.py)
     read_ahead: int = 8 * MiB
     cache_dir: str = field(default_factory=lambda: default_cache_dir())
     cache_size: int = DEFAULT_CACHE_SIZE  # 0: no spool, writes out of order are refused
@@ -341,6 +342,10 @@ OPTIONS: tuple[Option, ...] = (
            "a name absent from a cached listing is asked about again once this mount has "
            "not listed or changed its directory for this long",
            lambda v, o: parse_seconds(v, o, 0, 3600)),
+    Option("listing_cache", "entries, 0..1000000000", "100000",
+           "names kept in the cached listings of all directories; the least recently used "
+           "listings are dropped beyond it (the latest one is always kept)",
+           lambda v, o: parse_int(v, o, 0, 10**9)),
     Option("uid", "number", "the mounting user's",
            "owner shown for objects without s3fs metadata",
            lambda v, o: parse_int(v, o, 0, 2**32 - 2)),

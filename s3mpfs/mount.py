@@ -185,7 +185,8 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         namespace = Namespace(config, store, shared)
         await _start_reporting(nursery, config, control.MountReport(
             config, stats, shared, lambda: sum(
-                1 for node in namespace.names.table.nodes() if node.meta_dirty)))
+                1 for node in namespace.names.table.nodes() if node.meta_dirty),
+            namespace.names.cache_sizes))
         options = set(pyfuse3.default_options)
         options |= {f"fsname=s3mpfs:{config.prefix_display}", "subtype=s3mpfs"}
         options |= set(config.fuse_options)

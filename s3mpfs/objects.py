@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 
-@dataclass
+@dataclass(slots=True)  # a listing holds one per key: 100,000 for a large directory
 class ObjectInfo:
     key: str
     size: int
@@ -50,7 +50,8 @@ class ObjectStore(Protocol):
     """What s3mpfs needs from S3. Keys are full keys (prefix included)."""
 
     async def list(self, prefix: str, delimiter: str | None = "/",
-                   max_keys: int | None = None) -> Listing: ...
+                   max_keys: int | None = None, start_after: str | None = None
+                   ) -> Listing: ...
     async def head(self, key: str) -> ObjectInfo: ...
     async def get_range(self, key: str, start: int, end: int, etag: str = "") -> bytes: ...
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,

@@ -7,9 +7,7 @@ or trailing slashes; the root is "". `fs/namespace.py` fills the table from S3.
 from __future__ import annotations
 
 import stat
-import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
 from ..s3.metadata import Attributes
@@ -21,34 +19,102 @@ if TYPE_CHECKING:
 ROOT_INODE = 1
 
 
-@dataclass
-class Node:
-    inode: int
-    path: str
-    attrs: Attributes
-    size: int = 0
-    etag: str = ""
-    last_modified: float | None = None  # None: we wrote it (trust the ETag alone)
+class _Rare:
+    """What only nodes being written, edited, linked or HEADed have (most have none)."""
+
+    __slots__ = ("edited", "stored_etag", "cached_etag", "meta_dirty", "meta_writing",
+                 "upload", "committing", "symlink_target", "unlinked", "head")
+
+    def __init__(self) -> None:
+        for name, default in _RARE.items():
+            setattr(self, name, default)
+
+
+# Its version was stored by an in-place edit (random mode) through this mount (`edited`):
+# readers open on the version before follow it, as on a local disk; a replacement (a
+# streamed rewrite) they do not, so that no reader mixes two versions.
+_RARE: dict[str, Any] = {
+    "edited": False,
     # The version this mount's last commit of it stored: its writers' reads follow it even
     # once a listing has shown it (which sets last_modified).
-    stored_etag: str = ""
-    # Its version was stored by an in-place edit (random mode) through this mount: readers
-    # open on the version before follow it, as on a local disk; a replacement (a streamed
-    # rewrite) they do not, so that no reader mixes two versions.
-    edited: bool = False
-    cached_etag: str = ""  # the version whose pages the kernel may hold
-    meta_fetched: float = 0.0  # wall-clock time the cached metadata was read from S3
-    storage_class: str = "STANDARD"
-    meta_known: bool = False  # attributes came from the object's headers, not defaults
-    meta_dirty: bool = False  # attributes changed here and not yet stored in S3
-    meta_writing: bool = False  # a copy storing them is in flight
-    lookups: int = 0
-    upload: Upload | None = None  # the write in progress, if any
-    committing: Upload | None = None  # an upload being completed (close, fsync)
-    symlink_target: str | None = None
-    unlinked: bool = False  # removed while open: st_nlink is 0
-    head: ObjectInfo | None = None  # the object's last HEAD: what a new version keeps
-    refreshed: float = field(default_factory=time.monotonic)
+    "stored_etag": "",
+    "cached_etag": "",  # the version whose pages the kernel may hold
+    "meta_dirty": False,  # attributes changed here and not yet stored in S3
+    "meta_writing": False,  # a copy storing them is in flight
+    "upload": None,  # the write in progress (an Upload), if any
+    "committing": None,  # an upload being completed (close, fsync)
+    "symlink_target": None,  # str, once read
+    "unlinked": False,  # removed while open: st_nlink is 0
+    "head": None,  # the object's last HEAD (ObjectInfo): what a new version keeps
+}
+
+
+def _rare(name: str) -> Any:
+    default = _RARE[name]
+
+    def get(node: Node) -> Any:
+        rare = node._rare
+        return default if rare is None else getattr(rare, name)
+
+    def put(node: Node, value: Any) -> None:
+        usual = value is default or value == default and type(value) is type(default)
+        if node._rare is None:
+            if usual:
+                return
+            node._rare = _Rare()
+        setattr(node._rare, name, value)
+        if usual and all(getattr(node._rare, n) is d or getattr(node._rare, n) == d
+                         for n, d in _RARE.items()):
+            node._rare = None  # back to the usual: (the head of a file HEADed long ago)
+
+    return property(get, put)
+
+
+class Node:
+    """One per name the kernel holds (a million after `ls -lR` of a million entries):
+    slots, the fields few nodes use in one `_Rare` made on first use, and identity for
+    equality."""
+
+    __slots__ = ("inode", "path", "attrs", "size", "etag", "last_modified", "meta_fetched",
+                 "storage_class", "meta_known", "lookups", "handles", "_rare")
+
+    def __init__(self, inode: int, path: str, attrs: Attributes, *,
+                 meta_known: bool = False, lookups: int = 0) -> None:
+        self.inode = inode
+        self.path = path
+        self.attrs = attrs
+        self.size = 0
+        self.etag = ""
+        self.last_modified: float | None = None  # None: we wrote it (trust the ETag alone)
+        self.meta_fetched = 0.0  # wall-clock time the cached metadata was read from S3
+        self.storage_class = "STANDARD"
+        self.meta_known = meta_known  # attributes came from the object's headers
+        self.lookups = lookups
+        self.handles = 0  # open directory handles whose snapshot lists it
+        self._rare: _Rare | None = None
+
+    if TYPE_CHECKING:
+        edited: bool
+        stored_etag: str
+        cached_etag: str
+        meta_dirty: bool
+        meta_writing: bool
+        upload: Upload | None
+        committing: Upload | None
+        symlink_target: str | None
+        unlinked: bool
+        head: ObjectInfo | None
+    else:
+        edited = _rare("edited")
+        stored_etag = _rare("stored_etag")
+        cached_etag = _rare("cached_etag")
+        meta_dirty = _rare("meta_dirty")
+        meta_writing = _rare("meta_writing")
+        upload = _rare("upload")
+        committing = _rare("committing")
+        symlink_target = _rare("symlink_target")
+        unlinked = _rare("unlinked")
+        head = _rare("head")
 
     @property
     def name(self) -> str:
@@ -115,7 +181,6 @@ class InodeTable:
             self._by_path[path] = node
         else:
             node.attrs = attrs
-        node.refreshed = time.monotonic()
         return node
 
     def detach(self, path: str) -> None:
@@ -135,7 +200,25 @@ class InodeTable:
             self._by_path[node.path] = node
 
     def remember(self, node: Node) -> None:
+        """The kernel took a reference to the node (lookup, readdirplus, create)."""
         node.lookups += 1
+        if self._by_inode.get(node.inode) is not node:  # dropped meanwhile (drop_unused)
+            self._by_inode[node.inode] = node  # (its path stays with whatever holds it now)
+
+    def drop_unused(self, node: Node) -> bool:
+        """Drop a node the kernel holds no reference to and nothing is pending on (what a
+        listing made of names never handed to the kernel): True if dropped."""
+        if node.lookups > 0 or node.handles > 0 or node.inode == ROOT_INODE \
+                or node.written is not None or node.meta_dirty or node.meta_writing:
+            return False
+        if self._by_inode.get(node.inode) is node:
+            del self._by_inode[node.inode]
+        if self._by_path.get(node.path) is node:
+            del self._by_path[node.path]
+        return True
+
+    def __len__(self) -> int:
+        return len(self._by_inode)
 
     def forget(self, inode: int, count: int) -> None:
         node = self._by_inode.get(inode)

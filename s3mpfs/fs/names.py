@@ -15,7 +15,6 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import trio
 
@@ -27,32 +26,17 @@ from ..s3.store import S3Store, is_not_found
 from ..write.registry import REGISTRY_DIR
 from .foreign import PATH_MAX, Foreign
 from .inodes import InodeTable, Node, join
+from .listings import LISTING_TTL, Listing, Listings, Window
 
 MAX_NAME = 255  # bytes, what POSIX tools expect of one path component
 MAX_KEY = 1024  # bytes, S3's key length limit
-LISTING_TTL = 2.0  # seconds a directory listing answers lookups without a request
-# A directory this mount created started empty, and every name added through the mount is
-# recorded in its listing: lookups trust that record until the directory has had no change
-# through the mount for this long (cp -r into it makes no LIST, no HEAD before each PUT).
-OWN_LISTING_TTL = 30.0
 SMALL_DIRECTORY = 1000  # a lookup lists a directory this small instead of HEADing a name
 METADATA_CONCURRENCY = 64  # HEADs in flight when metadata is fetched for many names
 STAT_AHEAD = 256  # names of a listing whose metadata one lookup fetches (itself included)
-
-
-@dataclass
-class _Listing:
-    taken: float
-    names: set[str] = field(default_factory=set)
-    complete: bool = True
-    ours: bool = False  # made by this mount's mkdir: complete as long as it is in use
-    # When this mount last listed or changed the directory: a name absent from `names` is
-    # trusted absent only shortly after (config.negative_ttl), while the mount is busy in
-    # the directory (cp -r, tar, rsync). Later, another client's new object is looked for.
-    touched: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.touched = self.touched or self.taken
+# Files whose last HEAD is kept whole (content headers, user metadata: what a new version
+# keeps, saving a HEAD when the file is overwritten soon after a stat). A million stat'ed
+# entries would otherwise hold a million HEAD answers.
+HEADS_KEPT = 4096
 
 
 class Names:
@@ -68,13 +52,17 @@ class Names:
         self.table = InodeTable(Attributes(stat.S_IFDIR | config.dir_mode, config.uid,
                                            config.gid, now))
         self.mounted_at = now  # the mtime of directories that have no marker object
-        self._listings: dict[str, _Listing] = {}
+        self._listings = Listings(config.listing_cache, self._listing_dropped)
         self._created_dirs: set[str] = set()  # made by this mount: it knows every name
         self._removed: dict[str, float] = {}  # path -> when this mount removed that name
-        # Each directory's last listing in order, for stat-ahead: name -> its index.
-        self._order: dict[str, tuple[list[str], dict[str, int]]] = {}
         self._heads: dict[int, trio.Event] = {}  # inode -> set once its HEAD ends
+        self._with_head: dict[int, Node] = {}  # oldest first, at most HEADS_KEPT
         self.foreign = Foreign(config.bucket)  # what no path shows: said in the log
+
+    def cache_sizes(self) -> dict[str, int]:
+        """What the mount holds of the bucket: inodes (those the kernel holds, and the
+        names of cached listings not handed to it), and names in cached listings."""
+        return {"inodes": len(self.table), "listed_names": len(self._listings)}
 
     # -- keys --------------------------------------------------------------------------
 
@@ -127,8 +115,21 @@ class Names:
         node.size, node.etag, node.storage_class = info.size, info.etag, info.storage_class
         node.last_modified, node.meta_known = info.mtime, known
         if info.metadata is not None:
-            node.meta_fetched, node.head = time.time(), info
+            node.meta_fetched = time.time()
+            self._keep_head(node, info)
         return node
+
+    def _keep_head(self, node: Node, info: ObjectInfo | None) -> None:
+        """Keep the HEAD on the node, and only on the HEADS_KEPT latest ones (memory)."""
+        node.head = info
+        self._with_head.pop(node.inode, None)
+        if info is None:
+            return
+        self._with_head[node.inode] = node
+        if len(self._with_head) > HEADS_KEPT:
+            oldest = self._with_head.pop(next(iter(self._with_head)))
+            if oldest.written is None:  # a write in progress may still need it
+                oldest.head = None
 
     def replaced_version(self, node: Node) -> ObjectInfo | None:
         """The HEAD of the object a new version of `node` replaces, if it is current."""
@@ -144,7 +145,8 @@ class Names:
                        last_modified=marker.mtime if marker else self.mounted_at,
                        defaults=self.defaults)
         node = self.table.put(path, attrs)
-        node.size, node.meta_known, node.head = 0, marker is not None, marker
+        node.size, node.meta_known = 0, marker is not None
+        self._keep_head(node, marker)
         if marker is not None and marker.size:
             self.foreign.marker_with_body(path, marker.key, marker.size)
         return node
@@ -208,15 +210,12 @@ class Names:
         if node.meta_known or node.written is not None or not node.path:
             return True
         batch = [node]
-        names, index = self._order.get(node.parent_path, ([], {}))
-        at = index.get(node.name)
-        if at is not None:
-            for name in names[at + 1:at + STAT_AHEAD * 4]:
-                if len(batch) >= STAT_AHEAD:
-                    break
-                other = self.table.at(join(node.parent_path, name))
-                if other is not None and not other.meta_known and other.written is None:
-                    batch.append(other)
+        for name in self._listings.following(node.parent_path, node.name, STAT_AHEAD * 4):
+            if len(batch) >= STAT_AHEAD:
+                break
+            other = self.table.at(join(node.parent_path, name))
+            if other is not None and not other.meta_known and other.written is None:
+                batch.append(other)
         gone = await self.fetch_metadata(batch)
         return node.path not in gone
 
@@ -242,20 +241,18 @@ class Names:
         if listing is not None and name not in listing.names \
                 and time.monotonic() - listing.touched >= self.config.negative_ttl:
             listing = await self._recent_listing(parent, fresh=True)  # created meanwhile?
-        if listing is None:  # a large directory: ask about this one name
-            return await self._fetch(path)
+        if listing is None:  # a large directory
+            return await self._in_large(parent, name, path)
+        node = self.table.at(path)
         if name not in listing.names:
             raise NotFound(path)
-        node = self.table.at(path)
-        if node is None:  # listed, but the kernel forgot its inode since: find it again
+        if node is None:  # listed, and its node dropped since (forgotten, or unused)
             return await self._fetch(path)
         return await self._confirmed(node)
 
     def _gone(self, node: Node) -> None:
         """Its HEAD found nothing: forget the name."""
-        listing = self._listings.get(node.parent_path)
-        if listing is not None:
-            listing.names.discard(node.name)
+        self._listings.change(node.parent_path, node.name, present=False)
         self.table.detach(node.path)
 
     def _listed_lately(self, node: Node) -> bool:
@@ -271,15 +268,34 @@ class Names:
             raise NotFound(node.path)
         return self.table.at(node.path) or node  # a new inode if its type changed
 
-    async def _recent_listing(self, directory: Node, *, fresh: bool = False) -> _Listing | None:
+    async def _recent_listing(self, directory: Node, *, fresh: bool = False) -> Listing | None:
         """The directory's listing if taken a moment ago (unless `fresh`), else a new one
         when the directory is small; None for large directories."""
         listing = self._listings.get(directory.path)
-        ttl = OWN_LISTING_TTL if listing is not None and listing.ours else LISTING_TTL
-        if listing is None or fresh or time.monotonic() - listing.taken >= ttl:
+        if listing is None or fresh or time.monotonic() - listing.taken >= listing.ttl:
+            if not fresh and self._listings.large(directory.path, SMALL_DIRECTORY):
+                return None  # (its first page would not do: `_in_large`)
             await self.list(directory, limit=SMALL_DIRECTORY)
             listing = self._listings.get(directory.path)
+        else:
+            self._listings.use(directory.path)
         return listing if listing is not None and listing.complete else None
+
+    async def _in_large(self, parent: Node, name: str, path: str) -> Node:
+        """A name of a directory too large to list whole: answered from the page of its
+        listing that starts just before it, which answers the next lookups too (`ls -l`
+        of a large directory: one LIST per SMALL_DIRECTORY names, and no HEAD for the
+        entries whose version and metadata are known)."""
+        window = self._listings.window(parent.path)
+        if window is None or not window.covers(name):
+            await self.list(parent, limit=SMALL_DIRECTORY, after=name[:-1])
+            window = self._listings.window(parent.path)
+        if window is None or not window.covers(name):
+            return await self._fetch(path)  # (a page of names the mount cannot show)
+        node = self.table.at(path)
+        if name not in window.names:
+            raise NotFound(path)
+        return await self._confirmed(node) if node is not None else await self._fetch(path)
 
     async def _fetch(self, path: str) -> Node:
         """Find what `path` is in S3: an object (HEAD), else a prefix (LIST, one key)."""
@@ -297,13 +313,16 @@ class Names:
         self.table.detach(path)
         raise NotFound(path)
 
-    async def list(self, directory: Node, limit: int | None = None) -> list[Node]:
-        """The directory's entries: one paginated ListObjectsV2 (at most `limit` keys).
-        No HEAD: entries not seen before (or changed since) keep the attributes a listing
-        gives (size, LastModified, default mode and owner) until looked up."""
+    async def list(self, directory: Node, limit: int | None = None,
+                   after: str | None = None) -> list[Node]:
+        """The directory's entries: one paginated ListObjectsV2 (at most `limit` keys;
+        only the keys `after` this name when given: a page, see `_in_large`). No HEAD:
+        entries not seen before (or changed since) keep the attributes a listing gives
+        (size, LastModified, default mode and owner) until looked up."""
         prefix = self.dir_key(directory.path)
         taken = time.monotonic()
-        listing = await self.store.list(prefix, max_keys=limit)
+        listing = await self.store.list(prefix, max_keys=limit,
+                                        start_after=prefix + after if after else None)
         entries: dict[str, Node] = {}
         unnamable: list[str] = []
         shadowed: list[str] = []
@@ -325,14 +344,48 @@ class Names:
             else:
                 entries[name] = self.file_node(join(directory.path, name), info)
         self.foreign.hidden(prefix, unnamable, shadowed)
+        if after is not None:
+            keys = [o.key for o in listing.objects] + listing.prefixes
+            last = max(keys)[len(prefix):] if listing.truncated and keys else None
+            window = Window(taken, after, last, set(entries))
+            window.names.update(n.name for n in self.being_written(directory.path)
+                                if window.covers(n.name))
+            self._listings.put_window(directory.path, window)
+            return [entries[name] for name in sorted(entries)]
         for node in self.being_written(directory.path):
             entries.setdefault(node.name, node)
         previous = self._listings.get(directory.path)
-        self._listings[directory.path] = _Listing(taken, set(entries), not listing.truncated,
-                                                  ours=previous is not None and previous.ours)
         order = sorted(entries)
-        self._order[directory.path] = (order, {name: i for i, name in enumerate(order)})
+        # (a lookup's first page of a large directory: stat-ahead keeps the last order)
+        self._listings.put(directory.path,
+                           Listing(taken, set(entries), not listing.truncated,
+                                   ours=previous is not None and previous.ours),
+                           None if listing.truncated else order)
         return [entries[name] for name in order]
+
+    def _listing_dropped(self, path: str, names: set[str]) -> None:
+        """A listing left the cache: the nodes of its names the kernel does not hold go
+        too (what S3 said of them is asked again when they are next looked up)."""
+        for name in names:
+            node = self.table.at(join(path, name))
+            if node is not None and self.table.drop_unused(node):
+                self._with_head.pop(node.inode, None)
+
+    @staticmethod
+    def opened(nodes: list[Node]) -> None:
+        """A directory handle lists these nodes: they stay until it ends (`release`), so
+        that what it hands to the kernel is what the table holds."""
+        for node in nodes:
+            node.handles += 1
+
+    def release(self, nodes: list[Node]) -> None:
+        """A directory handle ends: drop the nodes it listed that the kernel took no
+        reference to (it read part of the directory). A lookup of one of their names
+        still in the listing HEADs it."""
+        for node in nodes:
+            node.handles -= 1
+            if self.table.drop_unused(node):
+                self._with_head.pop(node.inode, None)
 
     async def check_empty(self, path: str, doing: str = "rmdir") -> None:
         """NotEmpty unless the directory holds nothing but a marker without a body: what
@@ -377,9 +430,8 @@ class Names:
                 self._removed = {p: t for p, t in self._removed.items()
                                  if now - t < self.config.negative_ttl}
             self._removed[join(dir_path, name)] = now
-        listing = self._listings.get(dir_path)
+        listing = self._listings.change(dir_path, name, present)
         if listing is not None:
-            (listing.names.add if present else listing.names.discard)(name)
             listing.touched = now
             if listing.ours:
                 listing.taken = listing.touched  # still complete: renewed while in use
@@ -400,7 +452,7 @@ class Names:
 
     def created_dir(self, path: str) -> None:
         """A directory this mount just made: empty, and every name in it known."""
-        self._listings[path] = _Listing(time.monotonic(), ours=True)
+        self._listings.put(path, Listing(time.monotonic(), ours=True), [])
         self._created_dirs.add(path)
 
     def knows_every_name(self, path: str) -> bool:
@@ -410,16 +462,15 @@ class Names:
 
     def forget_dir(self, path: str) -> None:
         """Forget the listings of a directory and everything below it (gone or moved)."""
-        for cached in [p for p in self._listings if p == path or p.startswith(path + "/")]:
-            del self._listings[cached]
-            self._order.pop(cached, None)
+        for cached in self._listings.paths():
+            if cached == path or cached.startswith(path + "/"):
+                self._listings.pop(cached)
         self._created_dirs -= {p for p in self._created_dirs
                                if p == path or p.startswith(path + "/")}
 
     def forget_listing(self, path: str) -> None:
         """Drop one directory's cached listing: the next lookup asks S3 again."""
-        self._listings.pop(path, None)
-        self._order.pop(path, None)
+        self._listings.pop(path)
 
 
 def _same_version(node: Node, info: ObjectInfo) -> bool:

@@ -77,10 +77,17 @@ class Namespace:
         directory = self.table.get(inode)
         if not directory.is_dir:
             raise NotADirectory(directory.path)
-        return await self.names.list(directory)
+        nodes = await self.names.list(directory)
+        self.names.opened(nodes)  # until released_dir
+        return nodes
 
     def forget(self, inode: int, count: int) -> None:
         self.table.forget(inode, count)
+
+    def released_dir(self, nodes: list[Node]) -> None:
+        """A directory handle (list_dir) ended: the nodes it listed that the kernel does
+        not hold go."""
+        self.names.release(nodes)
 
     # -- directories -------------------------------------------------------------------
 

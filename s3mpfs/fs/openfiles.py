@@ -401,7 +401,6 @@ class OpenFiles:
         node.size = upload.size
         node.etag, node.last_modified = result.get("ETag", ""), None
         node.stored_etag = node.etag
-        node.refreshed = time.monotonic()
         if node.meta_dirty:  # attributes changed after the object was created
             self.attributes.write_soon(node)
 

@@ -182,7 +182,8 @@ class S3Operations(pyfuse3.Operations):
                 self.ns.table.remember(node)
 
     async def releasedir(self, fh: int) -> None:
-        self._dir_handles.pop(fh, None)
+        entries = self._dir_handles.pop(fh, [])
+        self.ns.released_dir([node for name, node in entries[2:]])
 
     @fuse_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Any:

@@ -75,18 +75,22 @@ class MountReport:
     attribute writes."""
 
     def __init__(self, config: MountConfig, stats: MountStats, shared: UploadShared,
-                 pending_attributes: Callable[[], int]) -> None:
+                 pending_attributes: Callable[[], int],
+                 caches: Callable[[], dict[str, int]] = dict) -> None:
+        """`caches`: the sizes of the mount's caches (inodes, names in cached listings)."""
         self.config = config
         self.stats = stats
         self.shared = shared
         self.pending_attributes = pending_attributes
+        self.caches = caches
         self.metrics_address = ""  # set once the metrics endpoint listens
 
     def snapshot(self) -> dict[str, Any]:
         c = self.config
         mount = {"source": c.prefix_display, "mountpoint": c.mountpoint, "pid": os.getpid(),
                  "started": self.stats.started, "metrics": self.metrics_address,
-                 "part_size": c.part_size, "upload_concurrency": c.upload_concurrency}
+                 "part_size": c.part_size, "upload_concurrency": c.upload_concurrency,
+                 **self.caches()}
         budget = self.shared.budget
         return self.stats.snapshot(
             list(self.shared.uploads), prefix=c.prefix, memory=(budget.used, budget.limit),

@@ -24,7 +24,12 @@ MAX_METADATA = 2048  # bytes of user metadata S3 stores per object (keys and val
 OWNED = ("mode", "uid", "gid", "mtime", "atime", "ctime", "rdev", "xattr")  # ours
 
 
-@dataclass
+# Empty extended attributes, shared by every Attributes that has none (a million entries
+# would hold a million empty dicts): never changed in place, `copy()` first.
+NO_XATTRS: dict[str, bytes] = {}
+
+
+@dataclass(slots=True)
 class Attributes:
     mode: int  # full st_mode, file type bits included
     uid: int
@@ -36,7 +41,7 @@ class Attributes:
     atime: float | Fraction = -1.0  # -1: as mtime
     ctime: float | Fraction = -1.0  # -1: as mtime
     rdev: int = 0
-    xattrs: dict[str, bytes] = field(default_factory=dict)
+    xattrs: dict[str, bytes] = field(default_factory=lambda: NO_XATTRS)
 
     def __post_init__(self) -> None:
         if self.atime < 0:
@@ -81,7 +86,9 @@ def nanoseconds(seconds: float | Fraction) -> int:
 
 
 def parse_mtime(value: str | None) -> float | Fraction | None:
-    """Seconds (s3fs, rclone: '1234567890.123456789', read exactly) or an RFC 3339 time."""
+    """Seconds (s3fs, rclone: '1234567890.123456789', read exactly) or an RFC 3339 time.
+    A float when it holds the value exactly (whole seconds, most often): a third of the
+    memory of a Fraction, for every cached entry."""
     if not value:
         return None
     try:
@@ -89,7 +96,10 @@ def parse_mtime(value: str | None) -> float | Fraction | None:
     except ValueError:
         pass
     else:
-        return seconds if abs(seconds) * 10**9 < 2**63 else None
+        if abs(seconds) * 10**9 >= 2**63:
+            return None
+        exact = float(seconds)
+        return exact if exact == seconds else seconds
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
@@ -113,8 +123,10 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
     mtime = parse_mtime(meta.get("mtime"))
     mtime = last_modified if mtime is None else mtime
     atime, ctime = parse_mtime(meta.get("atime")), parse_mtime(meta.get("ctime"))
+    atime = mtime if atime == mtime else atime  # one object for equal times (memory)
+    ctime = mtime if ctime == mtime else ctime
     return Attributes(
-        mode=mode,
+        mode=_MODES.setdefault(mode, mode),
         uid=defaults.uid if uid is None else uid,
         gid=defaults.gid if gid is None else gid,
         mtime=mtime,
@@ -123,6 +135,10 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
         rdev=_int(meta.get("rdev"), 2**64 - 1) or 0,
         xattrs=decode_xattrs(meta.get("xattr")),
     )
+
+
+# Each distinct st_mode once: every cached entry shares its int object.
+_MODES: dict[int, int] = {}
 
 
 def stored_type(metadata: dict[str, str] | None) -> int:
@@ -157,13 +173,13 @@ def encode_xattrs(xattrs: dict[str, bytes]) -> str:
 def decode_xattrs(value: str | None) -> dict[str, bytes]:
     """Extended attributes from s3fs's header; a malformed one counts as none."""
     if not value:
-        return {}
+        return NO_XATTRS
     try:
         document = json.loads(unquote(value))
         return {str(name): base64.b64decode(data, validate=True)
-                for name, data in document.items()}
+                for name, data in document.items()} or NO_XATTRS
     except (ValueError, AttributeError, TypeError, binascii.Error):
-        return {}
+        return NO_XATTRS
 
 
 def format_mtime(mtime: float | Fraction) -> str:

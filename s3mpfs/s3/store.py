@@ -13,6 +13,7 @@ import functools
 import hashlib
 import io
 import logging
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -176,9 +177,11 @@ class S3Store:
         await self._call(self._client.head_bucket)
 
     async def list(self, prefix: str, delimiter: str | None = "/",
-                   max_keys: int | None = None) -> Listing:
+                   max_keys: int | None = None, start_after: str | None = None) -> Listing:
         listing = Listing()
         kwargs: dict[str, Any] = {"Prefix": prefix}
+        if start_after:
+            kwargs["StartAfter"] = start_after
         if delimiter:
             kwargs["Delimiter"] = delimiter
         if max_keys:
@@ -193,7 +196,8 @@ class S3Store:
                 listing.objects.append(ObjectInfo(
                     key=item["Key"], size=item["Size"],
                     mtime=item["LastModified"].timestamp(), etag=item.get("ETag", ""),
-                    storage_class=item.get("StorageClass", "STANDARD")))
+                    # one string per class, not per key: cached entries keep it
+                    storage_class=sys.intern(item.get("StorageClass", "STANDARD"))))
             listing.prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
             token = page.get("NextContinuationToken")
             if not token or max_keys:

@@ -24,6 +24,11 @@ by the write. Peak RSS is VmHWM of the FUSE daemon (reset through /proc/PID/clea
 the start of each phase) or ru_maxrss of the client process. CPU seconds of the client and
 of the moto server are recorded per phase, to show where the time goes on this machine.
 
+`--million` runs instead the million-entry listing (million.py): nulls3 holds 10
+directories of 100,000 empty objects (`--million-shape`), and each mount (s3mpfs unless
+`--tools` names others) is timed through `ls -lR` twice and `ls -f` of one directory, with
+the requests, the daemon's peak RSS and, for s3mpfs, the inodes it holds.
+
 A peer that cannot be installed or run is reported as "not available: <reason>".
 Everything started here (mounts, servers, files) is cleaned up in `finally`, also on Ctrl-C
 and SIGTERM. Nothing leaves this machine: the server listens on 127.0.0.1 only.
@@ -43,5 +48,6 @@ mounts), peers.py (the tools compared), steps.py (what is measured), commits.py 
 transactions and `git add` on s3mpfs beside local disk, with requests per transaction and
 per file), stats.py and facts.py
 (figures, machine and versions), moto_report.py, null_report.py and plots.py (the report),
-runs.py (a whole run), cli.py (options, signals, cleanup).
+runs.py (a whole run), million.py (the million-entry listing), cli.py (options, signals,
+cleanup).
 """

@@ -10,6 +10,7 @@ import sys
 
 from . import __doc__ as package_doc
 from .base import STOP, log, parse_size
+from .million import parse_shape, run_million
 from .motoserver import serve_moto
 from .procs import Cleanup
 from .runs import run, run_null
@@ -56,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="null server: files in the `git init; git add .` step")
     parser.add_argument("--delay-ms", type=int, default=20,
                         help="null server: the delayed listener's round trip (default 20)")
+    parser.add_argument("--million", action="store_true",
+                        help="instead of the usual run: the million-entry listing (ls -lR "
+                        "twice, ls -f of one directory) with the daemon's peak RSS and "
+                        "requests; s3mpfs unless --tools names others")
+    parser.add_argument("--million-shape", type=parse_shape, default=(10, 100_000),
+                        metavar="DIRSxFILES", help="--million: directories and objects "
+                        "in each (default 10x100000)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -71,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT even if ignored
         signal.signal(signum, terminate)
     try:
+        if args.million:
+            return run_million(args, cleanup)
         return run_null(args, cleanup) if args.server == "null" else run(args, cleanup)
     except KeyboardInterrupt:
         log("interrupted: cleaning up")

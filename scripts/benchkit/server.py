@@ -139,14 +139,17 @@ class Bench:
 
     # -- the null server (scripts/nulls3/) --------------------------------------------
 
-    def start_nulls3(self, delay_ms: int) -> None:
+    def start_nulls3(self, delay_ms: int, populate: list[str] | None = None) -> None:
         """One nulls3 process, three listeners on the same buckets: http, https (a
-        throwaway certificate) and http with `delay_ms` before every answer."""
+        throwaway certificate) and http with `delay_ms` before every answer. `populate`:
+        nulls3's --populate BUCKET/PREFIX:COUNT arguments (keys made at start-up)."""
         from nulls3.tls import make_certificate
 
         self.cert, key = make_certificate(str(self.scratch))
         argv = python_module("nulls3", "--tls", self.cert, key, "--also", "https", "--also",
                              f"http+{delay_ms}")
+        for spec in populate or []:
+            argv += ["--populate", spec]
         self.moto = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=open(self.scratch / "nulls3.log", "wb"),
                                      start_new_session=True, env=with_scripts(self.env))
