@@ -183,7 +183,8 @@ class S3Operations(pyfuse3.Operations):
 
     async def releasedir(self, fh: int) -> None:
         entries = self._dir_handles.pop(fh, [])
-        self.ns.released_dir([node for name, node in entries[2:]])
+        if not isinstance(entries, int):  # never read: it listed nothing
+            self.ns.released_dir([node for name, node in entries[2:]])
 
     @fuse_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Any:
