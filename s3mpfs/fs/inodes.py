@@ -45,6 +45,7 @@ class Node:
     symlink_target: str | None = None
     unlinked: bool = False  # removed while open: st_nlink is 0
     head: ObjectInfo | None = None  # the object's last HEAD: what a new version keeps
+    stored_meta: tuple[str, dict[str, str]] | None = None  # (ETag, its user metadata)
     refreshed: float = field(default_factory=time.monotonic)
 
     @property
