@@ -337,7 +337,7 @@ class Names:
         self.foreign.hidden(prefix, unnamable, shadowed)
         self.stat_index.listed(directory.path, (
             (info.key[len(prefix):], info) for info in listing.objects
-            if info.key[len(prefix):] in entries), not listing.truncated)
+            if info.key[len(prefix):] in entries), not listing.truncated, taken)
         for node in self.being_written(directory.path):
             entries.setdefault(node.name, node)
         previous = self._listings.get(directory.path)

@@ -39,6 +39,7 @@ from .inodes import Node
 log = logging.getLogger(__name__)
 
 VERSION = 1
+FRESH = 2.0  # seconds a listing checks entries (names.LISTING_TTL); older: listed again
 INDEX_TTL = 30.0  # seconds a fetched index (or its absence) is reused before a GET again
 KEPT_DIRECTORIES = 32  # directories whose index and last listing are kept in memory
 HEADS_FOR_AN_INDEX = 16  # HEADs in a directory that make it worth (re)writing its index
@@ -111,7 +112,9 @@ class StatIndex:
         self.writable = config.stat_index and not config.read_only
         self._indexes: OrderedDict[str, tuple[float, dict[str, Entry]]] = OrderedDict()
         self._fetching: dict[str, trio.Event] = {}
-        self._listed: OrderedDict[str, tuple[bool, dict[str, ObjectInfo]]] = OrderedDict()
+        # Directory -> (when its last listing began, complete, its files by name).
+        self._listed: OrderedDict[str, tuple[float, bool, dict[str, ObjectInfo]]] = \
+            OrderedDict()
         self._heads: dict[str, int] = {}
         # Directory -> (when it last changed here, whether a LIST must come first).
         self.dirty: dict[str, tuple[float, bool]] = {}
@@ -119,25 +122,24 @@ class StatIndex:
 
     # -- what listings showed ------------------------------------------------------------
 
-    def listed(
-        self, dir_path: str, objects: Iterable[tuple[str, ObjectInfo]], complete: bool
-    ) -> None:
-        """A listing of the directory: its files by name, as listed."""
+    def listed(self, dir_path: str, objects: Iterable[tuple[str, ObjectInfo]],
+               complete: bool, taken: float) -> None:
+        """A listing of the directory (begun at `taken`, monotonic): its files by name."""
         if not self.enabled:
             return
-        self._listed[dir_path] = (complete, dict(objects))
+        self._listed[dir_path] = (taken, complete, dict(objects))
         self._listed.move_to_end(dir_path)
         while len(self._listed) > KEPT_DIRECTORIES:
             self._listed.popitem(last=False)
 
     def last_listing(self, dir_path: str) -> tuple[bool, dict[str, ObjectInfo]] | None:
-        return self._listed.get(dir_path)
+        listing = self._listed.get(dir_path)
+        return None if listing is None else (listing[1], listing[2])
 
     # -- reading -------------------------------------------------------------------------
 
-    async def fill(
-        self, dir_path: str, nodes: list[Node], apply: Callable[[str, ObjectInfo], None]
-    ) -> None:
+    async def fill(self, dir_path: str, nodes: list[Node],
+                   apply: Callable[[str, ObjectInfo], None]) -> None:
         """Give the files among `nodes` (of one directory, metadata unknown) their
         metadata from the directory's index where an entry matches the listed version."""
         if not self.enabled:
@@ -145,31 +147,45 @@ class StatIndex:
         listing = self._listed.get(dir_path)
         if listing is None:
             return
-        wanted = [n for n in nodes if not n.is_dir and n.name in listing[1]]
+        taken, _, files = listing
+        wanted = [n for n in nodes if not n.is_dir and n.name in files]
         if not wanted:
             return
         entries = await self.entries(dir_path)
+        if not any(node.name in entries for node in wanted):
+            return
+        if time.monotonic() - taken >= FRESH:
+            files = await self._relisted(dir_path, wanted, files)
         for node in wanted:
-            listed = listing[1][node.name]
+            listed = files.get(node.name)
             entry = entries.get(node.name)
-            if (
-                entry is not None
-                and matches(entry, listed)
-                and not node.meta_known
-                and node.written is None
-                and node.etag == listed.etag
-            ):
-                apply(
-                    node.path,
-                    ObjectInfo(
-                        listed.key,
-                        listed.size,
-                        float(entry[3]),
-                        etag=listed.etag,
-                        storage_class=listed.storage_class,
-                        metadata=entry[4],
-                    ),
-                )
+            if listed is not None and entry is not None and matches(entry, listed) \
+                    and not node.meta_known and node.written is None \
+                    and node.etag == listed.etag:
+                apply(node.path, ObjectInfo(listed.key, listed.size, float(entry[3]),
+                                            etag=listed.etag,
+                                            storage_class=listed.storage_class,
+                                            metadata=entry[4]))
+
+    async def _relisted(self, dir_path: str, wanted: list[Node],
+                        files: dict[str, ObjectInfo]) -> dict[str, ObjectInfo]:
+        """The listing is older than a HEAD would be (a large directory's `ls -l` stats
+        for a while after it): the stretch of it holding `wanted` is listed again, one
+        LIST of about as many keys as names, and the entries are checked against that.
+        Names it does not reach, or no longer shows, are HEADed."""
+        prefix = f"{self.config.prefix}{dir_path}/" if dir_path else self.config.prefix
+        first = min(node.name for node in wanted)
+        try:
+            page = await self.store.list(prefix, max_keys=len(wanted) + 8,
+                                         start_after=prefix + first[:-1])
+        except Exception as exc:
+            log.info("listing of /%s not renewed: %s", dir_path, describe(exc))
+            return {}
+        fresh = {info.key[len(prefix):]: info for info in page.objects}
+        for name, info in fresh.items():
+            if name in files:
+                files[name] = info  # what the writer records, too
+        return fresh
 
     async def entries(self, dir_path: str) -> dict[str, Entry]:
         """The directory's index, fetched once per INDEX_TTL ({} if there is none)."""
@@ -220,7 +236,7 @@ class StatIndex:
         total = self._heads.get(dir_path, 0) + count
         self._heads[dir_path] = total
         listing = self._listed.get(dir_path)
-        size = len(listing[1]) if listing is not None else 0
+        size = len(listing[2]) if listing is not None else 0
         if total >= HEADS_FOR_AN_INDEX or (total >= 4 and total * 10 >= size):
             self.changed(dir_path, relist=False)
 

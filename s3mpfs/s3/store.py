@@ -174,9 +174,11 @@ class S3Store:
         await self._call(self._client.head_bucket)
 
     async def list(self, prefix: str, delimiter: str | None = "/",
-                   max_keys: int | None = None) -> Listing:
+                   max_keys: int | None = None, start_after: str | None = None) -> Listing:
         listing = Listing()
         kwargs: dict[str, Any] = {"Prefix": prefix}
+        if start_after:
+            kwargs["StartAfter"] = start_after
         if delimiter:
             kwargs["Delimiter"] = delimiter
         if max_keys:

@@ -197,3 +197,29 @@ def test_heads_of_a_listing_are_indexed_for_the_next_mount(
     settle(proxy, quiet=0.5)
     assert entry_heads(proxy) == []
     assert expected["f005"][:2] == (stat.S_IFREG | 0o605, 5)
+
+
+def test_entries_are_checked_against_a_listing_no_older_than_a_head(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any
+) -> None:
+    """A listing answers for 2 s: stats later than that (a large directory's `ls -l`)
+    check the index against that stretch of the directory listed again, so that a change
+    made after the listing is seen as a HEAD would see it."""
+    via, expected = written_then_fresh(proxy, mount, bucket)
+    past_the_second(s3, bucket)
+    fresh = mount(bucket, via)
+    names = os.listdir(fresh.path / "tree")
+    listed = time.monotonic()
+    s3.copy_object(Bucket=bucket, Key="tree/f007", MetadataDirective="REPLACE",
+                   CopySource={"Bucket": bucket, "Key": "tree/f007"},
+                   Metadata={"mode": str(stat.S_IFREG | 0o611), "uid": "3", "gid": "4",
+                             "mtime": "1200000000"})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < listed + 2.1:  # the listing no longer answers lookups
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proxy.clear()
+    now = {name: os.stat(fresh.path / "tree" / name) for name in names}
+    assert (now["f007"].st_mode, now["f007"].st_uid) == (stat.S_IFREG | 0o611, 3)
+    assert entry_heads(proxy) == ["tree/f007"]
+    assert now["f006"].st_mode == expected["f006"][0]
