@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 VERSION = 1
 FRESH = 2.0  # seconds a listing checks entries (names.LISTING_TTL); older: listed again
 INDEX_TTL = 30.0  # seconds a fetched index (or its absence) is reused before a GET again
-KEPT_DIRECTORIES = 32  # directories whose index and last listing are kept in memory
+KEPT_DIRECTORIES = 1000
+KEPT_FILES = 100_000  # index entries, and listed files, kept in memory (each, at least
+# one directory's): the directories used last
 HEADS_FOR_AN_INDEX = 16  # HEADs in a directory that make it worth (re)writing its index
 MAX_KEY = 1024
 
@@ -129,8 +131,7 @@ class StatIndex:
             return
         self._listed[dir_path] = (taken, complete, dict(objects))
         self._listed.move_to_end(dir_path)
-        while len(self._listed) > KEPT_DIRECTORIES:
-            self._listed.popitem(last=False)
+        _trim(self._listed, lambda listing: len(listing[2]))
 
     def last_listing(self, dir_path: str) -> tuple[bool, dict[str, ObjectInfo]] | None:
         listing = self._listed.get(dir_path)
@@ -223,8 +224,7 @@ class StatIndex:
     def remember(self, dir_path: str, entries: dict[str, Entry]) -> None:
         self._indexes[dir_path] = (time.monotonic(), entries)
         self._indexes.move_to_end(dir_path)
-        while len(self._indexes) > KEPT_DIRECTORIES:
-            self._indexes.popitem(last=False)
+        _trim(self._indexes, lambda cached: len(cached[1]))
 
     # -- what to write -------------------------------------------------------------------
 
@@ -251,3 +251,13 @@ class StatIndex:
 
     def written(self, dir_path: str) -> None:
         self._heads.pop(dir_path, None)
+
+
+def _trim(kept: OrderedDict[str, Any], size: Callable[[Any], int]) -> None:
+    """Forget the directories used longest ago beyond KEPT_FILES or KEPT_DIRECTORIES
+    (never the last one)."""
+    while len(kept) > KEPT_DIRECTORIES:
+        kept.popitem(last=False)
+    total = sum(size(value) for value in kept.values())
+    while len(kept) > 1 and total > KEPT_FILES:
+        total -= size(kept.popitem(last=False)[1])

@@ -28,13 +28,15 @@ from .statindex import Entry, StatIndex, encode_index, index_key, matches, owned
 log = logging.getLogger(__name__)
 
 DEBOUNCE = 1.0  # seconds a directory stays quiet before its index is written
+CONCURRENCY = 8  # directories written at once (a tree copied: many at unmount)
 
 
 class StatWriter:
     def __init__(self, names: Names) -> None:
         self.names = names
         self.index: StatIndex = names.stat_index
-        self._lock = trio.Lock()  # one directory at a time; flush waits for the running one
+        self._writing: dict[str, trio.Event] = {}  # directory -> set once written
+        self._limiter = trio.CapacityLimiter(CONCURRENCY)
 
     async def run(self) -> None:
         """The mount's writer task: each directory once it has been quiet long enough."""
@@ -48,27 +50,35 @@ class StatWriter:
             due = min(changed for changed, _ in self.index.dirty.values()) + DEBOUNCE
             await trio.sleep_until(trio.current_time() + max(0.0, due - time.monotonic()))
             now = time.monotonic()
-            for dir_path in [
-                d for d, (changed, _) in self.index.dirty.items() if changed + DEBOUNCE <= now
-            ]:
-                await self._write_one(dir_path)
+            await self._write_all([d for d, (changed, _) in self.index.dirty.items()
+                                   if changed + DEBOUNCE <= now])
 
     async def flush(self) -> None:
-        """Write every pending index now (at unmount), after the one being written."""
-        async with self._lock:
-            pass
-        for dir_path in list(self.index.dirty):
-            await self._write_one(dir_path)
+        """Write every pending index now (at unmount), after those being written."""
+        for done in list(self._writing.values()):
+            await done.wait()
+        await self._write_all(list(self.index.dirty))
+
+    async def _write_all(self, dir_paths: list[str]) -> None:
+        async with trio.open_nursery() as nursery:
+            for dir_path in dir_paths:
+                nursery.start_soon(self._write_one, dir_path)
 
     async def _write_one(self, dir_path: str) -> None:
-        async with self._lock:
+        async with self._limiter:
+            while dir_path in self._writing:  # changed again while being written
+                await self._writing[dir_path].wait()
             pending = self.index.dirty.pop(dir_path, None)
             if pending is None:
                 return
+            self._writing[dir_path] = done = trio.Event()
             try:
                 await self.write(dir_path, relist=pending[1])
             except Exception as exc:  # a cache: the next mount HEADs instead
                 log.info("stat index of /%s not written: %s", dir_path, describe(exc))
+            finally:
+                del self._writing[dir_path]
+                done.set()
 
     async def write(self, dir_path: str, *, relist: bool) -> bool:
         """Write the directory's index if it would tell more than the stored one.
