@@ -136,7 +136,9 @@ class Names:
     def _from_index(self, path: str, info: ObjectInfo) -> None:
         """Metadata a stat index gave for the listed version: as a HEAD's, except that
         the index has no other headers, which a new version then HEADs to keep."""
-        self.file_node(path, info).head = None
+        node = self.file_node(path, info)
+        if node.head is info:
+            node.head = None
 
     def replaced_version(self, node: Node) -> ObjectInfo | None:
         """The HEAD of the object a new version of `node` replaces, if it is current."""
