@@ -27,7 +27,8 @@ from .statindex import Entry, StatIndex, encode_index, index_key, matches, owned
 
 log = logging.getLogger(__name__)
 
-DEBOUNCE = 1.0  # seconds a directory stays quiet before its index is written
+DEBOUNCE = 2.0  # seconds a directory stays quiet before its index is written (a pause
+# within a `cp -r` on a loaded machine should not cost an extra LIST and PutObject)
 CONCURRENCY = 8  # directories written at once (a tree copied: many at unmount)
 
 
