@@ -44,6 +44,7 @@ INDEX_TTL = 30.0  # seconds a fetched index (or its absence) is reused before a 
 KEPT_DIRECTORIES = 1000
 KEPT_FILES = 100_000  # index entries, and listed files, kept in memory (each, at least
 # one directory's): the directories used last
+MIN_BATCH = 2  # files of a lookup's batch for which an index is worth a GET
 HEADS_FOR_AN_INDEX = 16  # HEADs in a directory that make it worth (re)writing its index
 MAX_KEY = 1024
 
@@ -150,8 +151,8 @@ class StatIndex:
             return
         taken, _, files = listing
         wanted = [n for n in nodes if not n.is_dir and n.name in files]
-        if not wanted:
-            return
+        if len(wanted) < MIN_BATCH:
+            return  # one HEAD costs what the GET would
         entries = await self.entries(dir_path)
         if not any(node.name in entries for node in wanted):
             return
