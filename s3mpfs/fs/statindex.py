@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 FRESH = 2.0  # seconds a listing checks entries (names.LISTING_TTL); older: listed again
-INDEX_TTL = 30.0  # seconds a fetched index (or its absence) is reused before a GET again
+INDEX_TTL = 30.0  # seconds a fetched index (or its absence) is kept unused (a large
+# directory's `ls -l` uses it for longer than that: one GET, not one every 30 s)
 KEPT_DIRECTORIES = 1000
 KEPT_FILES = 100_000  # index entries, and listed files, kept in memory (each, at least
 # one directory's): the directories used last
@@ -190,10 +191,12 @@ class StatIndex:
         return fresh
 
     async def entries(self, dir_path: str) -> dict[str, Entry]:
-        """The directory's index, fetched once per INDEX_TTL ({} if there is none)."""
+        """The directory's index ({} if there is none), fetched again once it has not
+        been used for INDEX_TTL."""
         while True:
             cached = self._indexes.get(dir_path)
             if cached is not None and time.monotonic() - cached[0] < INDEX_TTL:
+                self._indexes[dir_path] = (time.monotonic(), cached[1])  # in use: kept
                 return cached[1]
             if dir_path not in self._fetching:
                 break
