@@ -117,8 +117,7 @@ class StatIndex:
         self._indexes: OrderedDict[str, tuple[float, dict[str, Entry]]] = OrderedDict()
         self._fetching: dict[str, trio.Event] = {}
         # Directory -> (when its last listing began, complete, its files by name).
-        self._listed: OrderedDict[str, tuple[float, bool, dict[str, ObjectInfo]]] = \
-            OrderedDict()
+        self._listed: OrderedDict[str, tuple[float, bool, dict[str, ObjectInfo]]] = OrderedDict()
         self._heads: dict[str, int] = {}
         # Directory -> (when it last changed here, whether a LIST must come first).
         self.dirty: dict[str, tuple[float, bool]] = {}
@@ -126,8 +125,9 @@ class StatIndex:
 
     # -- what listings showed ------------------------------------------------------------
 
-    def listed(self, dir_path: str, objects: Iterable[tuple[str, ObjectInfo]],
-               complete: bool, taken: float) -> None:
+    def listed(
+        self, dir_path: str, objects: Iterable[tuple[str, ObjectInfo]], complete: bool, taken: float
+    ) -> None:
         """A listing of the directory (begun at `taken`, monotonic): its files by name."""
         if not self.enabled:
             return
@@ -141,8 +141,9 @@ class StatIndex:
 
     # -- reading -------------------------------------------------------------------------
 
-    async def fill(self, dir_path: str, nodes: list[Node],
-                   apply: Callable[[str, ObjectInfo], None]) -> None:
+    async def fill(
+        self, dir_path: str, nodes: list[Node], apply: Callable[[str, ObjectInfo], None]
+    ) -> None:
         """Give the files among `nodes` (of one directory, metadata unknown) their
         metadata from the directory's index where an entry matches the listed version."""
         if not self.enabled:
@@ -162,16 +163,29 @@ class StatIndex:
         for node in wanted:
             listed = files.get(node.name)
             entry = entries.get(node.name)
-            if listed is not None and entry is not None and matches(entry, listed) \
-                    and not node.meta_known and node.written is None \
-                    and node.etag == listed.etag:
-                apply(node.path, ObjectInfo(listed.key, listed.size, float(entry[3]),
-                                            etag=listed.etag,
-                                            storage_class=listed.storage_class,
-                                            metadata=entry[4]))
+            if (
+                listed is not None
+                and entry is not None
+                and matches(entry, listed)
+                and not node.meta_known
+                and node.written is None
+                and node.etag == listed.etag
+            ):
+                apply(
+                    node.path,
+                    ObjectInfo(
+                        listed.key,
+                        listed.size,
+                        float(entry[3]),
+                        etag=listed.etag,
+                        storage_class=listed.storage_class,
+                        metadata=entry[4],
+                    ),
+                )
 
-    async def _relisted(self, dir_path: str, wanted: list[Node],
-                        files: dict[str, ObjectInfo]) -> dict[str, ObjectInfo]:
+    async def _relisted(
+        self, dir_path: str, wanted: list[Node], files: dict[str, ObjectInfo]
+    ) -> dict[str, ObjectInfo]:
         """The listing is older than a HEAD would be (a large directory's `ls -l` stats
         for a while after it): the stretch of it holding `wanted` is listed again, one
         LIST of about as many keys as names, and the entries are checked against that.
@@ -179,12 +193,13 @@ class StatIndex:
         prefix = f"{self.config.prefix}{dir_path}/" if dir_path else self.config.prefix
         first = min(node.name for node in wanted)
         try:
-            page = await self.store.list(prefix, max_keys=len(wanted) + 8,
-                                         start_after=prefix + first[:-1])
+            page = await self.store.list(
+                prefix, max_keys=len(wanted) + 8, start_after=prefix + first[:-1]
+            )
         except Exception as exc:
             log.info("listing of /%s not renewed: %s", dir_path, describe(exc))
             return {}
-        fresh = {info.key[len(prefix):]: info for info in page.objects}
+        fresh = {info.key[len(prefix) :]: info for info in page.objects}
         for name, info in fresh.items():
             if name in files:
                 files[name] = info  # what the writer records, too

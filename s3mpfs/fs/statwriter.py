@@ -51,8 +51,9 @@ class StatWriter:
             due = min(changed for changed, _ in self.index.dirty.values()) + DEBOUNCE
             await trio.sleep_until(trio.current_time() + max(0.0, due - time.monotonic()))
             now = time.monotonic()
-            await self._write_all([d for d, (changed, _) in self.index.dirty.items()
-                                   if changed + DEBOUNCE <= now])
+            await self._write_all(
+                [d for d, (changed, _) in self.index.dirty.items() if changed + DEBOUNCE <= now]
+            )
 
     async def flush(self) -> None:
         """Write every pending index now (at unmount), after those being written."""

@@ -210,10 +210,13 @@ def test_entries_are_checked_against_a_listing_no_older_than_a_head(
     fresh = mount(bucket, via)
     names = os.listdir(fresh.path / "tree")
     listed = time.monotonic()
-    s3.copy_object(Bucket=bucket, Key="tree/f007", MetadataDirective="REPLACE",
-                   CopySource={"Bucket": bucket, "Key": "tree/f007"},
-                   Metadata={"mode": str(stat.S_IFREG | 0o611), "uid": "3", "gid": "4",
-                             "mtime": "1200000000"})
+    s3.copy_object(
+        Bucket=bucket,
+        Key="tree/f007",
+        MetadataDirective="REPLACE",
+        CopySource={"Bucket": bucket, "Key": "tree/f007"},
+        Metadata={"mode": str(stat.S_IFREG | 0o611), "uid": "3", "gid": "4", "mtime": "1200000000"},
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < listed + 2.1:  # the listing no longer answers lookups
         assert time.monotonic() < deadline
