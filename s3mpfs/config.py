@@ -122,6 +122,7 @@ class MountConfig:
     log_file: str | None = None
     metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
     read_only: bool = False
+    stat_index: bool = True  # read and write per-directory stat indexes (fs/statindex.py)
     allow_suid: bool = False  # show and honour stored setuid/setgid bits of files
     allow_dev: bool = False  # let device files be opened
     nonempty: bool = False  # mount on a directory that has entries
@@ -346,6 +347,10 @@ OPTIONS: tuple[Option, ...] = (
            "names kept in the cached listings of all directories; the least recently used "
            "listings are dropped beyond it (the latest one is always kept)",
            lambda v, o: parse_int(v, o, 0, 10**9)),
+    Option("stat_index", "yes | no", "yes",
+           "keep each directory's file metadata in one object under PREFIX.s3mpfs/stat/, "
+           "so that a cold ls -l needs no HEAD per file (checked against every listing)",
+           lambda v, o: choice(v, o, ("yes", "no"), case_insensitive=True) == "yes"),
     Option("uid", "number", "the mounting user's",
            "owner shown for objects without s3fs metadata",
            lambda v, o: parse_int(v, o, 0, 2**32 - 2)),

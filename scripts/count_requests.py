@@ -194,16 +194,23 @@ def write_report(path: Path, rows: list[dict[str, Any]], files: int, argv: list[
         "- A listing costs one ListObjectsV2 per directory (1,000 entries a page) and, the "
         "first time, one HEAD per entry whose metadata is not cached (files, and directory "
         "markers, found or not); a warm listing costs no HEAD. Objects written by other tools "
-        "without metadata cost the same HEAD: S3 listings carry no user metadata.",
+        "without metadata cost the same HEAD: S3 listings carry no user metadata. Before "
+        "those HEADs the mount reads the directory's stat index (one GetObject, a 404 "
+        "when there is none; docs/SEMANTICS.md, \"Stat indexes\"), and a directory for which "
+        "it had to HEAD 16 files or more gets one (a PutObject): the next mount HEADs none "
+        "of them.",
         f"- rsync's first run, per file: {per_file}. Each file is written under a "
         "temporary name (PutObject) and renamed (CopyObject carrying mode and mtime, then "
         "DeleteObject)" + ("; the HeadObject before each copy reads the headers the copy "
         "keeps and pins the version copied" if first.get("HeadObject", 0) >= files else "")
         + ". The few extra "
         "PutObjects are directory markers, written again by each chmod and utime rsync makes "
-        "on a directory.",
+        "on a directory, and each directory's stat index (with a ListObjectsV2 for the "
+        "files' LastModified), written once the directory is quiet.",
         "- An rsync that finds nothing to do writes nothing; after a remount it needs each "
-        "file's mode and mtime again, so one HEAD per entry.",
+        "file's mode and mtime again: from each directory's stat index (one GetObject), "
+        "checked against the listing, instead of one HEAD per file. The HEADs left are "
+        "the directories' markers.",
         *commit_notes(rows, files),
         "",
     ]

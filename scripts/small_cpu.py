@@ -61,6 +61,8 @@ def main() -> int:
         os.chdir(server.scratch)
         tree = make_small_tree(server, args.files)
 
+        walls: dict[str, list[float]] = {"cp": [], "ls": []}  # the command's wall time
+
         def step(argv: list[str], what: str, stdout: object = subprocess.DEVNULL) -> float:
             with tool.mount() as m:
                 time.sleep(0.5)
@@ -74,9 +76,11 @@ def main() -> int:
                         stderr=subprocess.DEVNULL)
                     time.sleep(1.0)
                 cpu0 = cpu_seconds(m.pid)
+                wall0 = time.monotonic()
                 subprocess.run([a.replace("MNT", str(m.mountpoint)) for a in argv],
                                stdout=stdout, check=True)  # type: ignore[arg-type]
                 cpu1 = cpu_seconds(m.pid)
+                walls[what].append(time.monotonic() - wall0)
                 if profiler is not None:
                     profiler.send_signal(signal.SIGINT)
                     profiler.wait()
@@ -105,7 +109,8 @@ def main() -> int:
                 copies[root].append(cp)
                 listings[root].append(ls)
                 print(f"run {run} {root}: cp -r {cp * 1e3 / args.files:.3f} ms per file, "
-                      f"ls -l {ls * 1e3 / args.files:.3f} ms per entry", flush=True)
+                      f"ls -l {ls * 1e3 / args.files:.3f} ms per entry (wall: cp -r "
+                      f"{walls['cp'][-1]:.2f} s, ls -l {walls['ls'][-1]:.2f} s)", flush=True)
         for root in roots:
             print(f"median {root}: cp -r "
                   f"{statistics.median(copies[root]) * 1e3 / args.files:.3f} ms per file, "

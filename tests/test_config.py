@@ -129,6 +129,13 @@ def test_upload_concurrency_in_range(mnt: str) -> None:
     assert config(mnt, "upload_concurrency=64").upload_concurrency == 64
 
 
+def test_stat_index_is_on_unless_turned_off(mnt: str) -> None:
+    assert config(mnt).stat_index is True
+    assert config(mnt, "stat_index=yes").stat_index is True
+    assert config(mnt, "stat_index=No").stat_index is False
+    assert "stat_index" in config_error(mnt, "stat_index=maybe")
+
+
 # -------------------------------------------------------------------- option syntax
 
 

@@ -105,3 +105,4 @@ class AttributeWriter:
         key = self.names.file_key(node.path)
         copied = await self.copier.copy(key, key, encode(node.attrs))
         node.etag, node.last_modified = copied.etag, None  # we wrote it
+        self.names.stat_index.changed(node.parent_path)

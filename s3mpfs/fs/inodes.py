@@ -23,7 +23,8 @@ class _Rare:
     """What only nodes being written, edited, linked or HEADed have (most have none)."""
 
     __slots__ = ("edited", "stored_etag", "cached_etag", "meta_dirty", "meta_writing",
-                 "upload", "committing", "symlink_target", "unlinked", "head")
+                 "upload", "committing", "symlink_target", "unlinked", "head",
+                 "stored_meta")
 
     def __init__(self) -> None:
         for name, default in _RARE.items():
@@ -46,6 +47,9 @@ _RARE: dict[str, Any] = {
     "symlink_target": None,  # str, once read
     "unlinked": False,  # removed while open: st_nlink is 0
     "head": None,  # the object's last HEAD (ObjectInfo): what a new version keeps
+    # (ETag, its user metadata) as read from S3 (HEAD or stat index): what the stat
+    # index of its directory is written from (fs/statwriter.py)
+    "stored_meta": None,
 }
 
 
@@ -104,6 +108,7 @@ class Node:
         symlink_target: str | None
         unlinked: bool
         head: ObjectInfo | None
+        stored_meta: tuple[str, dict[str, str]] | None
     else:
         edited = _rare("edited")
         stored_etag = _rare("stored_etag")
@@ -115,6 +120,7 @@ class Node:
         symlink_target = _rare("symlink_target")
         unlinked = _rare("unlinked")
         head = _rare("head")
+        stored_meta = _rare("stored_meta")
 
     @property
     def name(self) -> str:

@@ -27,6 +27,7 @@ from ..write.registry import REGISTRY_DIR
 from .foreign import PATH_MAX, Foreign
 from .inodes import InodeTable, Node, join
 from .listings import LISTING_TTL, Listing, Listings, Window
+from .statindex import StatIndex
 
 MAX_NAME = 255  # bytes, what POSIX tools expect of one path component
 MAX_KEY = 1024  # bytes, S3's key length limit
@@ -58,6 +59,7 @@ class Names:
         self._heads: dict[int, trio.Event] = {}  # inode -> set once its HEAD ends
         self._with_head: dict[int, Node] = {}  # oldest first, at most HEADS_KEPT
         self.foreign = Foreign(config.bucket)  # what no path shows: said in the log
+        self.stat_index = StatIndex(config, store)  # metadata of many files in one GET
 
     def cache_sizes(self) -> dict[str, int]:
         """What the mount holds of the bucket: inodes (those the kernel holds, and the
@@ -109,6 +111,7 @@ class Names:
             attrs, known = node.attrs, node.meta_known and _same_version(node, info)
         if node is not None and node.last_modified is None and known:
             node.meta_fetched = int(info.mtime) + 1  # we wrote it: true as of that second
+            node.stored_meta = None  # what it had before (the ETag may be the same)
         node = self.table.put(path, attrs)
         if node.etag != info.etag:
             node.symlink_target = None
@@ -120,8 +123,11 @@ class Names:
         return node
 
     def _keep_head(self, node: Node, info: ObjectInfo | None) -> None:
-        """Keep the HEAD on the node, and only on the HEADS_KEPT latest ones (memory)."""
+        """Keep the HEAD, and the metadata as read, on the node, and only on the
+        HEADS_KEPT latest ones (memory): the stat index entry of an older one is encoded
+        from its attributes (fs/statwriter.py)."""
         node.head = info
+        node.stored_meta = None if info is None else (info.etag, info.metadata)
         self._with_head.pop(node.inode, None)
         if info is None:
             return
@@ -129,7 +135,14 @@ class Names:
         if len(self._with_head) > HEADS_KEPT:
             oldest = self._with_head.pop(next(iter(self._with_head)))
             if oldest.written is None:  # a write in progress may still need it
-                oldest.head = None
+                oldest.head = oldest.stored_meta = None
+
+    def _from_index(self, path: str, info: ObjectInfo) -> None:
+        """Metadata a stat index gave for the listed version: as a HEAD's, except that
+        the index has no other headers, which a new version then HEADs to keep."""
+        node = self.file_node(path, info)
+        if node.head is info:
+            node.head = None
 
     def replaced_version(self, node: Node) -> ObjectInfo | None:
         """The HEAD of the object a new version of `node` replaces, if it is current."""
@@ -199,6 +212,9 @@ class Names:
         finally:
             for node in queue:  # not started (cancelled): let waiters go
                 self._heads.pop(node.inode).set()
+        files = [n for n in started if not n.is_dir]
+        if files:
+            self.stat_index.headed(files[0].parent_path, len(files))
         for event in waiting:
             await event.wait()
         return gone
@@ -216,7 +232,8 @@ class Names:
             other = self.table.at(join(node.parent_path, name))
             if other is not None and not other.meta_known and other.written is None:
                 batch.append(other)
-        gone = await self.fetch_metadata(batch)
+        await self.stat_index.fill(node.parent_path, batch, self._from_index)
+        gone = await self.fetch_metadata([n for n in batch if not n.meta_known])
         return node.path not in gone
 
     # -- lookups and listings ----------------------------------------------------------
@@ -352,6 +369,9 @@ class Names:
                                 if window.covers(n.name))
             self._listings.put_window(directory.path, window)
             return [entries[name] for name in sorted(entries)]
+        self.stat_index.listed(directory.path, (
+            (info.key[len(prefix):], info) for info in listing.objects
+            if info.key[len(prefix):] in entries), not listing.truncated, taken)
         for node in self.being_written(directory.path):
             entries.setdefault(node.name, node)
         previous = self._listings.get(directory.path)
@@ -422,6 +442,9 @@ class Names:
 
     def listed(self, dir_path: str, name: str, present: bool) -> None:
         """Keep a cached listing true after a change made through this mount."""
+        node = self.table.at(join(dir_path, name)) if present else None
+        if node is not None and not node.is_dir:  # a file, link or rename stored here
+            self.stat_index.changed(dir_path)
         now = time.monotonic()
         if present:
             self._removed.pop(join(dir_path, name), None)
@@ -446,6 +469,7 @@ class Names:
     def stored(self, dir_path: str) -> None:
         """A file of the directory was stored through this mount (its close): the mount
         is still busy there, so names it has not seen are still trusted absent."""
+        self.stat_index.changed(dir_path)
         listing = self._listings.get(dir_path)
         if listing is not None:
             listing.touched = time.monotonic()

@@ -40,6 +40,7 @@ from .attributes import AttributeWriter
 from .inodes import Node
 from .names import Names
 from .openfiles import OpenFiles
+from .statwriter import StatWriter
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class Namespace:
         self.table = self.names.table
         self.attributes = AttributeWriter(store, self.names, self.copier, uploads.nursery)
         self.files = OpenFiles(config, self.names, uploads, self.attributes)
+        self.stat_writer = StatWriter(self.names)
+        uploads.nursery.start_soon(self.stat_writer.run)
 
     def _writable(self) -> None:
         if self.config.read_only:
@@ -237,6 +240,7 @@ class Namespace:
     async def write_pending_metadata(self) -> None:
         """Store every deferred attribute change now (at unmount)."""
         await self.attributes.write_pending()
+        await self.stat_writer.flush()  # after them: they change what it records
 
     # -- attributes ----------------------------------------------------------------------
 

@@ -373,13 +373,15 @@ class S3Store:
             CopySourceIfMatch=source.etag, MetadataDirective="REPLACE",
             **params, **self.params.sse_c("CopySource"))
         result = resp["CopyObjectResult"]
+        # Quoted, as listings and HEADs show it (Ceph RGW's CopyObjectResult has no quotes):
+        # else the mount took its own copy for another client's version.
+        etag = result["ETag"] if result["ETag"].startswith('"') else f'"{result["ETag"]}"'
         body = self.recent.body(source.key, source.etag)
         if body is not None:  # a rename of a file this mount just stored
-            self.recent.stored(dst, result["ETag"], body)
+            self.recent.stored(dst, etag, body)
         else:
             self.recent.forget(dst)
-        return ObjectInfo(dst, source.size, result["LastModified"].timestamp(),
-                          result["ETag"])
+        return ObjectInfo(dst, source.size, result["LastModified"].timestamp(), etag)
 
     async def put_with(self, key: str, data: bytes, params: dict[str, Any]) -> dict:
         """PutObject with parameters built by the caller (copies of empty objects)."""

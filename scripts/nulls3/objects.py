@@ -8,7 +8,7 @@ import time
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
-from .store import KEEP_BODY, PATTERN2, PATTERN_SIZE, Bucket, Obj
+from .store import KEEP_BODY, KEEP_BOOKKEEPING, PATTERN2, PATTERN_SIZE, Bucket, Obj
 from .wire import HttpConnection, HttpError, http_date, iso_date
 
 OBJECT_HEADERS = ("content-type", "cache-control", "content-disposition", "content-encoding",
@@ -59,7 +59,10 @@ class ObjectOps(HttpConnection):
     def put_object(self, bucket: Bucket, key: str, headers: dict[str, str]) -> None:
         self._check_absent(bucket, key, headers)
         want_md5 = True  # small bodies only (see MD5_LIMIT); large ones get a fake ETag
-        size, body, md5, trailers = self._body(headers, KEEP_BODY, want_md5)
+        # s3mpfs's bookkeeping (stat indexes, upload registry) is read back: kept whole.
+        keep = KEEP_BOOKKEEPING if key.startswith(".s3mpfs/") or "/.s3mpfs/" in key \
+            else KEEP_BODY
+        size, body, md5, trailers = self._body(headers, keep, want_md5)
         etag = f'"{md5}"' if md5 else self.state.fake_etag()
         stored = self._object_headers(headers)
         checksums = self._checksums(headers, trailers)

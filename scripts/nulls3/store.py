@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 KEEP_BODY = 1024
+KEEP_BOOKKEEPING = 64 * 1024 * 1024  # bodies under PREFIX.s3mpfs/ (stat indexes)
 MD5_LIMIT = 1024 * 1024
 PATTERN_SIZE = 1 << 20
 PATTERN = bytes(((i * 131) ^ (i >> 8)) & 0xFF for i in range(PATTERN_SIZE))

@@ -683,7 +683,8 @@ def test_touch_of_an_existing_file_is_stored(s3, bucket, mount):
     m = mount(bucket)
     f = m.path / "existing.txt"
     f.write_bytes(b"content\n")
-    wait_for(lambda: s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 1, timeout=15,
+    wait_for(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="existing").get("KeyCount") == 1,
+             timeout=15,
              message="the object")
     run("touch", "-d", "@981158400", f)
     assert os.stat(f).st_mtime == 981158400

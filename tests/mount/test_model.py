@@ -53,6 +53,7 @@ EXTERNAL_SIZES = (0, 10, 70_001)
 SMALL = 256 * 1024  # files up to this size are compared byte for byte at every step
 PATTERN = 65_521  # a prime: a misplaced 5 MiB part cannot line up with the pattern
 REGISTRY = ".s3mpfs/"
+STAT_INDEXES = ".s3mpfs/stat/"
 
 
 def content(seed: int, size: int) -> bytes:
@@ -275,6 +276,8 @@ class MountMachine(RuleBasedStateMachine):
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
             for obj in page.get("Contents", []):
                 listed[obj["Key"]] = obj["Size"]
+        # Stat indexes are a cache the mount keeps there (an rmdir leaves its directory's).
+        listed = {k: v for k, v in listed.items() if not k.startswith(STAT_INDEXES)}
         registry = sorted(k for k in listed if k.startswith(REGISTRY))
         assert registry == [], registry
         expected = {f"{d}/": 0 for d in self.markers}

@@ -160,7 +160,8 @@ def test_restic_restore_through_flaky_gets(
         totals = status_totals(run_cli, m)
         m.unmount()
         logs = m.log_text()
-        restore_faults = proxy.faults()
+        # (GETs of stat indexes are retried by boto3, not counted as read retries)
+        restore_faults = [f for f in proxy.faults() if ".s3mpfs/" not in (f.key or "")]
         m = mount(bucket, via(proxy), "read_ahead=1M")
         check = restic(m.path / "repo", "check", "--read-data")
         assert check.returncode == 0, (check.stdout, check.stderr, m.log_text()[-3000:])

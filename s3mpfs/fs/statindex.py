@@ -1,0 +1,282 @@
+"""Stat indexes: what a HEAD of each file of a directory would say, in one object.
+
+A listing gives a file's size, ETag and LastModified but not its mode, owner and times
+(user metadata), so a cold `ls -l` used to cost one HEAD per entry. A directory's stat
+index, `PREFIX.s3mpfs/stat/DIR/index.json.gz` (gzip'ed JSON), holds for each file the
+version it describes (ETag, size, LastModified as listed) and that version's user
+metadata. An entry is used only for a file the listing shows with that very ETag, size
+and LastModified: another client's new version, or a metadata-only copy (which changes
+LastModified), does not match and is HEADed as before. The index is never a source of
+names, only of metadata for names a listing returned; a stale or foreign index costs
+HEADs, never a wrong stat. Directories (common prefixes, which listings give no ETag to
+check) are not indexed.
+
+This module reads indexes, remembers the listings they are checked against and which
+directories need theirs written; `fs/statwriter.py` writes them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import trio
+
+from ..config import MountConfig
+from ..errors import describe
+from ..objects import ObjectInfo
+from ..s3.metadata import OWNED
+from ..s3.store import S3Store, is_not_found
+from ..write.registry import REGISTRY_DIR
+from .inodes import Node
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+FRESH = 2.0  # seconds a listing checks entries (names.LISTING_TTL); older: listed again
+INDEX_TTL = 30.0  # seconds a fetched index (or its absence) is kept unused (a large
+# directory's `ls -l` uses it for longer than that: one GET, not one every 30 s)
+KEPT_DIRECTORIES = 1000
+KEPT_FILES = 100_000  # index entries, and listed files, kept in memory (each, at least
+# one directory's): the directories used last
+MIN_BATCH = 2  # files of a lookup's batch for which an index is worth a GET
+HEADS_FOR_AN_INDEX = 16  # HEADs in a directory that make it worth (re)writing its index
+MAX_KEY = 1024
+
+# One entry: [ETag, size, LastModified as listed, LastModified as a HEAD gives it, metadata]
+Entry = list[Any]
+
+
+def index_key(prefix: str, dir_path: str) -> str | None:
+    """The key of a directory's index; None when it would exceed S3's key length."""
+    key = f"{prefix}{REGISTRY_DIR}/stat/{dir_path + '/' if dir_path else ''}index.json.gz"
+    return key if len(key.encode()) <= MAX_KEY else None
+
+
+def encode_index(dir_path: str, entries: dict[str, Entry]) -> bytes:
+    body = json.dumps(
+        {"version": VERSION, "directory": dir_path, "entries": entries},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return gzip.compress(body.encode(), compresslevel=6, mtime=0)
+
+
+def decode_index(data: bytes, dir_path: str) -> dict[str, Entry]:
+    """The entries of an index; an index that is damaged, of another version or of
+    another directory gives none (its entries are then HEADed), never an error."""
+    try:
+        document = json.loads(gzip.decompress(data))
+        if document.get("version") != VERSION or document.get("directory") != dir_path:
+            return {}
+        entries = document["entries"]
+        return {name: entry for name, entry in entries.items() if _valid(entry)}
+    except (OSError, EOFError, zlib.error, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def _valid(entry: Any) -> bool:
+    return (
+        isinstance(entry, list)
+        and len(entry) == 5
+        and isinstance(entry[0], str)
+        and isinstance(entry[1], int)
+        and isinstance(entry[2], (int, float))
+        and isinstance(entry[3], (int, float))
+        and isinstance(entry[4], dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in entry[4].items())
+    )
+
+
+def owned(metadata: dict[str, str]) -> dict[str, str]:
+    """The user metadata stat is made of (what `s3/metadata.decode` reads)."""
+    return {k.lower(): v for k, v in metadata.items() if k.lower() in OWNED}
+
+
+def matches(entry: Entry, listed: ObjectInfo) -> bool:
+    """Whether an index entry describes the version a listing shows."""
+    return entry[0] == listed.etag and entry[1] == listed.size and entry[2] == listed.mtime
+
+
+class StatIndex:
+    """Indexes read (by directory, for INDEX_TTL), the last listing of each directory
+    (what entries are checked against and written from), and the directories whose
+    index this mount should write."""
+
+    def __init__(self, config: MountConfig, store: S3Store) -> None:
+        self.config = config
+        self.store = store
+        self.enabled = config.stat_index
+        self.writable = config.stat_index and not config.read_only
+        self._indexes: OrderedDict[str, tuple[float, dict[str, Entry]]] = OrderedDict()
+        self._fetching: dict[str, trio.Event] = {}
+        # Directory -> (when its last listing began, complete, its files by name).
+        self._listed: OrderedDict[str, tuple[float, bool, dict[str, ObjectInfo]]] = OrderedDict()
+        self._heads: dict[str, int] = {}
+        # Directory -> (when it last changed here, whether a LIST must come first).
+        self.dirty: dict[str, tuple[float, bool]] = {}
+        self.wake = trio.Event()
+
+    # -- what listings showed ------------------------------------------------------------
+
+    def listed(
+        self, dir_path: str, objects: Iterable[tuple[str, ObjectInfo]], complete: bool, taken: float
+    ) -> None:
+        """A listing of the directory (begun at `taken`, monotonic): its files by name."""
+        if not self.enabled:
+            return
+        self._listed[dir_path] = (taken, complete, dict(objects))
+        self._listed.move_to_end(dir_path)
+        _trim(self._listed, lambda listing: len(listing[2]))
+
+    def last_listing(self, dir_path: str) -> tuple[bool, dict[str, ObjectInfo]] | None:
+        listing = self._listed.get(dir_path)
+        return None if listing is None else (listing[1], listing[2])
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def fill(
+        self, dir_path: str, nodes: list[Node], apply: Callable[[str, ObjectInfo], None]
+    ) -> None:
+        """Give the files among `nodes` (of one directory, metadata unknown) their
+        metadata from the directory's index where an entry matches the listed version."""
+        if not self.enabled:
+            return
+        listing = self._listed.get(dir_path)
+        if listing is None:
+            return
+        taken, _, files = listing
+        wanted = [n for n in nodes if not n.is_dir and n.name in files]
+        if len(wanted) < MIN_BATCH:
+            return  # one HEAD costs what the GET would
+        entries = await self.entries(dir_path)
+        if not any(node.name in entries for node in wanted):
+            return
+        if time.monotonic() - taken >= FRESH:
+            files = await self._relisted(dir_path, wanted, files)
+        for node in wanted:
+            listed = files.get(node.name)
+            entry = entries.get(node.name)
+            if (
+                listed is not None
+                and entry is not None
+                and matches(entry, listed)
+                and not node.meta_known
+                and node.written is None
+                and node.etag == listed.etag
+            ):
+                apply(
+                    node.path,
+                    ObjectInfo(
+                        listed.key,
+                        listed.size,
+                        float(entry[3]),
+                        etag=listed.etag,
+                        storage_class=listed.storage_class,
+                        metadata=entry[4],
+                    ),
+                )
+
+    async def _relisted(
+        self, dir_path: str, wanted: list[Node], files: dict[str, ObjectInfo]
+    ) -> dict[str, ObjectInfo]:
+        """The listing is older than a HEAD would be (a large directory's `ls -l` stats
+        for a while after it): the stretch of it holding `wanted` is listed again, one
+        LIST of about as many keys as names, and the entries are checked against that.
+        Names it does not reach, or no longer shows, are HEADed."""
+        prefix = f"{self.config.prefix}{dir_path}/" if dir_path else self.config.prefix
+        first = min(node.name for node in wanted)
+        try:
+            page = await self.store.list(
+                prefix, max_keys=len(wanted) + 8, start_after=prefix + first[:-1]
+            )
+        except Exception as exc:
+            log.info("listing of /%s not renewed: %s", dir_path, describe(exc))
+            return {}
+        fresh = {info.key[len(prefix) :]: info for info in page.objects}
+        for name, info in fresh.items():
+            if name in files:
+                files[name] = info  # what the writer records, too
+        return fresh
+
+    async def entries(self, dir_path: str) -> dict[str, Entry]:
+        """The directory's index ({} if there is none), fetched again once it has not
+        been used for INDEX_TTL."""
+        while True:
+            cached = self._indexes.get(dir_path)
+            if cached is not None and time.monotonic() - cached[0] < INDEX_TTL:
+                self._indexes[dir_path] = (time.monotonic(), cached[1])  # in use: kept
+                return cached[1]
+            if dir_path not in self._fetching:
+                break
+            await self._fetching[dir_path].wait()  # one GET, however many lookups wait
+        self._fetching[dir_path] = done = trio.Event()
+        try:
+            entries = await self._fetch(dir_path)
+            self.remember(dir_path, entries)
+            return entries
+        finally:
+            del self._fetching[dir_path]
+            done.set()
+
+    async def _fetch(self, dir_path: str) -> dict[str, Entry]:
+        key = index_key(self.config.prefix, dir_path)
+        if key is None:
+            return {}
+        try:
+            data = await self.store.get_object(key)
+        except Exception as exc:
+            if not is_not_found(exc):  # the HEADs will do: never an error for the user
+                log.info("stat index of /%s not read: %s", dir_path, describe(exc))
+            return {}
+        entries = decode_index(data, dir_path)
+        if not entries and data:
+            log.info("stat index %s is damaged or of another version: ignored", key)
+        return entries
+
+    def remember(self, dir_path: str, entries: dict[str, Entry]) -> None:
+        self._indexes[dir_path] = (time.monotonic(), entries)
+        self._indexes.move_to_end(dir_path)
+        _trim(self._indexes, lambda cached: len(cached[1]))
+
+    # -- what to write -------------------------------------------------------------------
+
+    def headed(self, dir_path: str, count: int) -> None:
+        """`count` files of the directory were HEADed: once enough were, its index is
+        worth writing (the next mount then needs none of those HEADs)."""
+        if not self.writable or not count:
+            return
+        total = self._heads.get(dir_path, 0) + count
+        self._heads[dir_path] = total
+        listing = self._listed.get(dir_path)
+        size = len(listing[2]) if listing is not None else 0
+        if total >= HEADS_FOR_AN_INDEX or (total >= 4 and total * 10 >= size):
+            self.changed(dir_path, relist=False)
+
+    def changed(self, dir_path: str, *, relist: bool = True) -> None:
+        """A file of the directory was stored through this mount (`relist`: its
+        LastModified is known only from a new listing), or its index is worth writing."""
+        if not self.writable:
+            return
+        previous = self.dirty.get(dir_path)
+        self.dirty[dir_path] = (time.monotonic(), relist or (previous is not None and previous[1]))
+        self.wake.set()
+
+    def written(self, dir_path: str) -> None:
+        self._heads.pop(dir_path, None)
+
+
+def _trim(kept: OrderedDict[str, Any], size: Callable[[Any], int]) -> None:
+    """Forget the directories used longest ago beyond KEPT_FILES or KEPT_DIRECTORIES
+    (never the last one)."""
+    while len(kept) > KEPT_DIRECTORIES:
+        kept.popitem(last=False)
+    total = sum(size(value) for value in kept.values())
+    while len(kept) > 1 and total > KEPT_FILES:
+        total -= size(kept.popitem(last=False)[1])

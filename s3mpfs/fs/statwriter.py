@@ -1,0 +1,160 @@
+"""Writing stat indexes (see `fs/statindex.py`), in the background, never on the path of
+a file operation.
+
+A directory's index is (re)written once the mount knows the metadata of files its stored
+index lacks or has wrong: files this mount stored there (their LastModified, which S3
+does not return on a write, comes from one LIST of the directory) or files it had to HEAD
+(many of them, from a listing it already has). A write waits until the directory has been
+quiet for DEBOUNCE, so that a burst of new files costs one LIST and one PutObject in all,
+and pending ones are written at unmount. The PutObject is unconditional: the index is a
+cache, checked entry by entry against every listing, so that when two mounts write one,
+the last one wins and the other's entries cost HEADs. A failed write is only logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from ..errors import describe
+from ..objects import ObjectInfo
+from ..s3.metadata import encode
+from .inodes import Node, join
+from .names import Names
+from .statindex import Entry, StatIndex, encode_index, index_key, matches, owned
+
+log = logging.getLogger(__name__)
+
+DEBOUNCE = 2.0  # seconds a directory stays quiet before its index is written (a pause
+# within a `cp -r` on a loaded machine should not cost an extra LIST and PutObject)
+CONCURRENCY = 8  # directories written at once (a tree copied: many at unmount)
+
+
+class StatWriter:
+    def __init__(self, names: Names) -> None:
+        self.names = names
+        self.index: StatIndex = names.stat_index
+        self._writing: dict[str, trio.Event] = {}  # directory -> set once written
+        self._limiter = trio.CapacityLimiter(CONCURRENCY)
+
+    async def run(self) -> None:
+        """The mount's writer task: each directory once it has been quiet long enough."""
+        if not self.index.writable:
+            return
+        while True:
+            if not self.index.dirty:
+                self.index.wake = trio.Event()
+                await self.index.wake.wait()
+                continue
+            due = min(changed for changed, _ in self.index.dirty.values()) + DEBOUNCE
+            await trio.sleep_until(trio.current_time() + max(0.0, due - time.monotonic()))
+            now = time.monotonic()
+            await self._write_all(
+                [d for d, (changed, _) in self.index.dirty.items() if changed + DEBOUNCE <= now]
+            )
+
+    async def flush(self) -> None:
+        """Write every pending index now (at unmount), after those being written."""
+        for done in list(self._writing.values()):
+            await done.wait()
+        await self._write_all(list(self.index.dirty))
+
+    async def _write_all(self, dir_paths: list[str]) -> None:
+        async with trio.open_nursery() as nursery:
+            for dir_path in dir_paths:
+                nursery.start_soon(self._write_one, dir_path)
+
+    async def _write_one(self, dir_path: str) -> None:
+        async with self._limiter:
+            while dir_path in self._writing:  # changed again while being written
+                await self._writing[dir_path].wait()
+            pending = self.index.dirty.pop(dir_path, None)
+            if pending is None:
+                return
+            self._writing[dir_path] = done = trio.Event()
+            try:
+                await self.write(dir_path, relist=pending[1])
+            except Exception as exc:  # a cache: the next mount HEADs instead
+                log.info("stat index of /%s not written: %s", dir_path, describe(exc))
+            finally:
+                del self._writing[dir_path]
+                done.set()
+
+    async def write(self, dir_path: str, *, relist: bool) -> bool:
+        """Write the directory's index if it would tell more than the stored one.
+        Returns whether it was written."""
+        names = self.names
+        key = index_key(names.config.prefix, dir_path)
+        directory = names.table.at(dir_path)
+        if key is None or directory is None or not directory.is_dir:
+            return False
+        listing = self.index.last_listing(dir_path)
+        if relist or listing is None:
+            await names.list(directory)
+            listing = self.index.last_listing(dir_path)
+            if listing is None:
+                return False
+        complete, listed = listing
+        known = {
+            name: _entry(names.table.at(join(dir_path, name)), info)
+            for name, info in listed.items()
+        }
+        # The stored index matters for the files the mount does not know (and tells
+        # whether anything is new); when it knows them all, it is not read.
+        stored = (
+            await self.index.entries(dir_path) if None in known.values() or not complete else None
+        )
+        entries: dict[str, Entry] = {}
+        for name, info in listed.items():
+            entry = known[name]
+            if entry is None and stored is not None:
+                entry = stored.get(name)
+                if entry is not None and not matches(entry, info):
+                    entry = None
+            if entry is not None:
+                entries[name] = entry
+        if stored is not None and not complete:  # names past the listing's end: kept
+            entries = {**stored, **entries}
+        self.index.written(dir_path)
+        if (
+            not entries
+            or stored is not None
+            and all(stored.get(name) == entry for name, entry in entries.items())
+        ):
+            return False  # it would tell nothing new
+        await names.store.put_plain(key, encode_index(dir_path, entries))
+        self.index.remember(dir_path, entries)
+        log.debug("stat index of /%s written: %d files", dir_path, len(entries))
+        return True
+
+
+def _entry(node: Node | None, listed: ObjectInfo) -> Entry | None:
+    """What the index says of a file whose metadata the mount knows for the listed
+    version; None when it does not know it (or not for that version)."""
+    if (
+        node is None
+        or node.is_dir
+        or not node.meta_known
+        or node.written is not None
+        or node.meta_dirty
+        or node.meta_writing
+        or node.unlinked
+    ):
+        return None
+    if node.etag != listed.etag or node.size != listed.size:
+        return None
+    # Metadata read within the second of its LastModified may predate a copy later in
+    # that second (as in names._same_version): not recorded.
+    if int(node.meta_fetched) <= int(listed.mtime):
+        return None
+    if node.last_modified is None or int(node.last_modified) != int(listed.mtime):
+        return None  # written here and not listed since, or another version HEADed
+    if node.stored_meta is not None and node.stored_meta[0] == node.etag:
+        metadata = owned(node.stored_meta[1])  # read from S3 (HEAD or index)
+    else:
+        metadata = encode(node.attrs)  # written by this mount: all of it, as sent
+    head = node.head
+    mtime = head.mtime if head is not None and head.etag == node.etag else int(listed.mtime)
+    return [listed.etag, listed.size, listed.mtime, mtime, metadata]
