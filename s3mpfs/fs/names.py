@@ -459,6 +459,11 @@ class Names:
             if listing.ours:
                 listing.taken = listing.touched  # still complete: renewed while in use
 
+    def cached_names(self, dir_path: str) -> set[str] | None:
+        """The names of the directory's cached listing (files and directories), if any."""
+        listing = self._listings.get(dir_path)
+        return None if listing is None else listing.names
+
     def removed_lately(self, path: str) -> bool:
         """Whether this mount itself removed the name (unlink, or a rename away) less than
         negative_ttl ago: SQLite deletes its journal at the end of each transaction and

@@ -23,7 +23,7 @@ from ..objects import ObjectInfo
 from ..s3.metadata import encode
 from .inodes import Node, join
 from .names import Names
-from .statindex import Entry, StatIndex, encode_index, index_key, matches, owned
+from .statindex import MIN_BATCH, Entry, StatIndex, encode_index, index_key, matches, owned
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,12 @@ class StatWriter:
         directory = names.table.at(dir_path)
         if key is None or directory is None or not directory.is_dir:
             return False
+        # An index is read only for MIN_BATCH files or more (one file's HEAD costs what
+        # the GET would): a directory of fewer is not worth its LIST and PutObject (git's
+        # objects/xx/ directories, one file each).
+        names_known = names.cached_names(dir_path)
+        if names_known is not None and len(names_known) < MIN_BATCH:
+            return False
         listing = self.index.last_listing(dir_path)
         if relist or listing is None:
             await names.list(directory)
@@ -119,7 +125,7 @@ class StatWriter:
             entries = {**stored, **entries}
         self.index.written(dir_path)
         if (
-            not entries
+            len(entries) < MIN_BATCH
             or stored is not None
             and all(stored.get(name) == entry for name, entry in entries.items())
         ):
