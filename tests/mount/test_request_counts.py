@@ -25,6 +25,8 @@ from typing import Any
 
 from s3proxy import S3Proxy
 
+from s3mpfs.fs.listings import LISTING_TTL
+
 FILES = 100
 CP_MAX = {"ListObjectsV2": 2, "PutObject": FILES + 2}
 LS_MAX = {"ListObjectsV2": 2, "HeadObject": 1, "GetObject": 1}
@@ -82,14 +84,19 @@ def test_cp_r_and_cold_ls_l_make_no_extra_requests(
     fresh = mount(bucket, via)
     settle(proxy)
     proxy.clear()
+    started = time.monotonic()
     listed = subprocess.run(["ls", "-l", str(fresh.path / "tree")], capture_output=True,
                             text=True, timeout=120)
+    took = time.monotonic() - started
     assert listed.returncode == 0, listed.stderr + fresh.log_text()
     assert len(listed.stdout.splitlines()) == FILES + 1  # "total" and one line per file
     settle(proxy, quiet=0.5)
     seen = counts(proxy)
-    print("ls -l:", dict(seen))
-    assert not over(seen, LS_MAX), f"cold ls -l made more requests than before: {seen}"
+    print("ls -l:", dict(seen), f"{took:.2f} s")
+    # A listing answers lookups for LISTING_TTL: an `ls` slowed down by a loaded machine
+    # lists again once per LISTING_TTL it takes (never a HEAD per entry).
+    allowed = {**LS_MAX, "ListObjectsV2": LS_MAX["ListObjectsV2"] + int(took / LISTING_TTL)}
+    assert not over(seen, allowed), f"cold ls -l made more requests than before: {seen}"
 
 
 def test_names_only_listing_makes_no_head_and_stat_still_exact(
