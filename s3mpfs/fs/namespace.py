@@ -468,13 +468,15 @@ class Namespace:
             self.files.moved(node, new_key, source, copy, only_new=False)
             return
         # A new or emptied file being written: nothing stored of it moves. A version at
-        # either name is gone now (the old name's, truncated; the one it replaces), and
-        # its commit creates the object under the new name (If-None-Match).
+        # either name is gone now (the old name's, truncated or empty; the one it
+        # replaces), and its commit creates the object under the new name, even
+        # unchanged (If-None-Match).
         if node.etag:
             await self.store.delete(old_key)
             node.etag, node.last_modified = "", None
         if existing is not None:
             await self.store.delete(new_key)
+        upload.must_commit = True
         self.files.moved(node, new_key, None, None, only_new=True)
 
 

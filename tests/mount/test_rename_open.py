@@ -190,3 +190,20 @@ def test_another_clients_object_at_the_new_name_is_not_overwritten(
     assert failed == errno.EIO, "the close must say that the file was not stored"
     assert body(s3, bucket, "final") == b"theirs"
     assert files(s3, bucket) == ["final"]
+
+
+def test_an_empty_file_open_for_writing_renamed_unwritten_is_kept(
+        s3: Any, bucket: str, mount: Any) -> None:
+    """Found in review, not by the differential test: an empty file open for writing
+    builds on nothing stored, so its old name's object goes at the rename, and its close
+    must create it under the new one even though nothing was written. Before: the file
+    was gone from both names."""
+    s3.put_object(Bucket=bucket, Key="empty", Body=b"")
+    m = mount(bucket)
+    fd = os.open(m.path / "empty", os.O_WRONLY | os.O_APPEND)
+    try:
+        os.rename(m.path / "empty", m.path / "still-empty")
+    finally:
+        os.close(fd)
+    assert files(s3, bucket) == ["still-empty"]
+    assert (m.path / "still-empty").read_bytes() == b""
