@@ -155,7 +155,10 @@ class OpenFiles:
     async def _reopen(self, node: Node) -> tuple[int, str] | None:
         """The version a reader opened is gone before it read a byte (replaced by another
         client after the listing the open relied on): read the one there now, and make
-        the kernel ask for the file's new size if it grew."""
+        the kernel ask for the file's new size if it grew. Not for a file deleted (or
+        replaced by a rename) since: what its old name holds now is another file."""
+        if node.unlinked:
+            return None
         info = await self.names.head(self.names.file_key(node.path))
         if info is None:
             return None

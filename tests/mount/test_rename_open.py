@@ -207,3 +207,28 @@ def test_an_empty_file_open_for_writing_renamed_unwritten_is_kept(
         os.close(fd)
     assert files(s3, bucket) == ["still-empty"]
     assert (m.path / "still-empty").read_bytes() == b""
+
+
+def test_a_descriptor_of_a_replaced_file_never_reads_its_replacement(
+        s3: Any, bucket: str, mount: Any) -> None:
+    """A file renamed onto one open (and stored) replaces it: the replaced file's
+    descriptor reads fail (EIO, its object is gone), never the replacement's bytes.
+    Before: its first read looked up the old name again and read the other file."""
+    m = mount(bucket)
+    replaced = os.open(m.path / "f", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.pwrite(replaced, b"f" * 100, 1000)
+        os.fsync(replaced)
+        with open(m.path / "g", "wb") as g:
+            g.write(b"the replacement")
+            g.flush()
+            os.rename(m.path / "g", m.path / "f")
+        try:
+            read = os.pread(replaced, 10, 0)
+        except OSError as exc:
+            read = exc.errno
+        assert read == errno.EIO
+    finally:
+        os.close(replaced)
+    assert body(s3, bucket, "f") == b"the replacement"
+    assert files(s3, bucket) == ["f"]
