@@ -461,7 +461,11 @@ class Upload:
                             workers.start_soon(self._put_whole, part, charge)
                             break
                         if self.upload_id is None:
-                            await self._create()
+                            try:
+                                await self._create()
+                            except BaseException:  # (cancelled: abandoned, shutdown)
+                                self.shared.budget.release(charge)  # no worker has it
+                                raise
                         # A part sent again starts once its earlier upload has ended, so
                         # that S3 keeps the new bytes.
                         earlier = self._sending.get(part.number)
