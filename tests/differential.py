@@ -84,10 +84,12 @@ class Differential(RuleBasedStateMachine):
         if self.steps_log is not None:
             self.steps_log.append(f"{time.monotonic():.2f} {text}")
 
-    def same(self, what: str, on_mount: Any, local: Any) -> None:
+    def same(self, what: str, on_mount: Any, local: Any, *, unlinked: bool = False) -> None:
+        """`unlinked`: the local descriptor's file has no name left (st_nlink 0)."""
         if on_mount == local:
             return
-        if self._documented(what, on_mount, local):
+        if self._documented(what, on_mount, local) or (unlinked and on_mount == ("errno",
+                                                                                   "EIO")):
             self.limitations.append(f"{what}: {on_mount}")
             self.note(f"  (documented: {what} gave {on_mount} on the mount; starting afresh)")
             self.resync()
@@ -104,16 +106,16 @@ class Differential(RuleBasedStateMachine):
 
     def _documented(self, what: str, on_mount: Any, local: Any) -> bool:
         """A difference docs/SEMANTICS.md lists: a file opened write-only streams, and
-        cannot shrink, be renamed, or take a write into a part sent and not kept
-        (EOPNOTSUPP, EINVAL; also open(O_TRUNC) of it); a rename onto a file being written
-        (EOPNOTSUPP); writes to
-        a streaming file after it was deleted (EIO)."""
+        cannot shrink or take a write into a part sent and not kept (EOPNOTSUPP, EINVAL;
+        also open(O_TRUNC) of it); writes to a streaming file after it was deleted, or
+        another file renamed onto it (EIO); reads of a file deleted while open, once its
+        object is gone (EIO: `same(unlinked=True)`)."""
         if local is not None and not isinstance(local, int):
             return False
         op = what.split("(")[0]
         if self.deleted_while_open and on_mount == ("errno", "EIO"):
             return True  # (documented for a file deleted while it streams)
-        allowed = {"rename": {"ENOTSUP"}, "open": {"ENOTSUP"}, "ftruncate": {"ENOTSUP", "EINVAL"},
+        allowed = {"open": {"ENOTSUP"}, "ftruncate": {"ENOTSUP", "EINVAL"},
                    "pwrite": {"EINVAL"}, "msync": {"EINVAL"}}
         return isinstance(on_mount, tuple) and on_mount[1] in allowed.get(op, ())
 
@@ -169,7 +171,8 @@ class Differential(RuleBasedStateMachine):
         assert picked is not None
         self.note(f"pread(fd{picked[0]}, {length} @ {offset})")
         self.same("pread", outcome(os.pread, picked[0], length, offset),
-                  outcome(os.pread, picked[1], length, offset))
+                  outcome(os.pread, picked[1], length, offset),
+                  unlinked=os.fstat(picked[1]).st_nlink == 0)
 
     @precondition(lambda self: self.fds)
     @rule(index=st.integers(0, MAX_FDS), offset=offsets, length=lengths,
@@ -207,7 +210,7 @@ class Differential(RuleBasedStateMachine):
         picked = self._pick(index, "r")
         if picked is None:
             return
-        size = os.fstat(picked[1]).st_size
+        size = _mapped_size(picked[1])
         if not size:
             return
         offset %= size
@@ -223,7 +226,7 @@ class Differential(RuleBasedStateMachine):
         picked = self._pick(index, "rw")
         if picked is None:
             return
-        size = os.fstat(picked[1]).st_size
+        size = _mapped_size(picked[1])
         if not size:
             return
         offset %= size
@@ -241,16 +244,25 @@ class Differential(RuleBasedStateMachine):
         if old == new:
             return
         self.note(f"rename({old}, {new})")
-        self.deleted_while_open |= bool(self.fds)
+        self.deleted_while_open |= self._open(new) and self.loc.path(old).exists()
         self.same("rename", outcome(os.rename, self.mnt.path(old), self.mnt.path(new)),
                   outcome(os.rename, self.loc.path(old), self.loc.path(new)))
 
     @rule(name=st.sampled_from(NAMES))
     def unlink(self, name: str) -> None:
         self.note(f"unlink({name})")
-        self.deleted_while_open |= bool(self.fds)
+        self.deleted_while_open |= self._open(name)
         self.same("unlink", outcome(os.unlink, self.mnt.path(name)),
                   outcome(os.unlink, self.loc.path(name)))
+
+    def _open(self, name: str) -> bool:
+        """Whether the local file `name` is open (a rename onto it, or its unlink, makes
+        it a file deleted while open; a rename of it does not)."""
+        try:
+            inode = os.stat(self.loc.path(name)).st_ino
+        except FileNotFoundError:
+            return False
+        return any(os.fstat(local).st_ino == inode for _, local, _, _ in self.fds)
 
     # -- after every step ----------------------------------------------------------
 
@@ -290,6 +302,14 @@ class Differential(RuleBasedStateMachine):
                 for fd in (on_mount, local):
                     outcome(os.close, fd)
             self.fds.clear()
+
+
+def _mapped_size(local_fd: int) -> int:
+    """The size to map of a descriptor's file; 0 (not mapped) if it was unlinked: the
+    mount's reads of such a file may fail (EIO, documented), which in a mapping is a
+    SIGBUS that would end the whole run."""
+    status = os.fstat(local_fd)
+    return status.st_size if status.st_nlink else 0
 
 
 def _can(want: str) -> tuple[str, ...]:

@@ -15,8 +15,6 @@ import stat
 import time
 from fractions import Fraction
 
-import trio
-
 from ..config import MountConfig
 from ..errors import (
     Exists,
@@ -38,6 +36,7 @@ from ..write.parts import PartPlanner
 from ..write.upload import Upload, UploadShared
 from .attributes import AttributeWriter
 from .inodes import Node
+from .moves import move_directory
 from .names import Names
 from .openfiles import OpenFiles
 from .statwriter import StatWriter
@@ -132,15 +131,20 @@ class Namespace:
         node = await self.lookup(parent_inode, name)
         if node.is_dir:
             raise IsADirectory(node.path)
+        await self._end_written(node)
+        node.meta_dirty = False
+        await self.store.delete(self.names.file_key(node.path))
+        self._removed(node)
+
+    async def _end_written(self, node: Node) -> None:
+        """The file's name goes (unlink, or another file renamed onto it) while it may be
+        being written: an upload that needs S3 ends, as the program asked (not a
+        failure); a self-contained one goes on: its descriptors read and write it, as
+        POSIX has it for an open file, and its last close stores nothing."""
         if node.upload is not None and not node.upload.self_contained:
             node.size = node.upload.size  # what open descriptors still see (fstat)
             await node.upload.abandon("file was deleted while being written")
             node.upload = None
-        # (a self-contained one goes on: its descriptors read and write it, as POSIX has
-        # it for an open file; its last close stores nothing)
-        node.meta_dirty = False
-        await self.store.delete(self.names.file_key(node.path))
-        self._removed(node)
 
     def _removed(self, node: Node) -> None:
         """The node's name is gone (unlinked or removed); open descriptors keep it."""
@@ -423,9 +427,6 @@ class Namespace:
         node = await self.lookup(old_parent, old_name)
         target_dir = self.table.get(new_parent)
         new_path = self.names.child_path(target_dir, new_name, directory=node.is_dir)
-        if node.upload is not None and not node.upload.movable:
-            raise Unsupported(f"{node.path} is being written and has parts uploaded already; "
-                              "rename it after close() (or fsync())")
         if flags & ~RENAME_NOREPLACE:
             raise Unsupported("rename flags other than RENAME_NOREPLACE")
         try:
@@ -439,8 +440,6 @@ class Namespace:
                 raise IsADirectory(new_path) if existing.is_dir else NotADirectory(new_path)
             if existing.is_dir:
                 await self.names.check_empty(new_path, "rename onto")
-            if existing.upload is not None:
-                raise Unsupported(f"{new_path} is being written")
         old_path, old_dir = node.path, node.parent_path
         node.attrs.ctime = time.time()  # a rename changes the inode's ctime
         if node.meta_dirty or node.meta_writing:
@@ -449,16 +448,11 @@ class Namespace:
             metadata = {"ctime": format_mtime(node.attrs.ctime)}
         node.meta_dirty = False
         if node.is_dir:
-            await self._rename_dir(node, new_path, metadata)
-        elif node.upload is not None:  # nothing sent yet: the file is stored under the new name
-            node.upload.move(self.names.file_key(new_path), only_new=existing is None)
-            if node.etag:  # the version it was truncated from: the old name goes now
-                await self.store.delete(self.names.file_key(old_path))
-                node.etag, node.last_modified = "", None
+            await move_directory(self.names, self.copier, self.config.upload_concurrency,
+                                 node, new_path, metadata)
         else:
-            moved = await self.copier.move(self.names.file_key(old_path),
-                                           self.names.file_key(new_path), metadata)
-            node.etag, node.last_modified = moved.etag, None  # we wrote it
+            async with self.files.renaming(node, existing):
+                await self._rename_file(node, new_path, existing, metadata)
         if existing is not None:
             existing.unlinked = True
         self.table.move(old_path, new_path)
@@ -468,34 +462,39 @@ class Namespace:
         self._entries_changed(target_dir, new_name, present=True)
         self.names.forget_dir(old_path)
 
-    async def _rename_dir(self, node: Node, new_path: str, own: dict[str, str]) -> None:
-        """Move every object under the directory's prefix, in parallel. Not atomic: an
-        interruption leaves some objects under each name, none lost. Attribute changes
-        still pending for files inside travel with their copies; `own`, the metadata
-        entries of the directory's marker to replace (its new ctime), with the marker."""
-        old_prefix, new_prefix = self.names.dir_key(node.path), self.names.dir_key(new_path)
-        listing = await self.store.list(old_prefix, delimiter=None)
-        limiter = trio.CapacityLimiter(self.config.upload_concurrency)
-
-        async def move(info: ObjectInfo) -> None:
-            relative = info.key[len(old_prefix):]
-            inside = self.table.at(f"{node.path}/{relative}".rstrip("/"))
-            metadata = None
-            if inside is not None and (inside.meta_dirty or inside.meta_writing):
-                # pending attributes (the copy must not read the object's older ones)
-                metadata, inside.meta_dirty = encode(inside.attrs), False
-            if info.key == old_prefix:
-                metadata = own
-            async with limiter:
-                await self.copier.move(info.key, new_prefix + info.key[len(old_prefix):],
-                                       metadata)
-
-        async with trio.open_nursery() as nursery:
-            for info in listing.objects:
-                nursery.start_soon(move, info)
-        if not any(info.key == old_prefix for info in listing.objects):
-            await self.store.put_object(new_prefix, b"", encode(node.attrs),  # keep the dir
-                                        content_type=DIRECTORY_TYPE)
+    async def _rename_file(self, node: Node, new_path: str, existing: Node | None,
+                           metadata: dict[str, str]) -> None:
+        """Move a file, open or not, and its state (no read, write or commit of either
+        file runs meanwhile). A file renamed onto one being written ends that one's
+        state as an unlink would. A file being written is stored under the new name at
+        its commit: what it is built on moves now, with the upload's key and condition
+        (fs/moves.py); one that sent parts under the old name (a multipart upload
+        cannot change its key) is committed there first, as fsync would, then moved."""
+        old_key, new_key = self.names.file_key(node.path), self.names.file_key(new_path)
+        if existing is not None:
+            await self._end_written(existing)
+        if node.upload is not None and not node.upload.retargetable:
+            await self.files.store_now(node)
+            if node.upload is not None and not node.upload.retargetable:
+                raise Unsupported(f"{node.path} is being written and has parts uploaded "
+                                  "that cannot be committed now; rename it after close()")
+        upload = node.upload
+        if upload is None or upload.built_on is not None:  # a stored version moves
+            source, copy = await self.copier.move_version(old_key, new_key, metadata)
+            node.etag, node.last_modified = copy.etag, None  # we wrote it
+            self.files.moved(node, new_key, source, copy, only_new=False)
+            return
+        # A new or emptied file being written: nothing stored of it moves. A version at
+        # either name is gone now (the old name's, truncated or empty; the one it
+        # replaces), and its commit creates the object under the new name, even
+        # unchanged (If-None-Match).
+        if node.etag:
+            await self.store.delete(old_key)
+            node.etag, node.last_modified = "", None
+        if existing is not None:
+            await self.store.delete(new_key)
+        upload.must_commit = True
+        self.files.moved(node, new_key, None, None, only_new=True)
 
 
 def _group(parent: Node, gid: int) -> int:

@@ -20,8 +20,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+import trio
 
 from ..config import MountConfig
 from ..errors import Gone, IsADirectory, S3mpfsError, describe
@@ -30,7 +33,9 @@ from ..s3.reader import ObjectReader
 from ..write.upload import Upload, UploadShared
 from .attributes import AttributeWriter
 from .inodes import Node
+from .moves import follow_move
 from .names import Names
+from .processes import holds_for_writing, process_of
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,7 @@ class OpenFiles:
         self.attributes = attributes
         self._handles: dict[int, Handle] = {}
         self._committing: dict[int, Node] = {}  # inode -> node whose commit is running
+        self._renaming: dict[int, trio.Event] = {}  # inode -> set when its rename ends
         self._next_fh = 1
         # Tells the kernel to forget an inode's cached attributes (set by fs/operations.py).
         self.invalidate_attributes: Callable[[int], None] = lambda inode: None
@@ -149,7 +155,10 @@ class OpenFiles:
     async def _reopen(self, node: Node) -> tuple[int, str] | None:
         """The version a reader opened is gone before it read a byte (replaced by another
         client after the listing the open relied on): read the one there now, and make
-        the kernel ask for the file's new size if it grew."""
+        the kernel ask for the file's new size if it grew. Not for a file deleted (or
+        replaced by a rename) since: what its old name holds now is another file."""
+        if node.unlinked:
+            return None
         info = await self.names.head(self.names.file_key(node.path))
         if info is None:
             return None
@@ -217,6 +226,7 @@ class OpenFiles:
         other processes reading a streaming file)."""
         handle = self.handle(fh)
         node = handle.node
+        await self._rename_ended(node)
         await self._commit_ended(node)  # its new version, once stored
         upload = node.upload
         if upload is not None and upload.random is not None:
@@ -229,7 +239,9 @@ class OpenFiles:
             if data is not None:
                 return data
             if upload.base is None:  # streamed bytes sent for good: store them first
-                await self._publish_for_reader(node)
+                log.info("%s is read while being written: what was written so far is "
+                         "stored now (as fsync would), so that the read sees it", node.path)
+                await self.store_now(node)
         if isinstance(handle, ReadHandle) and handle.while_written and node.unlinked \
                 and node.upload is None:
             raise Gone(f"{node.path} was deleted while being written")
@@ -279,6 +291,7 @@ class OpenFiles:
         """The file's state being written, which this handle now changes (a new one,
         continuing the stored object, after a commit)."""
         node = handle.node
+        await self._rename_ended(node)
         if node.unlinked and node.upload is None:
             raise Gone(f"{node.path} was deleted while being written")
         handle.closed = False
@@ -291,6 +304,7 @@ class OpenFiles:
         """A durable point: the object holds everything written so far, through every
         descriptor (the upload is completed now); later writes continue it."""
         handle = self.handle(fh)
+        await self._rename_ended(handle.node)
         upload = handle.node.upload
         if upload is None:
             return
@@ -306,22 +320,10 @@ class OpenFiles:
         upload = handle.node.upload
         if upload is None or not upload.changed or not handle.opener_pid:
             return False
-        reader = _process_of(handle.opener_pid)
+        reader = process_of(handle.opener_pid)
         return any(h.upload is upload and h.opener_pid
-                   and _process_of(h.opener_pid) == reader
+                   and process_of(h.opener_pid) == reader
                    for h in self.write_handles(handle.node))
-
-    async def _publish_for_reader(self, node: Node) -> None:
-        """A reader wants bytes of a file being streamed that were sent for good: make
-        the object hold everything written so far, as fsync would (later writes continue
-        it), so that the read sees the file as written rather than its previous version."""
-        upload = node.upload
-        writer = next((h for h in self.write_handles(node) if h.upload is upload), None)
-        if upload is None or writer is None:
-            return
-        log.info("%s is read while being written: what was written so far is stored now "
-                 "(as fsync would), so that the read sees it", node.path)
-        await self._commit(writer, final=False, durable=True)
 
     # -- closing ----------------------------------------------------------------------
 
@@ -329,6 +331,7 @@ class OpenFiles:
         """close() of a descriptor: commit what was written and report the outcome."""
         handle = self.handle(fh)
         if isinstance(handle, WriteHandle):
+            await self._rename_ended(handle.node)
             await self._commit(handle, final=False)
 
     async def release(self, fh: int) -> None:
@@ -338,6 +341,7 @@ class OpenFiles:
             handle.reader.close()
         if isinstance(handle, WriteHandle):
             try:
+                await self._rename_ended(handle.node)
                 await self._commit(handle, final=True)
             except Exception as exc:
                 log.debug("release of %s: %s", handle.node.path, describe(exc))
@@ -354,14 +358,19 @@ class OpenFiles:
             handle.upload = None
             return
         if not durable:
-            if not final and self._opener_holds(handle):
+            if not final and holds_for_writing(handle.opener_pid, os.path.join(
+                    self.config.mountpoint, node.path)):
                 # Not the opener's last close: a forked child closing its inherited copy,
                 # or a duplicate descriptor (shell redirections). Committing now would
                 # publish a partial file; the opener's own close (or release) commits it.
                 return
             handle.closed = True
+            # (not final: the opener holds no descriptor writing it, so those it opened
+            # are closed too, their release still on its way)
+            gone = 0 if final else handle.opener_pid
             if any(h is not handle and h.upload is upload and not h.closed
-                   and h in self._handles.values() for h in self.write_handles(node)):
+                   and h in self._handles.values() and not (gone and h.opener_pid == gone)
+                   for h in self.write_handles(node)):
                 return  # another descriptor still writes it: the last close commits
         needed = upload.changed or upload.must_commit
         if durable and not needed:
@@ -374,7 +383,12 @@ class OpenFiles:
             handle.upload = None
             if node.upload is upload:
                 node.upload = None
-            await upload.discard()
+            node.size = upload.size  # what its other descriptors still see (fstat)
+            await upload.abandon("file was deleted while being written")  # (not a failure)
+            for other in self._handles.values():  # what was written is gone: their reads
+                if isinstance(other, ReadHandle) and other.node is node:  # fail (EIO),
+                    other.while_written = True  # never read the version before
+            self.invalidate_attributes(node.inode)
             return
         handle.upload = None
         if node.upload is upload:
@@ -387,7 +401,7 @@ class OpenFiles:
         node.committing = upload  # stat and listings show it until S3 lists it
         self._committing[node.inode] = node
         try:
-            result = await upload.close()
+            await upload.close()
         except Exception:
             self.names.table.detach(node.path)  # S3 still holds the previous version
             self.names.forget_listing(node.parent_path)
@@ -398,9 +412,8 @@ class OpenFiles:
             if other.upload is upload:
                 other.upload = None
         self.names.stored(node.parent_path)
-        node.size = upload.size
-        node.etag, node.last_modified = result.get("ETag", ""), None
-        node.stored_etag = node.etag
+        # (_committed set its size and ETag; a reader woken first may have taken them, and
+        # a rename moved the version since: its ETag is the copy's, not `result`'s)
         if node.meta_dirty:  # attributes changed after the object was created
             self.attributes.write_soon(node)
 
@@ -424,33 +437,45 @@ class OpenFiles:
                 node.edited = upload.random is not None
             self._committing.pop(node.inode, None)
 
-    def _opener_holds(self, handle: WriteHandle) -> bool:
-        """Whether the opening process still has a descriptor on this file, read from
-        /proc (readlink only: a stat would come back to this filesystem)."""
-        if not handle.opener_pid:
-            return False
-        wanted = os.path.join(self.config.mountpoint, handle.node.path)
-        fd_dir = f"/proc/{handle.opener_pid}/fd"
+    # -- renames -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def renaming(self, *nodes: Node | None) -> AsyncIterator[None]:
+        """While a rename moves these files: commits running end first, and no read,
+        write or commit of them starts (it would reach a key being moved)."""
+        events: dict[int, trio.Event] = {}
         try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            return False  # gone, or exiting: its descriptors are closed
-        for fd in fds:
-            try:
-                if os.readlink(f"{fd_dir}/{fd}") == wanted:
-                    return True
-            except OSError:
-                continue
-        return False
+            for node in nodes:
+                if node is not None and node.inode not in events:
+                    await self._rename_ended(node)
+                    events[node.inode] = self._renaming[node.inode] = trio.Event()
+            for node in nodes:
+                if node is not None:
+                    await self._commit_ended(node)
+            yield
+        finally:
+            for inode, event in events.items():
+                del self._renaming[inode]
+                event.set()
 
+    async def _rename_ended(self, node: Node) -> None:
+        while (event := self._renaming.get(node.inode)) is not None:
+            await event.wait()
 
-def _process_of(pid: int) -> int:
-    """The process (thread group) of a thread id that FUSE reported (0: unknown)."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0 if pid == 0 else -pid  # gone: matches only itself
+    async def store_now(self, node: Node) -> None:
+        """Commit the file's state now, as fsync would: a reader wants bytes of a file
+        being streamed that were sent for good (so that the read sees the file as
+        written, not its previous version), or a rename of a file whose parts were sent
+        under its old key (a multipart upload cannot change its key)."""
+        upload = node.upload
+        writer = next((h for h in self.write_handles(node) if h.upload is upload), None)
+        if upload is None or writer is None:
+            return
+        if upload.error:
+            raise upload.error
+        await self._commit(writer, final=False, durable=True)
+
+    def moved(self, node: Node, key: str, source: ObjectInfo | None,
+              copy: ObjectInfo | None, *, only_new: bool) -> None:
+        """The file was renamed to `key`; its state follows (see fs/moves.py)."""
+        follow_move(node, list(self._handles.values()), key, source, copy, only_new=only_new)

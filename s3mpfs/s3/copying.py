@@ -41,9 +41,15 @@ class Copier:
     async def move(self, src: str, dst: str,
                    metadata: dict[str, str] | None = None) -> ObjectInfo:
         """Server-side copy, then delete: the bytes never leave S3 (a rename)."""
-        copied = await self.copy(src, dst, metadata)
+        return (await self.move_version(src, dst, metadata))[1]
+
+    async def move_version(self, src: str, dst: str, metadata: dict[str, str] | None = None
+                           ) -> tuple[ObjectInfo, ObjectInfo]:
+        """`move`, returning the version moved (its HEAD) with the copy: whoever holds
+        that version (open files) follows it to the copy."""
+        source, copied = await self._head_and_copy(src, dst, metadata)
         await self.store.delete(src)
-        return copied
+        return source, copied
 
     async def copy(self, src: str, dst: str,
                    metadata: dict[str, str] | None = None) -> ObjectInfo:
@@ -51,6 +57,10 @@ class Copier:
         source's of the same name, the others are kept (all of s3mpfs's own are
         replaced when `metadata` is a full set of them). Returns the new object (its
         LastModified is 0 when the server did not say)."""
+        return (await self._head_and_copy(src, dst, metadata))[1]
+
+    async def _head_and_copy(self, src: str, dst: str, metadata: dict[str, str] | None
+                             ) -> tuple[ObjectInfo, ObjectInfo]:
         source = await self.store.head(src)
         tags = await self.store.tags_of(source)
         params = self.store.copy_params(source, metadata or {})
@@ -58,7 +68,7 @@ class Copier:
             params["ContentType"] = content_type_for(dst)  # follows it, as with s3fs
         copied = await self._copy(source, dst, params, tags)
         await self.store.put_tags(dst, tags)  # copies drop them on some servers
-        return copied
+        return source, copied
 
     async def _copy(self, source: ObjectInfo, dst: str, params: dict,
                     tags: list[dict[str, str]]) -> ObjectInfo:

@@ -54,6 +54,14 @@ class ObjectReader:
         self._gone: S3mpfsError | None = None  # the version read is gone: every read fails
         self._logged = ""  # the last failure logged (the kernel asks again and again)
 
+    def retarget(self, key: str, etag: str) -> None:
+        """The version read was moved (a rename): the same bytes, read from `key` now,
+        as version `etag` (a copy in parts has an ETag of its own). Blocks fetched are
+        kept; those in flight may have asked the old key as it went: fetched again."""
+        self.key, self.etag = key, etag
+        self._blocks = {index: block for index, block in self._blocks.items()
+                        if block.ready.is_set() and block.error is None}
+
     @property
     def served(self) -> bool:
         """Whether bytes of this version were (or may have been) returned."""

@@ -36,6 +36,15 @@ class RandomWrites:
         self._reader = ObjectReader(store, nursery, base.key, base.size, block_size,
                                     base.etag) if base is not None and base.size else None
 
+    def rebase(self, stored: ObjectInfo) -> None:
+        """The base object was moved (a rename): the same bytes, under another key and
+        maybe another ETag; its unchanged bytes are read and copied from there."""
+        if self.base is None:
+            return
+        self.base = stored
+        if self._reader is not None:
+            self._reader.retarget(stored.key, stored.etag)
+
     def write(self, offset: int, data: bytes) -> None:
         """Spool a write (SpoolFull, and nothing changes, when the spool has no room)."""
         self.spool.write(offset, data)

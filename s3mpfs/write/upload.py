@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import trio
@@ -261,16 +261,37 @@ class Upload:
             return await self.random.read(offset, length)
 
     @property
-    def movable(self) -> bool:
+    def retargetable(self) -> bool:
         """Whether the upload can still change its key (a rename of the file before
-        close): nothing was sent yet, and nothing is copied from an object at the key."""
-        return (self.upload_id is None and not self.planner.parts_cut
-                and self.base is None and self.copy_source is None and not self._closed)
+        close): nothing was sent under the key yet (no multipart upload, no part handed
+        over). What it is built on (`built_on`) moves with it."""
+        return self.upload_id is None and not self.planner.parts_cut and not self._closed
 
-    def move(self, key: str, *, only_new: bool) -> None:
-        """Store the file under `key` instead (`movable` said it can)."""
-        assert self.movable
-        self.key, self.only_new, self.replacing = key, only_new, None
+    @property
+    def built_on(self) -> ObjectInfo | None:
+        """The stored version whose bytes this one still needs (appends, random writes)."""
+        return self.copy_source if self.copy_source is not None else self.base
+
+    def retarget(self, key: str, *, only_new: bool, stored: ObjectInfo | None) -> None:
+        """The file was renamed (`retargetable` said it can be): store it under `key`.
+        `stored`: where the version it is built on is now (moved to `key` by the rename):
+        its bytes are read and copied from there, and its ETag is the commit's condition.
+        `only_new`: nothing is stored under `key` (the commit must not replace anything)."""
+        assert self.retargetable
+        self.key, self.only_new = key, only_new
+        if self.replacing is not None and stored is not None:
+            self.replacing = replace(self.replacing, key=key, etag=stored.etag)
+        else:
+            self.replacing = None
+        if stored is None:
+            return
+        stored = replace(stored, size=self.built_on.size) if self.built_on else stored
+        if self.base is not None:
+            self.base = stored
+        if self.copy_source is not None:
+            self.copy_source = stored
+        if self.random is not None:
+            self.random.rebase(stored)
 
     def read_at_hand(self, offset: int, length: int) -> bytes | None:
         """What a streaming file holds at [offset, offset + length), if those bytes are
@@ -440,7 +461,11 @@ class Upload:
                             workers.start_soon(self._put_whole, part, charge)
                             break
                         if self.upload_id is None:
-                            await self._create()
+                            try:
+                                await self._create()
+                            except BaseException:  # (cancelled: abandoned, shutdown)
+                                self.shared.budget.release(charge)  # no worker has it
+                                raise
                         # A part sent again starts once its earlier upload has ended, so
                         # that S3 keeps the new bytes.
                         earlier = self._sending.get(part.number)

@@ -18,7 +18,6 @@ the cases it found wrong:
 
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 from typing import Any
@@ -162,18 +161,7 @@ def test_rename_before_close_then_more_writes(s3: Any, bucket: str, mount: Any) 
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
-def test_rename_of_a_file_with_parts_uploaded_is_refused(s3: Any, bucket: str,
-                                                         mount: Any) -> None:
-    m = mount(bucket, "part_size=5M")
-    data = random_bytes(11 * MiB, seed=40)
-    with open(m.path / "big", "wb") as f:
-        f.write(data)
-        f.flush()
-        with pytest.raises(OSError) as info:
-            os.rename(m.path / "big", m.path / "big.renamed")
-        assert info.value.errno == errno.EOPNOTSUPP
-    assert keys(s3, bucket) == ["big"]
-    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == data
+# (a file renamed with parts uploaded: tests/mount/test_rename_open.py)
 
 
 # --------------------------------------------------------- ctime of a same-value chown

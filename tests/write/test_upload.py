@@ -8,6 +8,7 @@ so that a hang fails instead of blocking the suite.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import random
 from collections.abc import AsyncIterator, Callable
@@ -833,3 +834,35 @@ async def test_many_writers_fill_no_more_parts_than_the_budget_holds() -> None:
                 nursery.start_soon(write, key, data)
     assert all(store.objects[key].data == data for key, data in files.items())
     assert max(filling) <= 2 and shared.budget.used == 0
+
+
+async def test_an_upload_abandoned_while_it_creates_its_multipart_upload_returns_its_memory(
+) -> None:
+    """The part the driver received before CreateMultipartUpload answered holds budget:
+    an abandon (the file deleted) then must give it back. Before, each such abandon kept
+    a part's worth, until writes waited for room forever (a hang the differential test's
+    long mode found)."""
+    store = FakeStore()
+    started = trio.Event()
+    release = trio.Event()
+    create = store.create_multipart
+
+    async def slow_create(key: str, metadata: dict[str, str], replacing: Any = None) -> str:
+        started.set()
+        await release.wait()
+        return await create(key, metadata, replacing)
+
+    store.create_multipart = slow_create  # type: ignore[method-assign]
+
+    async def write(upload: Upload) -> None:
+        with contextlib.suppress(UploadFailed):  # (its writes fail once it is abandoned)
+            await write_in_chunks(upload, payload(2 * PART))
+
+    async with mount_uploads(store) as shared:
+        upload = Upload(shared, KEY, lambda: {})
+        async with trio.open_nursery() as writers:
+            writers.start_soon(write, upload)
+            await started.wait()
+            await upload.abandon("file was deleted while being written")
+            writers.cancel_scope.cancel()
+        assert shared.budget.used == 0

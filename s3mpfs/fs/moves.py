@@ -1,0 +1,84 @@
+"""Renames: moving a directory's objects, and what a rename means for the state of an
+open file (issue 15's one state per file).
+
+A rename moves the file's stored version (copy, then delete), and everything of the
+file's state that names a key follows it here, in one place: the upload's key, the version
+it is built on (whose bytes it copies and whose ETag is its commit's condition: If-Match,
+or a HEAD right before the commit), and the descriptors reading that version. An upload
+that sent parts under the old key cannot follow (a multipart upload cannot change its
+key): fs/namespace.py commits it there first, as fsync would, and then moves it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from ..s3.metadata import encode
+from ..s3.store import DIRECTORY_TYPE
+
+if TYPE_CHECKING:
+    from ..objects import ObjectInfo
+    from ..s3.copying import Copier
+    from ..s3.reader import ObjectReader
+    from .inodes import Node
+    from .names import Names
+
+
+class _Handle(Protocol):
+    node: Node
+    reader: ObjectReader | None
+
+
+def follow_move(node: Node, handles: list[_Handle], key: str, source: ObjectInfo | None,
+                copy: ObjectInfo | None, *, only_new: bool) -> None:
+    """`node` was renamed to `key`, its stored version `source` moved to `copy` (None:
+    nothing stored was moved). `only_new`: nothing is stored under `key` now, so the
+    commit must not replace anything (If-None-Match)."""
+    if source is not None and copy is not None:
+        for handle in handles:
+            reader = handle.reader if handle.node is node else None
+            if reader is not None and (reader.key, reader.etag) == (source.key, source.etag):
+                reader.retarget(copy.key, copy.etag)  # the same bytes, read from the copy
+        if node.cached_etag == source.etag:  # the kernel's pages: the same bytes too
+            node.cached_etag = copy.etag
+    upload = node.upload
+    if upload is None:
+        return
+    built_on, stored = upload.built_on, None
+    if built_on is not None:  # moved with the file, unless another client changed it
+        same = source is not None and copy is not None and source.etag == built_on.etag
+        stored = copy if same else replace(built_on, key=key)  # (then its commit fails)
+    upload.retarget(key, only_new=only_new, stored=stored)
+
+
+async def move_directory(names: Names, copier: Copier, concurrency: int, node: Node,
+                         new_path: str, own: dict[str, str]) -> None:
+    """Move every object under the directory's prefix, in parallel. Not atomic: an
+    interruption leaves some objects under each name, none lost. Attribute changes
+    still pending for files inside travel with their copies; `own`, the metadata
+    entries of the directory's marker to replace (its new ctime), with the marker."""
+    old_prefix, new_prefix = names.dir_key(node.path), names.dir_key(new_path)
+    listing = await names.store.list(old_prefix, delimiter=None)
+    limiter = trio.CapacityLimiter(concurrency)
+
+    async def move(info: ObjectInfo) -> None:
+        relative = info.key[len(old_prefix):]
+        inside = names.table.at(f"{node.path}/{relative}".rstrip("/"))
+        metadata = None
+        if inside is not None and (inside.meta_dirty or inside.meta_writing):
+            # pending attributes (the copy must not read the object's older ones)
+            metadata, inside.meta_dirty = encode(inside.attrs), False
+        if info.key == old_prefix:
+            metadata = own
+        async with limiter:
+            await copier.move(info.key, new_prefix + info.key[len(old_prefix):], metadata)
+
+    async with trio.open_nursery() as nursery:
+        for info in listing.objects:
+            nursery.start_soon(move, info)
+    if not any(info.key == old_prefix for info in listing.objects):
+        await names.store.put_object(new_prefix, b"", encode(node.attrs),  # keep the dir
+                                     content_type=DIRECTORY_TYPE)
