@@ -229,6 +229,11 @@ def test_git_add_stores_each_file_once(
     settle(proxy, quiet=0.5)
     seen = counts(proxy)
     print(f"git init; git add of {GIT_FILES} files:", dict(seen))
+    # Stat indexes (one PutObject per directory of 2 files or more, after it has been
+    # quiet for a while: cp's ten directories may land here) are counted apart.
+    indexes = [r for r in proxy.of_kind("PutObject") if r.key.startswith(".s3mpfs/stat/")]
+    assert len(indexes) <= 10 + 10, [r.key for r in indexes]
+    seen["PutObject"] -= len(indexes)
     f, dirs = GIT_FILES, min(GIT_FILES, 256)  # objects/xx directories: one marker each
     allowed = {"PutObject": f + dirs + 40, "HeadObject": f + 20, "CopyObject": f + 10,
                "DeleteObject": f + 10, "ListObjectsV2": dirs + 20, "GetObject": 5}

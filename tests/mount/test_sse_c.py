@@ -136,6 +136,8 @@ def test_small_file_put_object_carries_the_key(
     puts = [r for r in proxy.of_kind("PutObject") if r.key == "small"]
     assert len(puts) == 1
     assert_carries_key(puts, key)
+    m.unmount()  # the writer keeps what it stored: a fresh mount reads it from S3
+    m = mount(bucket, f"endpoint_url={proxy.url}", f"sse_c_key_file={key_file}")
     assert (m.path / "small").read_bytes() == b"secret\n"
     gets = [r for r in proxy.of_kind("GetObject") if r.key == "small"]
     assert gets
