@@ -214,3 +214,17 @@ class Mapping:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def drop_kernel_caches() -> None:
+    """Make the kernel drop its dentries and inodes (it sends FORGET for each one a FUSE
+    mount gave it). Skips the calling test where /proc/sys/vm/drop_caches cannot be
+    written (not root, or a container that mounts /proc/sys read-only): that is the only
+    way to make the kernel forget on demand, and CI runs as root."""
+    import pytest
+
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("2")
+    except OSError as exc:
+        pytest.skip(f"needs to write /proc/sys/vm/drop_caches (root, /proc/sys writable) to "
+                    f"make the kernel forget inodes: {exc.strerror or exc}")

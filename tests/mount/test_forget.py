@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import drop_kernel_caches
 
 pytestmark = pytest.mark.mount
 
@@ -30,13 +31,6 @@ def held(run_cli: Any, mnt: Path) -> dict[str, int]:
     return {"inodes": mount["inodes"], "listed_names": mount["listed_names"]}
 
 
-def drop_caches() -> None:
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("2")  # dentries and inodes: FORGETs
-    except OSError as exc:
-        pytest.skip(f"cannot make the kernel forget inodes here: {exc}")
-
-
 def test_forgotten_inodes_leave_the_table(s3: Any, bucket: str, mount: Any,
                                          run_cli: Any) -> None:
     put_files(s3, bucket, FILES)
@@ -44,11 +38,11 @@ def test_forgotten_inodes_leave_the_table(s3: Any, bucket: str, mount: Any,
     assert len(list((m.path / "d").iterdir())) == FILES
     assert all(p.stat().st_size == 1 for p in (m.path / "d").iterdir())
     assert held(run_cli, m.path)["inodes"] >= FILES
-    drop_caches()
+    drop_kernel_caches()
     deadline = time.monotonic() + 30
     while (count := held(run_cli, m.path)["inodes"]) >= FILES // 2:
         assert time.monotonic() < deadline, f"{count} inodes still held after drop_caches"
-        drop_caches()  # FORGETs arrive as the kernel evicts: ask again until they have
+        drop_kernel_caches()  # FORGETs arrive as the kernel evicts: ask again until they have
     assert sorted(p.name for p in (m.path / "d").iterdir()) == [
         f"f{i:05d}" for i in range(FILES)]
     assert all(p.stat().st_size == 1 for p in (m.path / "d").iterdir())
