@@ -1,7 +1,8 @@
 """Long mode of the differential test (tests/differential.py): many seeds, many operations.
 
     .venv/bin/python scripts/differential.py [--seeds 0-9] [--examples 50] [--steps 200]
-        [--endpoint URL] [--minutes N] [--seed-timeout S]
+        [--endpoint URL] [--minutes N] [--seed-timeout S] [--options debug]
+    .venv/bin/python scripts/differential.py --replay steps.txt
 
 Starts moto in this process (or uses --endpoint with AWS_* keys set), creates a bucket,
 mounts it with part_size=5M (python -m s3mpfs, from this checkout), and runs the state
@@ -89,6 +90,10 @@ def run_seed(seed: int, args: argparse.Namespace, endpoint: str, bucket: str, mn
         Machine.bucket = bucket
         hypothesis.core.global_force_seed = seed
         try:
+            if args.replay:
+                from differential import replay
+                replay(Machine(), Path(args.replay).read_text().splitlines())
+                raise SystemExit(_write_result(result_file, steps, documented, "same"))
             run_state_machine_as_test(Machine, settings=settings(
                 max_examples=args.examples, stateful_step_count=args.steps,
                 database=None, deadline=None, suppress_health_check=list(HealthCheck),
@@ -96,9 +101,14 @@ def run_seed(seed: int, args: argparse.Namespace, endpoint: str, bucket: str, mn
             outcome = "same"
         except Exception as exc:  # a difference: report it, go on with the next seed
             outcome = f"DIFFERENT\n{found[0] if found else exc}"
+    _write_result(result_file, steps, documented, outcome)
+
+
+def _write_result(result_file: Path, steps: list, documented: list[str], outcome: str) -> int:
     kinds = sorted({d.split(":")[0].split("(")[0] + ":" + d.split(":", 1)[1]
                     for d in documented})
     result_file.write_text(f"{len(steps)}\n{len(documented)}\n{kinds!r}\n{outcome}")
+    return 0
 
 
 def main() -> int:
@@ -110,7 +120,14 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=0, help="stop starting seeds after")
     parser.add_argument("--seed-timeout", type=float, default=600,
                         help="seconds a seed may run before it counts as a hang")
+    parser.add_argument("--replay", metavar="FILE",
+                        help="instead of seeds: apply the steps in FILE (as a failure "
+                        "prints them) once, e.g. cut down by hand")
+    parser.add_argument("--options", default="",
+                        help="more mount options, e.g. debug (its log: mount.log)")
     args = parser.parse_args()
+    if args.replay:
+        args.seeds = [0]  # (one run of the steps)
 
     import boto3
     from botocore.config import Config
@@ -142,7 +159,8 @@ def main() -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         [sys.executable, "-m", "s3mpfs", bucket, str(mnt), "-f", "-o",
-         f"endpoint_url={endpoint},region=us-east-1,part_size=5M,cache_dir={work / 'cache'}"],
+         f"endpoint_url={endpoint},region=us-east-1,part_size=5M,cache_dir={work / 'cache'}"
+         + (f",{args.options}" if args.options else "")],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         preexec_fn=_die_with_parent)
     failures = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,83 @@ def _short(value: Any) -> str:
     if isinstance(value, bytes) and len(value) > 64:
         return f"<{len(value)} bytes: {value[:24]!r}...>"
     return repr(value)
+
+
+# -- replaying a printed sequence ----------------------------------------------------
+
+_STEP = re.compile(r"(\w+)\((.*)\)")
+
+
+def replay(machine: Differential, lines: list[str]) -> None:
+    """Apply a sequence as the machine prints it (its `steps:` lines) to `machine`: a
+    failure found by scripts/differential.py, replayed and cut down by hand. The bytes
+    written are new random ones (the printed steps do not carry them). Printed
+    descriptors (`fdN`) are mapped to this run's by the order they were opened in."""
+    steps = [line.strip() for line in lines if _STEP.fullmatch(line.strip().split(" + ")[0])]
+    printed = _printed_fds(steps)
+    actual: dict[int, tuple[int, int, int, str]] = {}
+    for number, step in enumerate(steps):
+        name, args = _STEP.fullmatch(step.split(" + ")[0]).groups()
+        parts = [a.strip() for a in args.split(",")]
+        fd = int(parts[0][2:]) if parts[0].startswith("fd") else -1
+
+        def index(want: str = "", fd: int = fd) -> int:
+            return [f for f in machine.fds if not want or f[3] in _can(want)].index(actual[fd])
+
+        if name == "open":
+            extra = 0
+            for flag in parts[2].split("|"):
+                extra |= getattr(os, flag) if flag != "0" else 0
+            before = len(machine.fds)
+            machine.open(parts[0], parts[1], extra)
+            if len(machine.fds) > before:
+                actual[printed[number]] = machine.fds[-1]
+        elif name in ("rename", "unlink"):
+            getattr(machine, name)(*parts)
+        elif name in ("close", "fsync"):
+            getattr(machine, name)(index())
+            if name == "close":
+                del actual[fd]
+        elif name == "ftruncate":
+            machine.ftruncate(index("w"), int(parts[1]))
+        else:
+            length, offset = (int(v) for v in parts[1].split(" @ "))
+            if name == "pread":
+                machine.pread(index(), offset, length)
+            elif name == "pwrite":
+                machine.pwrite(index("w"), offset, length, number)
+            elif name == "mmap_read":
+                machine.mmap_read(index("r"), offset, length)
+            elif name == "mmap_write":
+                machine.mmap_write(index("rw"), offset, length, number)
+        machine.sizes_agree()
+    machine.teardown()
+
+
+def _printed_fds(steps: list[str]) -> dict[int, int]:
+    """Which printed descriptor each `open` step made: descriptors are the lowest free
+    numbers, a mount one then a local one per open; the first number is found by trying
+    which makes every later `fdN` an open one."""
+    for base in range(3, 64):
+        used: set[int] = set()
+        made: dict[int, int] = {}
+        for number, step in enumerate(steps):
+            name, args = _STEP.fullmatch(step.split(" + ")[0]).groups()
+            first = args.split(",")[0].strip()
+            if name == "open":
+                pair = []
+                for _ in range(2):
+                    fd = next(n for n in range(base, 1 << 16) if n not in used)
+                    used.add(fd)
+                    pair.append(fd)
+                made[number] = pair[0]
+                made[-pair[0]] = pair[1]
+            elif first.startswith("fd"):
+                fd = int(first[2:])
+                if fd not in used or -fd not in made:
+                    break
+                if name == "close":
+                    used -= {fd, made.pop(-fd)}
+        else:
+            return made
+    raise ValueError("the steps' descriptors do not fit one order of opens")

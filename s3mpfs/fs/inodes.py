@@ -192,7 +192,7 @@ class InodeTable:
     def detach(self, path: str) -> None:
         """Forget the path (unlinked or renamed away); the inode lives until forgotten."""
         node = self._by_path.pop(path, None)
-        if node is not None and node.lookups <= 0 and node.upload is None:
+        if node is not None and node.lookups <= 0 and node.written is None:
             self._by_inode.pop(node.inode, None)
 
     def move(self, old: str, new: str) -> None:
@@ -231,7 +231,7 @@ class InodeTable:
         if node is None or inode == ROOT_INODE:
             return
         node.lookups -= count
-        if node.lookups <= 0 and node.upload is None:
+        if node.lookups <= 0 and node.written is None:  # (a commit running keeps it)
             del self._by_inode[inode]
             if self._by_path.get(node.path) is node:
                 del self._by_path[node.path]

@@ -177,16 +177,16 @@ class Namespace:
                     raise Exists(path)
                 node = self.names.file_node(path, found)
                 self.names.listed(parent.path, name, True)
-                return self.files.open_write(node, pid, truncate=False, must_commit=False,
-                                             readable=_readable(flags)), node
+                return await self.files.open_write(node, pid, truncate=False, must_commit=False,
+                                                   readable=_readable(flags)), node
         attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, _group(parent, gid),
                            time.time())
         node = self.table.put(path, attrs)
         node.meta_known, node.meta_dirty, node.size, node.etag = True, False, 0, ""
         node.last_modified, node.unlinked = None, False
         self._entries_changed(parent, name, present=True)
-        fh = self.files.open_write(node, pid, truncate=True, must_commit=True, only_new=only_new,
-                                   readable=_readable(flags))
+        fh = await self.files.open_write(node, pid, truncate=True, must_commit=True,
+                                         only_new=only_new, readable=_readable(flags))
         return fh, node
 
     def _absence_known(self, parent: Node, path: str, flags: int) -> bool:
@@ -214,10 +214,8 @@ class Namespace:
         truncate = bool(flags & os.O_TRUNC)  # an empty file too: its times change (POSIX)
         if truncate:
             node.attrs.mtime = node.attrs.ctime = time.time()
-        if truncate and node.upload is not None:  # being written through another descriptor
-            await node.upload.truncate(0)
-        fh = self.files.open_write(node, pid, truncate=truncate, must_commit=truncate,
-                                   readable=_readable(flags))
+        fh = await self.files.open_write(node, pid, truncate=truncate, must_commit=truncate,
+                                         readable=_readable(flags))
         return fh, False, False
 
     async def _know_replaced_version(self, node: Node) -> None:

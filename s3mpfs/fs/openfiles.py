@@ -110,9 +110,11 @@ class OpenFiles:
         must bypass the page cache, and whether the kernel may keep the pages it cached.
 
         One descriptor reads one version, start to end. Reads bypass the page cache for
-        a file being rewritten (the reader reads the previous version from S3, or what
-        its own process wrote, whose size the kernel does not know) and while another
-        descriptor reads another version (the page cache is the inode's, shared). The
+        a file another process is rewriting (the reader reads the previous version from
+        S3, the page cache holds the new one) and while another descriptor reads another
+        version (the page cache is the inode's, shared). A reader in the process writing
+        the file reads what it wrote, as the kernel's pages show it: it uses the page
+        cache (and so can mmap the file, which direct I/O cannot with MAP_SHARED). The
         kernel keeps its pages only if they are of the version opened, which a HEAD
         confirms (the listing may be older than another client's new version, and S3's
         LastModified has 1 s resolution, so the kernel cannot tell a same-size
@@ -123,11 +125,13 @@ class OpenFiles:
         if node.upload is None and node.cached_etag == node.etag != "":
             await self._confirm_version(node)
         keep_cache, node.cached_etag = node.cached_etag == node.etag != "", node.etag
-        bypass = node.upload is not None or any(
+        own = node.upload is not None and self._writes(node, pid)
+        bypass = (node.upload is not None and not own) or any(
             isinstance(h, ReadHandle) and h.node is node and h.reader.etag != node.etag
             for h in self._handles.values())
         reader = self._reader(node, cached=keep_cache)
-        fh = self._add(ReadHandle(node, reader, node.upload is not None, pid))
+        fh = self._add(ReadHandle(node, reader, node.upload is not None, pid,
+                                  follows_writes=own))
         return fh, bypass, keep_cache and not bypass
 
     async def _confirm_version(self, node: Node) -> None:
@@ -169,24 +173,29 @@ class OpenFiles:
             self.invalidate_attributes(node.inode)
         return info.size, info.etag
 
-    def open_write(self, node: Node, pid: int, *, truncate: bool, must_commit: bool,
-                   only_new: bool = False, readable: bool = False) -> int:
+    async def open_write(self, node: Node, pid: int, *, truncate: bool, must_commit: bool,
+                         only_new: bool = False, readable: bool = False) -> int:
         """A writer of the node: a new upload, empty (`truncate`) or continuing the
-        object. `only_new`: the object must not exist when it is committed.
-        `readable` (O_RDWR): reads work until the first write."""
+        object, or the upload another descriptor writes. `only_new`: the object must not
+        exist when it is committed. `readable` (O_RDWR): reads work until the first write."""
         if node.is_dir:
             raise IsADirectory(node.path)
+        await self._settled(node)
         node.cached_etag = ""  # what gets written replaces what the kernel cached
         handle = WriteHandle(node, opener_pid=pid, readable=readable)
-        if node.upload is not None:  # another descriptor is writing it: share its upload
-            handle.upload = node.upload
-            node.upload.must_commit |= must_commit
-            if readable:
-                node.upload.prefer_reads()
+        upload = node.upload
+        if upload is None:
+            self._start_upload(handle, truncate=truncate, only_new=only_new)
+            node.upload.must_commit = must_commit
             return self._add(handle)
-        self._start_upload(handle, truncate=truncate, only_new=only_new)
-        node.upload.must_commit = must_commit
-        return self._add(handle)
+        handle.upload = upload  # another descriptor is writing it: share its upload
+        upload.must_commit |= must_commit
+        if readable:
+            upload.prefer_reads()
+        fh = self._add(handle)  # (before the wait: a close meanwhile counts this writer)
+        if truncate:
+            await upload.truncate(0)
+        return fh
 
     def _start_upload(self, handle: WriteHandle, *, truncate: bool,
                       only_new: bool = False) -> Upload:
@@ -295,7 +304,7 @@ class OpenFiles:
         if node.unlinked and node.upload is None:
             raise Gone(f"{node.path} was deleted while being written")
         handle.closed = False
-        await self._commit_ended(node)  # continue the version being stored
+        await self._settled(node)  # continue the version being stored
         upload = node.upload or self._start_upload(handle, truncate=False)
         handle.upload = upload
         return upload
@@ -310,7 +319,7 @@ class OpenFiles:
             return
         if upload.error:
             raise upload.error
-        if isinstance(handle, WriteHandle) and handle.upload is upload:
+        if isinstance(handle, WriteHandle):  # (any writer: fsync is of the file)
             await self._commit(handle, final=False, durable=True)
 
     def _reads_own_writes(self, handle: ReadHandle) -> bool:
@@ -318,12 +327,16 @@ class OpenFiles:
         faststart reads back its own output): it sees what it wrote. Other processes (a
         checksum job, a restore) read the previous version, complete, until close."""
         upload = handle.node.upload
-        if upload is None or not upload.changed or not handle.opener_pid:
+        return upload is not None and upload.changed and self._writes(handle.node,
+                                                                      handle.opener_pid)
+
+    def _writes(self, node: Node, pid: int) -> bool:
+        """Whether process `pid` (a FUSE thread id) has the file open for writing."""
+        if not pid:
             return False
-        reader = process_of(handle.opener_pid)
-        return any(h.upload is upload and h.opener_pid
-                   and process_of(h.opener_pid) == reader
-                   for h in self.write_handles(handle.node))
+        process = process_of(pid)
+        return any(h.opener_pid and process_of(h.opener_pid) == process
+                   for h in self.write_handles(node))
 
     # -- closing ----------------------------------------------------------------------
 
@@ -350,11 +363,16 @@ class OpenFiles:
                       durable: bool = False) -> None:
         """Commit the node's upload at the last close of the last descriptor writing it
         (or now, for fsync: `durable`)."""
-        upload = handle.upload
-        if upload is None:
-            return
         node = handle.node
-        if upload is not node.upload:  # committed already, through another descriptor
+        committing = node.committing
+        if node.upload is None and committing is not None and not final:
+            # A commit another descriptor's release started (its opener had closed it):
+            # this close returns once the file is stored, or reports why it is not.
+            await self._commit_ended(node)
+            if committing.error is not None:
+                raise committing.error
+        upload = node.upload  # the file's state, whichever descriptor changed it
+        if upload is None:
             handle.upload = None
             return
         if not durable:
@@ -425,6 +443,18 @@ class OpenFiles:
         if node.upload is None and upload is not None:
             await upload.wait_done()
             self._committed(node, upload)
+
+    async def _settled(self, node: Node) -> None:
+        """Wait until no rename or commit of the file runs: a new upload (what the file's
+        next version is built from) starts only from the version they leave, never beside
+        one being stored (both would be built on the version before, and one lost)."""
+        while True:
+            if node.inode in self._renaming:
+                await self._rename_ended(node)
+            elif node.upload is None and node.committing is not None:
+                await self._commit_ended(node)
+            else:
+                return
 
     def _committed(self, node: Node, upload: Upload) -> None:
         """The commit of `upload` has ended: the node shows the stored version again."""

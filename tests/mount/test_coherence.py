@@ -322,3 +322,103 @@ def test_a_reader_of_a_file_deleted_while_written_gets_eio_not_an_empty_file(
         os.close(reader)
     assert [k["Key"] for k in s3.list_objects_v2(Bucket=bucket).get("Contents", [])
             if not k["Key"].startswith(".s3mpfs/")] == []
+
+
+def test_a_reader_in_the_writing_process_can_map_the_file(s3: Any, bucket: str,
+                                                          mount: Any) -> None:
+    """A descriptor the writing process opens read-only sees what it wrote through the
+    page cache, so a shared mapping of it works. Before: such readers used direct I/O,
+    and mmap(MAP_SHARED) failed with ENODEV (found by the long differential run)."""
+    m = mount(bucket)
+    path = m.path / "mapped.bin"
+    data = random_bytes(100 * KiB, seed=12)
+    writer = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(writer, data)
+        reader = os.open(path, os.O_RDONLY)
+        try:
+            with Mapping(reader, len(data), writable=False) as mapped:
+                assert mapped.read(0, len(data)) == data
+            assert os.pread(reader, 1000, 5000) == data[5000:6000]
+        finally:
+            os.close(reader)
+    finally:
+        os.close(writer)
+    assert body(s3, bucket, "mapped.bin") == data
+
+
+def test_the_last_writer_closed_returns_once_the_file_is_stored(s3: Any, bucket: str,
+                                                                mount: Any) -> None:
+    """The close of the process's last writing descriptor returns once the file is
+    stored, even when that descriptor wrote nothing and the release of the one that
+    wrote started the commit. Before: it returned at once, and S3 held the version
+    before for a moment (found by the long differential run)."""
+    m = mount(bucket)
+    path = m.path / "two.txt"
+    wrote = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    idle = os.open(path, os.O_WRONLY)
+    os.write(wrote, b"one")
+    os.fsync(wrote)  # stored; the next write starts the next version, `wrote`'s alone
+    os.pwrite(wrote, b"two", 3)
+    os.close(wrote)  # (`idle` still writes the file: no commit yet)
+    os.close(idle)
+    assert body(s3, bucket, "two.txt") == b"onetwo"
+
+
+def test_an_open_for_writing_during_a_commit_builds_on_what_it_stores(
+    s3: Any, bucket: str, proxy: S3Proxy, mount: Any
+) -> None:
+    """A file opened for writing while its commit runs continues the version being
+    stored. Before: the open started a second upload beside the one being committed,
+    built on the version before, and the later commit replaced the first (its bytes
+    lost) or failed as a conflict (found by the long differential run)."""
+    m = mount(bucket, f"endpoint_url={proxy.url}", "part_size=5M")
+    path = m.path / "big.bin"
+    data = random_bytes(6 * MiB, seed=13)
+    rule = proxy.add_fault("CompleteMultipartUpload", HOLD)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    os.write(fd, data)
+    outcomes: list[BaseException | None] = []
+
+    def run(action: Any) -> None:
+        try:
+            action()
+            outcomes.append(None)
+        except OSError as exc:
+            outcomes.append(exc)
+
+    def patch() -> None:
+        again = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(again, b"PATCH", 1000)
+        finally:
+            os.close(again)
+
+    closer = threading.Thread(target=run, args=(lambda: os.close(fd),))
+    closer.start()
+    patcher = threading.Thread(target=run, args=(patch,))
+    try:
+        wait_for(lambda: proxy.of_kind("CompleteMultipartUpload"), timeout=20,
+                 message="CompleteMultipartUpload held")
+        patcher.start()
+        wait_for(lambda: _in_syscall(patcher, OPENAT), timeout=20,
+                 message="the second open waits for the commit")
+    finally:
+        proxy.release(rule)
+        closer.join(timeout=60)
+        if patcher.is_alive() or patcher.ident:
+            patcher.join(timeout=60)
+    assert outcomes == [None, None]
+    assert body(s3, bucket, "big.bin") == data[:1000] + b"PATCH" + data[1005:]
+
+
+OPENAT = 257  # x86_64
+
+
+def _in_syscall(thread: threading.Thread, number: int) -> bool:
+    """Whether `thread` is blocked in system call `number` (/proc/.../syscall)."""
+    try:
+        with open(f"/proc/self/task/{thread.native_id}/syscall") as status:
+            return status.read().split()[0] == str(number)
+    except (OSError, IndexError):
+        return False
