@@ -337,10 +337,14 @@ def replay(machine: Differential, lines: list[str]) -> None:
     """Apply a sequence as the machine prints it (its `steps:` lines) to `machine`: a
     failure found by scripts/differential.py, replayed and cut down by hand. The bytes
     written are new random ones (the printed steps do not carry them). Printed
-    descriptors (`fdN`) are mapped to this run's by the order they were opened in."""
+    descriptors (`fdN`) are mapped to this run's: an example starts with none open, and
+    each open that succeeds takes the lowest free numbers, one on the mount and one
+    local, from the lowest number the steps name."""
     steps = [line.strip() for line in lines if _STEP.fullmatch(line.strip().split(" + ")[0])]
-    printed = _printed_fds(steps)
-    actual: dict[int, tuple[int, int, int, str]] = {}
+    named = [int(n) for n in re.findall(r"\bfd(\d+)\b", " ".join(steps))]
+    base = min(named, default=3)
+    used: set[int] = set()
+    actual: dict[int, tuple[int, int, int, str]] = {}  # printed mount fd -> this run's
     for number, step in enumerate(steps):
         name, args = _STEP.fullmatch(step.split(" + ")[0]).groups()
         parts = [a.strip() for a in args.split(",")]
@@ -356,13 +360,18 @@ def replay(machine: Differential, lines: list[str]) -> None:
             before = len(machine.fds)
             machine.open(parts[0], parts[1], extra)
             if len(machine.fds) > before:
-                actual[printed[number]] = machine.fds[-1]
+                pair = []
+                for _ in range(2):
+                    pair.append(next(n for n in range(base, 1 << 16) if n not in used))
+                    used.add(pair[-1])
+                actual[pair[0]] = machine.fds[-1]
         elif name in ("rename", "unlink"):
             getattr(machine, name)(*parts)
         elif name in ("close", "fsync"):
             getattr(machine, name)(index())
             if name == "close":
                 del actual[fd]
+                used -= {fd, fd + 1}
         elif name == "ftruncate":
             machine.ftruncate(index("w"), int(parts[1]))
         else:
@@ -377,32 +386,3 @@ def replay(machine: Differential, lines: list[str]) -> None:
                 machine.mmap_write(index("rw"), offset, length, number)
         machine.sizes_agree()
     machine.teardown()
-
-
-def _printed_fds(steps: list[str]) -> dict[int, int]:
-    """Which printed descriptor each `open` step made: descriptors are the lowest free
-    numbers, a mount one then a local one per open; the first number is found by trying
-    which makes every later `fdN` an open one."""
-    for base in range(3, 64):
-        used: set[int] = set()
-        made: dict[int, int] = {}
-        for number, step in enumerate(steps):
-            name, args = _STEP.fullmatch(step.split(" + ")[0]).groups()
-            first = args.split(",")[0].strip()
-            if name == "open":
-                pair = []
-                for _ in range(2):
-                    fd = next(n for n in range(base, 1 << 16) if n not in used)
-                    used.add(fd)
-                    pair.append(fd)
-                made[number] = pair[0]
-                made[-pair[0]] = pair[1]
-            elif first.startswith("fd"):
-                fd = int(first[2:])
-                if fd not in used or -fd not in made:
-                    break
-                if name == "close":
-                    used -= {fd, made.pop(-fd)}
-        else:
-            return made
-    raise ValueError("the steps' descriptors do not fit one order of opens")

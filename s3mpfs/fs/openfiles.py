@@ -416,6 +416,10 @@ class OpenFiles:
             if node.meta_dirty:  # e.g. touch: opened for writing, only futimens()
                 self.attributes.write_soon(node)
             return
+        for other in self._handles.values():  # the writing process reads what it wrote,
+            if isinstance(other, ReadHandle) and other.node is node \
+                    and self._writes(node, other.opener_pid):  # also once it is stored
+                other.follows_writes = True
         node.committing = upload  # stat and listings show it until S3 lists it
         self._committing[node.inode] = node
         try:
