@@ -3,7 +3,7 @@
 `MountStats` is the one object the request paths report to: `s3/store.py` wraps each S3
 request in `counted` (requests by operation, retries botocore made, errors, parts in
 flight and retried per key), `s3/routing.py` reports the requests it sends through awscrt to
-`record`, `write/upload.py` calls `upload_ended` once per file. Requests run in worker threads,
+`record`, `write/sending.py` calls `upload_ended` once per file. Requests run in worker threads,
 so every counter is updated under a lock. `snapshot` turns those counters and the live
 `Upload` objects (read, never changed) into the plain dict that
 `s3mpfs status`, its `--json` and the Prometheus endpoint all show. No I/O here.
@@ -142,7 +142,7 @@ class MountStats:
                 self.request_errors += 1
                 self.last_request_error = describe(exc)  # secret-free by design
 
-    # -- reported by write/upload.py (the trio thread) -----------------------------------------
+    # -- reported by write/sending.py (the trio thread) ----------------------------------------
 
     def upload_ended(self, upload: Upload) -> None:
         """An upload's driver is done: committed, failed, or discarded (nothing to do)."""
