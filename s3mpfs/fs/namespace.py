@@ -131,9 +131,15 @@ class Namespace:
         node = await self.lookup(parent_inode, name)
         if node.is_dir:
             raise IsADirectory(node.path)
+        await self.files.settled(node)  # a commit running first: deleted after, not before
         await self._end_written(node)
         node.meta_dirty = False
-        await self.store.delete(self.names.file_key(node.path))
+        node.unlinked = True  # no commit starts while it is deleted (it would come back)
+        try:
+            await self.store.delete(self.names.file_key(node.path))
+        except BaseException:
+            node.unlinked = False
+            raise
         self._removed(node)
 
     async def _end_written(self, node: Node) -> None:

@@ -180,7 +180,7 @@ class OpenFiles:
         exist when it is committed. `readable` (O_RDWR): reads work until the first write."""
         if node.is_dir:
             raise IsADirectory(node.path)
-        await self._settled(node)
+        await self.settled(node)
         node.cached_etag = ""  # what gets written replaces what the kernel cached
         handle = WriteHandle(node, opener_pid=pid, readable=readable)
         upload = node.upload
@@ -304,7 +304,7 @@ class OpenFiles:
         if node.unlinked and node.upload is None:
             raise Gone(f"{node.path} was deleted while being written")
         handle.closed = False
-        await self._settled(node)  # continue the version being stored
+        await self.settled(node)  # continue the version being stored
         upload = node.upload or self._start_upload(handle, truncate=False)
         handle.upload = upload
         return upload
@@ -448,7 +448,7 @@ class OpenFiles:
             await upload.wait_done()
             self._committed(node, upload)
 
-    async def _settled(self, node: Node) -> None:
+    async def settled(self, node: Node) -> None:
         """Wait until no rename or commit of the file runs: a new upload (what the file's
         next version is built from) starts only from the version they leave, never beside
         one being stored (both would be built on the version before, and one lost)."""

@@ -412,7 +412,50 @@ def test_an_open_for_writing_during_a_commit_builds_on_what_it_stores(
     assert body(s3, bucket, "big.bin") == data[:1000] + b"PATCH" + data[1005:]
 
 
-OPENAT = 257  # x86_64
+def test_a_file_unlinked_while_its_commit_runs_stays_deleted(
+    s3: Any, bucket: str, proxy: S3Proxy, mount: Any
+) -> None:
+    """unlink of a file whose commit is running deletes it after the commit, not before:
+    the file stays deleted. Before: the DeleteObject went first, the PutObject landed
+    after it, and the deleted file came back in the bucket (a new file of that name then
+    failed to close: "another client created this object"; found by the long
+    differential run)."""
+    m = mount(bucket, f"endpoint_url={proxy.url}")
+    path = m.path / "tmp.txt"
+    rule = proxy.add_fault("PutObject", HOLD, key_contains="tmp.txt")
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    os.write(fd, b"scratch")
+    outcomes: list[BaseException | None] = []
+
+    def run(action: Any) -> None:
+        try:
+            action()
+            outcomes.append(None)
+        except OSError as exc:
+            outcomes.append(exc)
+
+    closer = threading.Thread(target=run, args=(lambda: os.close(fd),))
+    remover = threading.Thread(target=run, args=(lambda: os.unlink(path),))
+    closer.start()
+    try:
+        wait_for(lambda: proxy.of_kind("PutObject"), timeout=20, message="PutObject held")
+        remover.start()
+        wait_for(lambda: not remover.is_alive() or _in_syscall(remover, UNLINK),
+                 timeout=20, message="the unlink reached the mount")
+    finally:
+        proxy.release(rule)
+        closer.join(timeout=60)
+        if remover.ident:
+            remover.join(timeout=60)
+    assert outcomes == [None, None]
+    assert not path.exists()
+    assert "tmp.txt" not in [o["Key"] for o in
+                             s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    path.write_bytes(b"new")  # (before: EIO, the object was there)
+    assert body(s3, bucket, "tmp.txt") == b"new"
+
+
+OPENAT, UNLINK = 257, 87  # x86_64 (os.unlink calls unlink, not unlinkat)
 
 
 def _in_syscall(thread: threading.Thread, number: int) -> bool:
