@@ -1,12 +1,12 @@
-"""Renames: moving a directory's objects, and what a rename means for the state of an
-open file (issue 15's one state per file).
+"""Renames: moving a file (`move_file`) or a directory's objects (`move_directory`), and
+what a rename means for the state of an open file (issue 15's one state per file).
 
 A rename moves the file's stored version (copy, then delete), and everything of the
 file's state that names a key follows it here, in one place: the upload's key, the version
 it is built on (whose bytes it copies and whose ETag is its commit's condition: If-Match,
 or a HEAD right before the commit), and the descriptors reading that version. An upload
 that sent parts under the old key cannot follow (a multipart upload cannot change its
-key): fs/namespace.py commits it there first, as fsync would, and then moves it.
+key): `move_file` commits it there first, as fsync would, and then moves it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from ..errors import Unsupported
 from ..s3.metadata import encode
 from ..s3.store import DIRECTORY_TYPE
 
@@ -30,6 +31,46 @@ if TYPE_CHECKING:
 class _Handle(Protocol):
     node: Node
     reader: ObjectReader | None
+
+
+class _OpenFiles(Protocol):
+    async def store_now(self, node: Node) -> None: ...
+
+    def moved(self, node: Node, key: str, source: ObjectInfo | None,
+              copy: ObjectInfo | None, *, only_new: bool) -> None: ...
+
+
+async def move_file(names: Names, copier: Copier, files: _OpenFiles, node: Node,
+                    new_path: str, *, replaced: bool, metadata: dict[str, str]) -> None:
+    """Move a file, open or not, and its state (fs/namespace.py holds its reads, writes
+    and commits meanwhile, and has ended the state of a file it replaces, `replaced`).
+    A file being written is stored under the new name at its commit: what it is built
+    on moves now, with the upload's key and condition (`follow_move`); one that sent
+    parts under the old name (a multipart upload cannot change its key) is committed
+    there first, as fsync would, then moved."""
+    old_key, new_key = names.file_key(node.path), names.file_key(new_path)
+    if node.upload is not None and not node.upload.retargetable:
+        await files.store_now(node)
+        if node.upload is not None and not node.upload.retargetable:
+            raise Unsupported(f"{node.path} is being written and has parts uploaded "
+                              "that cannot be committed now; rename it after close()")
+    upload = node.upload
+    if upload is None or upload.built_on is not None:  # a stored version moves
+        source, copy = await copier.move_version(old_key, new_key, metadata)
+        node.etag, node.last_modified = copy.etag, None  # we wrote it
+        files.moved(node, new_key, source, copy, only_new=False)
+        return
+    # A new or emptied file being written: nothing stored of it moves. A version at
+    # either name is gone now (the old name's, truncated or empty; the one it
+    # replaces), and its commit creates the object under the new name, even
+    # unchanged (If-None-Match).
+    if node.etag:
+        await names.store.delete(old_key)
+        node.etag, node.last_modified = "", None
+    if replaced:
+        await names.store.delete(new_key)
+    upload.must_commit = True
+    files.moved(node, new_key, None, None, only_new=True)
 
 
 def follow_move(node: Node, handles: list[_Handle], key: str, source: ObjectInfo | None,

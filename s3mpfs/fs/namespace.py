@@ -36,7 +36,7 @@ from ..write.parts import PartPlanner
 from ..write.upload import Upload, UploadShared
 from .attributes import AttributeWriter
 from .inodes import Node
-from .moves import move_directory
+from .moves import move_directory, move_file
 from .names import Names
 from .openfiles import OpenFiles
 from .statwriter import StatWriter
@@ -456,7 +456,10 @@ class Namespace:
                                  node, new_path, metadata)
         else:
             async with self.files.renaming(node, existing):
-                await self._rename_file(node, new_path, existing, metadata)
+                if existing is not None:  # ended as an unlink would
+                    await self._end_written(existing)
+                await move_file(self.names, self.copier, self.files, node, new_path,
+                                replaced=existing is not None, metadata=metadata)
         if existing is not None:
             existing.unlinked = True
         self.table.move(old_path, new_path)
@@ -465,40 +468,6 @@ class Namespace:
             self._entries_changed(old_parent_node, old_name, present=False)
         self._entries_changed(target_dir, new_name, present=True)
         self.names.forget_dir(old_path)
-
-    async def _rename_file(self, node: Node, new_path: str, existing: Node | None,
-                           metadata: dict[str, str]) -> None:
-        """Move a file, open or not, and its state (no read, write or commit of either
-        file runs meanwhile). A file renamed onto one being written ends that one's
-        state as an unlink would. A file being written is stored under the new name at
-        its commit: what it is built on moves now, with the upload's key and condition
-        (fs/moves.py); one that sent parts under the old name (a multipart upload
-        cannot change its key) is committed there first, as fsync would, then moved."""
-        old_key, new_key = self.names.file_key(node.path), self.names.file_key(new_path)
-        if existing is not None:
-            await self._end_written(existing)
-        if node.upload is not None and not node.upload.retargetable:
-            await self.files.store_now(node)
-            if node.upload is not None and not node.upload.retargetable:
-                raise Unsupported(f"{node.path} is being written and has parts uploaded "
-                                  "that cannot be committed now; rename it after close()")
-        upload = node.upload
-        if upload is None or upload.built_on is not None:  # a stored version moves
-            source, copy = await self.copier.move_version(old_key, new_key, metadata)
-            node.etag, node.last_modified = copy.etag, None  # we wrote it
-            self.files.moved(node, new_key, source, copy, only_new=False)
-            return
-        # A new or emptied file being written: nothing stored of it moves. A version at
-        # either name is gone now (the old name's, truncated or empty; the one it
-        # replaces), and its commit creates the object under the new name, even
-        # unchanged (If-None-Match).
-        if node.etag:
-            await self.store.delete(old_key)
-            node.etag, node.last_modified = "", None
-        if existing is not None:
-            await self.store.delete(new_key)
-        upload.must_commit = True
-        self.files.moved(node, new_key, None, None, only_new=True)
 
 
 def _group(parent: Node, gid: int) -> int:
