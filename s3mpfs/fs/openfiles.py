@@ -36,6 +36,7 @@ from .inodes import Node
 from .moves import follow_move
 from .names import Names
 from .processes import holds_for_writing, process_of
+from .versions import Versions
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class OpenFiles:
         self._next_fh = 1
         # Tells the kernel to forget an inode's cached attributes (set by fs/operations.py).
         self.invalidate_attributes: Callable[[int], None] = lambda inode: None
+        self.versions = Versions(config, names, uploads,
+                                 lambda inode: self.invalidate_attributes(inode))
 
     def being_written(self, dir_path: str) -> list[Node]:
         """Files of a directory being written or committed now (S3 does not list them
@@ -123,55 +126,16 @@ class OpenFiles:
         if node.is_dir:
             raise IsADirectory(node.path)
         if node.upload is None and node.cached_etag == node.etag != "":
-            await self._confirm_version(node)
+            await self.versions.confirm(node)
         keep_cache, node.cached_etag = node.cached_etag == node.etag != "", node.etag
         own = node.upload is not None and self._writes(node, pid)
         bypass = (node.upload is not None and not own) or any(
             isinstance(h, ReadHandle) and h.node is node and h.reader.etag != node.etag
             for h in self._handles.values())
-        reader = self._reader(node, cached=keep_cache)
+        reader = self.versions.reader(node, cached=keep_cache)
         fh = self._add(ReadHandle(node, reader, node.upload is not None, pid,
                                   follows_writes=own))
         return fh, bypass, keep_cache and not bypass
-
-    async def _confirm_version(self, node: Node) -> None:
-        """Make the node show the version S3 holds now (one HEAD). If S3 cannot tell,
-        the kernel's pages are dropped: the reads will find out."""
-        try:
-            info = await self.names.head(self.names.file_key(node.path))
-        except Exception as exc:
-            log.info("open of %s: %s; its cached pages are dropped", node.path, describe(exc))
-            node.cached_etag = ""
-            return
-        if info is None or info.etag == node.etag:
-            return
-        size = node.size
-        self.names.file_node(node.path, info)
-        if node.size != size:
-            self.invalidate_attributes(node.inode)
-
-    def _reader(self, node: Node, *, cached: bool = False) -> ObjectReader:
-        return ObjectReader(self.names.store, self.uploads.nursery,
-                            self.names.file_key(node.path), node.size,
-                            self.config.read_ahead, node.etag, lambda: self._reopen(node),
-                            cached=cached)
-
-    async def _reopen(self, node: Node) -> tuple[int, str] | None:
-        """The version a reader opened is gone before it read a byte (replaced by another
-        client after the listing the open relied on): read the one there now, and make
-        the kernel ask for the file's new size if it grew. Not for a file deleted (or
-        replaced by a rename) since: what its old name holds now is another file."""
-        if node.unlinked:
-            return None
-        info = await self.names.head(self.names.file_key(node.path))
-        if info is None:
-            return None
-        grown = info.size > node.size
-        self.names.file_node(node.path, info)
-        node.cached_etag = info.etag  # the pages the kernel caches now are of this one
-        if grown:  # (a shorter answer than asked shrinks the kernel's size by itself)
-            self.invalidate_attributes(node.inode)
-        return info.size, info.etag
 
     async def open_write(self, node: Node, pid: int, *, truncate: bool, must_commit: bool,
                          only_new: bool = False, readable: bool = False) -> int:
@@ -272,7 +236,7 @@ class OpenFiles:
         if stale and (node.etag or node.size):
             if reader is not None:
                 reader.close()
-            handle.reader = self._reader(node)
+            handle.reader = self.versions.reader(node)
         return handle.reader if node.etag or node.size else None
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
