@@ -41,7 +41,7 @@ class _OpenFiles(Protocol):
 
 
 async def move_file(names: Names, copier: Copier, files: _OpenFiles, node: Node,
-                    new_path: str, *, replaced: bool, metadata: dict[str, str]) -> None:
+                    new_path: str, *, replaced: bool, metadata: dict[str, str] | None) -> None:
     """Move a file, open or not, and its state (fs/namespace.py holds its reads, writes
     and commits meanwhile, and has ended the state of a file it replaces, `replaced`).
     A file being written is stored under the new name at its commit: what it is built

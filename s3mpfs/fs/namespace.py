@@ -452,6 +452,13 @@ class Namespace:
             metadata = {"ctime": format_mtime(node.attrs.ctime)}
         node.meta_dirty = False
         if node.is_dir:
+            for inside in self.files.being_written(old_path, below=True):
+                async with self.files.renaming(inside):  # its state moves with it
+                    pending = encode(inside.attrs) if inside.meta_dirty else None
+                    inside.meta_dirty = False
+                    await move_file(self.names, self.copier, self.files, inside,
+                                    new_path + inside.path[len(old_path):], replaced=False,
+                                    metadata=pending)
             await move_directory(self.names, self.copier, self.config.upload_concurrency,
                                  node, new_path, metadata)
         else:

@@ -82,14 +82,14 @@ class OpenFiles:
         self.versions = Versions(config, names, uploads,
                                  lambda inode: self.invalidate_attributes(inode))
 
-    def being_written(self, dir_path: str) -> list[Node]:
-        """Files of a directory being written or committed now (S3 does not list them
-        yet, or still lists their previous version)."""
+    def being_written(self, dir_path: str, *, below: bool = False) -> list[Node]:
+        """Files of a directory (`below`: anywhere under it) being written or committed
+        now (S3 does not list them yet, or still lists their previous version)."""
         nodes = {h.node.inode: h.node for h in self._handles.values()
                  if isinstance(h, WriteHandle) and h.node.upload is not None}
         nodes.update(self._committing)
-        return [node for node in nodes.values()
-                if not node.unlinked and node.parent_path == dir_path]
+        return [node for node in nodes.values() if not node.unlinked and (
+            node.path.startswith(dir_path + "/") if below else node.parent_path == dir_path)]
 
     def path_of(self, fh: int) -> str:
         """The path of an open file, for log lines ('' if the handle is gone)."""

@@ -232,3 +232,37 @@ def test_a_descriptor_of_a_replaced_file_never_reads_its_replacement(
         os.close(replaced)
     assert body(s3, bucket, "f") == b"the replacement"
     assert files(s3, bucket) == ["f"]
+
+
+def test_files_being_written_move_with_their_directory(s3: Any, bucket: str,
+                                                       mount: Any) -> None:
+    """A directory renamed while files inside are being written: each is stored under
+    the new name at its close, one streaming parts and one being edited in place
+    included, and nothing stays under the old one. Before: their uploads kept the old
+    keys, and the files were stored under the directory's old name."""
+    m = mount(bucket, "part_size=5M")
+    (m.path / "d" / "sub").mkdir(parents=True)
+    (m.path / "d" / "sub" / "edited.txt").write_bytes(b"0123456789")
+    small = random_bytes(3000, seed=21)
+    big = random_bytes(7 * MiB, seed=22)
+    new = os.open(m.path / "d" / "new.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    streaming = os.open(m.path / "d" / "big.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                        0o644)
+    edited = os.open(m.path / "d" / "sub" / "edited.txt", os.O_RDWR)
+    try:
+        os.write(new, small[:1000])
+        os.write(streaming, big[:6 * MiB])  # (a part sent under the old name)
+        os.pwrite(edited, b"AB", 2)
+        os.rename(m.path / "d", m.path / "e")
+        os.write(new, small[1000:])
+        os.write(streaming, big[6 * MiB:])
+        os.pwrite(edited, b"YZ", 8)
+    finally:
+        for fd in (new, streaming, edited):
+            os.close(fd)
+    assert body(s3, bucket, "e/new.bin") == small
+    assert body(s3, bucket, "e/big.bin") == big
+    assert body(s3, bucket, "e/sub/edited.txt") == b"01AB4567YZ"
+    assert [k for k in files(s3, bucket) if k.startswith("d/")] == []
+    assert sorted(os.listdir(m.path / "e")) == ["big.bin", "new.bin", "sub"]
+    assert no_pending_uploads(s3, bucket) == []
