@@ -89,8 +89,8 @@ class Differential(RuleBasedStateMachine):
         """`unlinked`: the local descriptor's file has no name left (st_nlink 0)."""
         if on_mount == local:
             return
-        if self._documented(what, on_mount, local) or (unlinked and on_mount == ("errno",
-                                                                                   "EIO")):
+        if self._documented(what, on_mount, local) or (unlinked and _failed_read(on_mount,
+                                                                                   local)):
             self.limitations.append(f"{what}: {on_mount}")
             self.note(f"  (documented: {what} gave {on_mount} on the mount; starting afresh)")
             self.resync()
@@ -303,6 +303,16 @@ class Differential(RuleBasedStateMachine):
                 for fd in (on_mount, local):
                     outcome(os.close, fd)
             self.fds.clear()
+
+
+def _failed_read(on_mount: Any, local: Any) -> bool:
+    """A read of a file deleted while open that failed once its object was gone (EIO,
+    documented): with EIO, or short, when the kernel had part of it in its page cache
+    (a read that fails partway returns the bytes before the failure)."""
+    if on_mount == ("errno", "EIO"):
+        return True
+    return (isinstance(on_mount, bytes) and isinstance(local, bytes)
+            and len(on_mount) < len(local) and local.startswith(on_mount))
 
 
 def _mapped_size(local_fd: int) -> int:

@@ -380,13 +380,6 @@ def test_an_open_for_writing_during_a_commit_builds_on_what_it_stores(
     os.write(fd, data)
     outcomes: list[BaseException | None] = []
 
-    def run(action: Any) -> None:
-        try:
-            action()
-            outcomes.append(None)
-        except OSError as exc:
-            outcomes.append(exc)
-
     def patch() -> None:
         again = os.open(path, os.O_WRONLY)
         try:
@@ -394,9 +387,9 @@ def test_an_open_for_writing_during_a_commit_builds_on_what_it_stores(
         finally:
             os.close(again)
 
-    closer = threading.Thread(target=run, args=(lambda: os.close(fd),))
+    closer = _thread(lambda: os.close(fd), outcomes)
     closer.start()
-    patcher = threading.Thread(target=run, args=(patch,))
+    patcher = _thread(patch, outcomes)
     try:
         wait_for(lambda: proxy.of_kind("CompleteMultipartUpload"), timeout=20,
                  message="CompleteMultipartUpload held")
@@ -427,15 +420,8 @@ def test_a_file_unlinked_while_its_commit_runs_stays_deleted(
     os.write(fd, b"scratch")
     outcomes: list[BaseException | None] = []
 
-    def run(action: Any) -> None:
-        try:
-            action()
-            outcomes.append(None)
-        except OSError as exc:
-            outcomes.append(exc)
-
-    closer = threading.Thread(target=run, args=(lambda: os.close(fd),))
-    remover = threading.Thread(target=run, args=(lambda: os.unlink(path),))
+    closer = _thread(lambda: os.close(fd), outcomes)
+    remover = _thread(lambda: os.unlink(path), outcomes)
     closer.start()
     try:
         wait_for(lambda: proxy.of_kind("PutObject"), timeout=20, message="PutObject held")
@@ -453,6 +439,17 @@ def test_a_file_unlinked_while_its_commit_runs_stays_deleted(
                              s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     path.write_bytes(b"new")  # (before: EIO, the object was there)
     assert body(s3, bucket, "tmp.txt") == b"new"
+
+
+def _thread(action: Any, outcomes: list[BaseException | None]) -> threading.Thread:
+    """A thread that runs `action` and appends its outcome (None, or the OSError)."""
+    def run() -> None:
+        try:
+            action()
+            outcomes.append(None)
+        except OSError as exc:
+            outcomes.append(exc)
+    return threading.Thread(target=run)
 
 
 OPENAT, UNLINK = 257, 87  # x86_64 (os.unlink calls unlink, not unlinkat)
