@@ -129,8 +129,9 @@ class OpenFiles:
             await self.versions.confirm(node)
         keep_cache, node.cached_etag = node.cached_etag == node.etag != "", node.etag
         own = node.upload is not None and self._writes(node, pid)
-        bypass = (node.upload is not None and not own) or any(
+        bypass = (node.upload is not None and not own) or any(  # another version read
             isinstance(h, ReadHandle) and h.node is node and h.reader.etag != node.etag
+            and not h.follows_writes and not self._writes(node, h.opener_pid)
             for h in self._handles.values())
         reader = self.versions.reader(node, cached=keep_cache)
         fh = self._add(ReadHandle(node, reader, node.upload is not None, pid,

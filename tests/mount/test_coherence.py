@@ -347,6 +347,37 @@ def test_a_reader_in_the_writing_process_can_map_the_file(s3: Any, bucket: str,
     assert body(s3, bucket, "mapped.bin") == data
 
 
+def test_a_reader_opened_after_another_of_the_same_process_can_map_the_file(
+        s3: Any, bucket: str, mount: Any) -> None:
+    """A reader the writing process opened before its writer (and before its fsync)
+    does not count as reading another version: a second reader it opens maps the file
+    like the first. Before:
+    mmap(MAP_SHARED) of the second failed with ENODEV (found by the long differential
+    run)."""
+    m = mount(bucket)
+    path = m.path / "grown.bin"
+    old = random_bytes(10 * KiB, seed=16)
+    path.write_bytes(old)
+    first = os.open(path, os.O_RDONLY)
+    writer = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        more = random_bytes(20 * KiB, seed=17)
+        os.write(writer, more[:5000])
+        os.fsync(writer)  # a new version, which `first` has not read yet
+        os.write(writer, more[5000:])
+        second = os.open(path, os.O_RDONLY)
+        try:
+            with Mapping(second, len(old) + len(more), writable=False) as mapped:
+                assert mapped.read(0, len(old) + len(more)) == old + more
+            assert os.pread(first, 100, len(old)) == more[:100]
+        finally:
+            os.close(second)
+    finally:
+        os.close(writer)
+        os.close(first)
+    assert body(s3, bucket, "grown.bin") == old + more
+
+
 def test_the_last_writer_closed_returns_once_the_file_is_stored(s3: Any, bucket: str,
                                                                 mount: Any) -> None:
     """The close of the process's last writing descriptor returns once the file is
