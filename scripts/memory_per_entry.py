@@ -1,0 +1,141 @@
+"""What one entry costs in the daemon's Python heap: `ls -lR` of DIRS x FILES objects
+simulated in-process (no FUSE, no network), measured with tracemalloc.
+
+An in-memory store answers ListObjectsV2 pages and HEADs as s3/store.py would build them
+(a new key, ETag and time per object, s3fs-style metadata on each HEAD; no stat index).
+The walk does what the kernel makes the mount do for `ls -lR`: per directory, one
+readdirplus (list, a reference per entry), a lookup of each name (HEAD, stat-ahead), and
+the handle's release. Prints the heap per entry held, after the walk and once the last
+listing left the cache, and the lines that hold the most.
+
+    PYTHONPATH=$PWD python scripts/memory_per_entry.py --dirs 2 --files 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import linecache
+import sys
+import time
+import tracemalloc
+
+import trio
+from botocore.exceptions import ClientError
+
+from s3mpfs.config import MountConfig
+from s3mpfs.fs.names import Names
+from s3mpfs.objects import Listing, ObjectInfo
+
+PAGE = 1000
+
+
+class MemoryStore:
+    """Keys DIR/fNNNNNNN, empty objects with s3fs-style metadata (mode, mtime)."""
+
+    def __init__(self, dirs: int, files: int) -> None:
+        self.dirs = [f"d{d}/" for d in range(dirs)]
+        self.keys = sorted(f"{d}f{i:07d}" for d in self.dirs for i in range(files))
+        self.mtime = float(int(time.time()) - 3600)
+        self.requests: dict[str, int] = {"LIST": 0, "HEAD": 0}
+
+    def _info(self, key: str) -> ObjectInfo:
+        # New strings per answer, as a parsed response gives them.
+        return ObjectInfo(key=(key + " ")[:-1], size=0, mtime=self.mtime + 0.0,
+                          etag=('"' + "d41d8cd98f00b204e9800998ecf8427e" + '" ')[:-1],
+                          storage_class="STANDARD")
+
+    async def list(self, prefix: str, delimiter: str | None = "/",
+                   max_keys: int | None = None, start_after: str | None = None) -> Listing:
+        listing = Listing()
+        if prefix == "":
+            listing.prefixes = list(self.dirs)
+            return listing
+        start = bisect.bisect_right(self.keys, max(prefix, start_after or ""))
+        at = start
+        while at < len(self.keys) and self.keys[at].startswith(prefix):
+            if max_keys and at - start >= max_keys:
+                listing.truncated = True
+                break
+            listing.objects.append(self._info(self.keys[at]))
+            at += 1
+        self.requests["LIST"] += max(1, -(-(at - start) // PAGE))
+        await trio.lowlevel.checkpoint()
+        return listing
+
+    async def head(self, key: str) -> ObjectInfo:
+        self.requests["HEAD"] += 1
+        await trio.lowlevel.checkpoint()
+        i = bisect.bisect_left(self.keys, key)
+        if i == len(self.keys) or self.keys[i] != key:
+            raise ClientError({"Error": {"Code": "404"}}, "HeadObject")
+        info = self._info(key)
+        info.metadata = {"mode": "33188", "mtime": str(int(self.mtime))}
+        info.headers = {"ContentType": "binary/octet-stream"}
+        return info
+
+    async def get_object(self, key: str) -> bytes:
+        raise ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
+
+    async def put_plain(self, key: str, data: bytes) -> None:
+        pass
+
+
+async def walk(names: Names, store: MemoryStore) -> None:
+    """`ls -lR`: readdirplus of each directory, then a lookup of each name."""
+    root = names.table.get(1)
+    for directory in await names.list(root):
+        names.table.remember(directory)
+        nodes = await names.list(directory)
+        names.opened(nodes)
+        for node in nodes:
+            names.table.remember(node)  # readdirplus
+        for node in nodes:
+            found = await names.lookup(directory, node.name)
+            names.table.remember(found)
+        names.release(nodes)
+
+
+def top(snapshot: tracemalloc.Snapshot, entries: int, count: int) -> None:
+    for stat in snapshot.statistics("lineno")[:count]:
+        frame = stat.traceback[0]
+        where = frame.filename.rpartition("/s3mpfs/")[2].rpartition("/scripts/")[2]
+        code = linecache.getline(frame.filename, frame.lineno).strip()
+        print(f"  {stat.size / entries:7.1f} B/entry  {where}:{frame.lineno}  {code[:60]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dirs", type=int, default=2)
+    parser.add_argument("--files", type=int, default=50_000)
+    parser.add_argument("--top", type=int, default=15, help="lines shown")
+    args = parser.parse_args()
+    entries = args.dirs * args.files
+    store = MemoryStore(args.dirs, args.files)
+    config = MountConfig(bucket="b", read_only=True)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    names = Names(config, store, lambda path: [])  # type: ignore[arg-type]
+    names.store = store  # type: ignore[assignment]
+    names.stat_index.store = store  # type: ignore[assignment]
+    started = time.monotonic()
+    trio.run(walk, names, store)
+    seconds = time.monotonic() - started
+    held = tracemalloc.get_traced_memory()
+    print(f"{entries} entries ({args.dirs} x {args.files}), {len(names.table)} inodes, "
+          f"{len(names._listings)} listed names, {store.requests}, {seconds:.1f} s")
+    print(f"heap after the walk: {(held[0] - base) / entries:.0f} B/entry "
+          f"(peak {(held[1] - base) / entries:.0f})")
+    top(tracemalloc.take_snapshot(), entries, args.top)
+    for path in names._listings.paths():  # the listings leave the cache (time passes)
+        names._listings.pop(path)
+    names.stat_index._listed.clear()
+    names.stat_index._indexes.clear()
+    names._with_head.clear()
+    print(f"without listings: {(tracemalloc.get_traced_memory()[0] - base) / entries:.0f} "
+          "B/entry")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
