@@ -79,8 +79,8 @@ class Node:
     slots, the fields few nodes use in one `_Rare` made on first use, and identity for
     equality."""
 
-    __slots__ = ("inode", "path", "attrs", "size", "etag", "last_modified", "meta_fetched",
-                 "storage_class", "meta_known", "lookups", "handles", "_rare")
+    __slots__ = ("inode", "path", "attrs", "size", "etag", "last_modified", "settled",
+                 "meta_known", "lookups", "handles", "_rare")
 
     def __init__(self, inode: int, path: str, attrs: Attributes, *,
                  meta_known: bool = False, lookups: int = 0) -> None:
@@ -90,8 +90,9 @@ class Node:
         self.size = 0
         self.etag = ""
         self.last_modified: float | None = None  # None: we wrote it (trust the ETag alone)
-        self.meta_fetched = 0.0  # wall-clock time the cached metadata was read from S3
-        self.storage_class = "STANDARD"
+        # The cached metadata was read from S3 after the second of last_modified (when it
+        # was read is kept for a moment only: Names.read_lately).
+        self.settled = False
         self.meta_known = meta_known  # attributes came from the object's headers
         self.lookups = lookups
         self.handles = 0  # open directory handles whose snapshot lists it

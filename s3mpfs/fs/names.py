@@ -58,6 +58,7 @@ class Names:
         self._removed: dict[str, float] = {}  # path -> when this mount removed that name
         self._heads: dict[int, trio.Event] = {}  # inode -> set once its HEAD ends
         self._with_head: dict[int, Node] = {}  # oldest first, at most HEADS_KEPT
+        self._read_at: dict[int, float] = {}  # inode -> when its metadata was read, lately
         self.foreign = Foreign(config.bucket)  # what no path shows: said in the log
         self.stat_index = StatIndex(config, store)  # metadata of many files in one GET
 
@@ -109,18 +110,41 @@ class Names:
             known = info.metadata is not None
         else:  # same content: keep the attributes; a HEAD confirms them if in doubt
             attrs, known = node.attrs, node.meta_known and _same_version(node, info)
+        read_at = None  # when the metadata cached was read from S3, if now known
         if node is not None and node.last_modified is None and known:
-            node.meta_fetched = int(info.mtime) + 1  # we wrote it: true as of that second
+            read_at = int(info.mtime) + 1  # we wrote it: true as of that second
             node.stored_meta = None  # what it had before (the ETag may be the same)
         node = self.table.put(path, attrs)
         if node.etag != info.etag:
             node.symlink_target = None
-        node.size, node.etag, node.storage_class = info.size, info.etag, info.storage_class
+        node.size, node.etag = info.size, info.etag
         node.last_modified, node.meta_known = info.mtime, known
         if info.metadata is not None:
-            node.meta_fetched = time.time()
+            read_at = time.time()
             self._keep_head(node, info)
+        if read_at is not None:
+            node.settled = int(read_at) > int(info.mtime)
+            self._read(node, read_at)
         return node
+
+    def _read(self, node: Node, read_at: float) -> None:
+        """Remember for LISTING_TTL that the node's metadata was read at `read_at` (a
+        lookup then trusts it as it would a listing); older reads are forgotten."""
+        now = time.time()
+        recent = self._read_at
+        recent.pop(node.inode, None)
+        if now - read_at < LISTING_TTL:
+            recent[node.inode] = read_at
+        while recent:
+            first = next(iter(recent))
+            if now - recent[first] < LISTING_TTL:
+                break
+            del recent[first]
+
+    def read_lately(self, node: Node) -> bool:
+        """Whether the node's metadata was read from S3 less than LISTING_TTL ago."""
+        read_at = self._read_at.get(node.inode)
+        return read_at is not None and time.time() - read_at < LISTING_TTL
 
     def _keep_head(self, node: Node, info: ObjectInfo | None) -> None:
         """Keep the HEAD, and the metadata as read, on the node, and only on the
@@ -250,7 +274,7 @@ class Names:
                 if await self.ensure_metadata(node):
                     return self.table.at(path) or node  # a new inode if its type changed
                 self._gone(node)  # then whatever the listing says now
-            elif time.time() - node.meta_fetched < LISTING_TTL:
+            elif self.read_lately(node):
                 return node  # HEADed a moment ago: as fresh as a listing
         elif node is not None and not node.meta_known and self._listed_lately(node):
             return await self._confirmed(node)
@@ -512,8 +536,7 @@ def _same_version(node: Node, info: ObjectInfo) -> bool:
         return False
     if node.last_modified is None:
         return True  # we wrote it
-    return (int(node.last_modified) == int(info.mtime)
-            and int(node.meta_fetched) > int(info.mtime))
+    return int(node.last_modified) == int(info.mtime) and node.settled
 
 
 def usable_name(name: str) -> bool:

@@ -153,7 +153,7 @@ def _entry(node: Node | None, listed: ObjectInfo) -> Entry | None:
         return None
     # Metadata read within the second of its LastModified may predate a copy later in
     # that second (as in names._same_version): not recorded.
-    if int(node.meta_fetched) <= int(listed.mtime):
+    if not node.settled:
         return None
     if node.last_modified is None or int(node.last_modified) != int(listed.mtime):
         return None  # written here and not listed since, or another version HEADed
