@@ -6,6 +6,7 @@ or trailing slashes; the root is "". `fs/namespace.py` fills the table from S3.
 
 from __future__ import annotations
 
+import re
 import stat
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from ..write.upload import Upload
 
 ROOT_INODE = 1
+_MD5_ETAG = re.compile('"[0-9a-f]{32}"')
 
 
 class _Rare:
@@ -79,7 +81,7 @@ class Node:
     slots, the fields few nodes use in one `_Rare` made on first use, and identity for
     equality."""
 
-    __slots__ = ("inode", "path", "attrs", "size", "etag", "last_modified", "settled",
+    __slots__ = ("inode", "path", "attrs", "size", "_etag", "last_modified", "settled",
                  "meta_known", "lookups", "handles", "_rare")
 
     def __init__(self, inode: int, path: str, attrs: Attributes, *,
@@ -88,7 +90,7 @@ class Node:
         self.path = path
         self.attrs = attrs
         self.size = 0
-        self.etag = ""
+        self._etag: int | str = ""
         self.last_modified: float | None = None  # None: we wrote it (trust the ETag alone)
         # The cached metadata was read from S3 after the second of last_modified (when it
         # was read is kept for a moment only: Names.read_lately).
@@ -122,6 +124,19 @@ class Node:
         unlinked = _rare("unlinked")
         head = _rare("head")
         stored_meta = _rare("stored_meta")
+
+    @property
+    def etag(self) -> str:
+        """The ETag of the version cached, as S3 gives it ("" if none)."""
+        etag = self._etag
+        return etag if type(etag) is str else f'"{etag:032x}"'
+
+    @etag.setter
+    def etag(self, etag: str) -> None:
+        # A plain object's ETag, the quoted hex MD5, is kept as the number it spells:
+        # 48 bytes instead of 83, for every entry held. Any other form is kept as is.
+        self._etag = int(etag[1:33], 16) \
+            if len(etag) == 34 and _MD5_ETAG.fullmatch(etag) else etag
 
     @property
     def name(self) -> str:
