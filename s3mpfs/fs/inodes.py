@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import stat
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
@@ -93,7 +94,7 @@ class Node:
         self._etag: int | str = ""
         self.last_modified: float | None = None  # None: we wrote it (trust the ETag alone)
         # The cached metadata was read from S3 after the second of last_modified (when it
-        # was read is kept for a moment only: Names.read_lately).
+        # was read is kept for a moment only: InodeTable.read_lately).
         self.settled = False
         self.meta_known = meta_known  # attributes came from the object's headers
         self.lookups = lookups
@@ -173,6 +174,7 @@ class InodeTable:
         root = Node(ROOT_INODE, "", root_attrs, meta_known=True, lookups=1)
         self._by_inode: dict[int, Node] = {ROOT_INODE: root}
         self._by_path: dict[str, Node] = {"": root}
+        self._read_at: dict[int, float] = {}  # inode -> when its metadata was read, lately
 
     def get(self, inode: int) -> Node:
         try:
@@ -241,6 +243,25 @@ class InodeTable:
 
     def __len__(self) -> int:
         return len(self._by_inode)
+
+    def read(self, node: Node, read_at: float, ttl: float) -> None:
+        """The node's metadata was read from S3 at `read_at` (wall clock): kept `ttl`
+        seconds, not on the node (a float per entry held)."""
+        now = time.time()
+        recent = self._read_at
+        recent.pop(node.inode, None)
+        if now - read_at < ttl:
+            recent[node.inode] = read_at
+        while recent:  # the oldest first
+            first = next(iter(recent))
+            if now - recent[first] < ttl:
+                break
+            del recent[first]
+
+    def read_lately(self, node: Node, ttl: float) -> bool:
+        """Whether the node's metadata was read from S3 less than `ttl` seconds ago."""
+        read_at = self._read_at.get(node.inode)
+        return read_at is not None and time.time() - read_at < ttl
 
     def forget(self, inode: int, count: int) -> None:
         node = self._by_inode.get(inode)

@@ -58,7 +58,6 @@ class Names:
         self._removed: dict[str, float] = {}  # path -> when this mount removed that name
         self._heads: dict[int, trio.Event] = {}  # inode -> set once its HEAD ends
         self._with_head: dict[int, Node] = {}  # oldest first, at most HEADS_KEPT
-        self._read_at: dict[int, float] = {}  # inode -> when its metadata was read, lately
         self.foreign = Foreign(config.bucket)  # what no path shows: said in the log
         self.stat_index = StatIndex(config, store)  # metadata of many files in one GET
 
@@ -124,27 +123,8 @@ class Names:
             self._keep_head(node, info)
         if read_at is not None:
             node.settled = int(read_at) > int(info.mtime)
-            self._read(node, read_at)
+            self.table.read(node, read_at, LISTING_TTL)
         return node
-
-    def _read(self, node: Node, read_at: float) -> None:
-        """Remember for LISTING_TTL that the node's metadata was read at `read_at` (a
-        lookup then trusts it as it would a listing); older reads are forgotten."""
-        now = time.time()
-        recent = self._read_at
-        recent.pop(node.inode, None)
-        if now - read_at < LISTING_TTL:
-            recent[node.inode] = read_at
-        while recent:
-            first = next(iter(recent))
-            if now - recent[first] < LISTING_TTL:
-                break
-            del recent[first]
-
-    def read_lately(self, node: Node) -> bool:
-        """Whether the node's metadata was read from S3 less than LISTING_TTL ago."""
-        read_at = self._read_at.get(node.inode)
-        return read_at is not None and time.time() - read_at < LISTING_TTL
 
     def _keep_head(self, node: Node, info: ObjectInfo | None) -> None:
         """Keep the HEAD, and the metadata as read, on the node, and only on the
@@ -274,7 +254,7 @@ class Names:
                 if await self.ensure_metadata(node):
                     return self.table.at(path) or node  # a new inode if its type changed
                 self._gone(node)  # then whatever the listing says now
-            elif self.read_lately(node):
+            elif self.table.read_lately(node, LISTING_TTL):
                 return node  # HEADed a moment ago: as fresh as a listing
         elif node is not None and not node.meta_known and self._listed_lately(node):
             return await self._confirmed(node)
@@ -367,6 +347,7 @@ class Names:
         entries: dict[str, Node] = {}
         unnamable: list[str] = []
         shadowed: list[str] = []
+        files: list[tuple[str, ObjectInfo]] = []  # (the names are the entries' strings)
         for sub in listing.prefixes:
             name = sub[len(prefix):].rstrip("/")
             if usable_name(name):
@@ -382,8 +363,10 @@ class Names:
                     unnamable.append(info.key)
             elif name in entries:  # a file beside a directory of its name: one can show
                 shadowed.append(info.key)
+                files.append((name, info))
             else:
                 entries[name] = self.file_node(join(directory.path, name), info)
+                files.append((name, info))
         self.foreign.hidden(prefix, unnamable, shadowed)
         if after is not None:
             keys = [o.key for o in listing.objects] + listing.prefixes
@@ -393,9 +376,7 @@ class Names:
                                 if window.covers(n.name))
             self._listings.put_window(directory.path, window)
             return [entries[name] for name in sorted(entries)]
-        self.stat_index.listed(directory.path, (
-            (info.key[len(prefix):], info) for info in listing.objects
-            if info.key[len(prefix):] in entries), not listing.truncated, taken)
+        self.stat_index.listed(directory.path, files, not listing.truncated, taken)
         for node in self.being_written(directory.path):
             entries.setdefault(node.name, node)
         previous = self._listings.get(directory.path)

@@ -19,11 +19,19 @@ import time
 import trio
 
 from ..errors import describe
-from ..objects import ObjectInfo
 from ..s3.metadata import encode
 from .inodes import Node, join
 from .names import Names
-from .statindex import MIN_BATCH, Entry, StatIndex, encode_index, index_key, matches, owned
+from .statindex import (
+    MIN_BATCH,
+    Entry,
+    Listed,
+    StatIndex,
+    encode_index,
+    index_key,
+    matches,
+    owned,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +144,7 @@ class StatWriter:
         return True
 
 
-def _entry(node: Node | None, listed: ObjectInfo) -> Entry | None:
+def _entry(node: Node | None, listed: Listed) -> Entry | None:
     """What the index says of a file whose metadata the mount knows for the listed
     version; None when it does not know it (or not for that version)."""
     if (
@@ -149,18 +157,19 @@ def _entry(node: Node | None, listed: ObjectInfo) -> Entry | None:
         or node.unlinked
     ):
         return None
-    if node.etag != listed.etag or node.size != listed.size:
+    etag, size, listed_mtime = listed
+    if node.etag != etag or node.size != size:
         return None
     # Metadata read within the second of its LastModified may predate a copy later in
     # that second (as in names._same_version): not recorded.
     if not node.settled:
         return None
-    if node.last_modified is None or int(node.last_modified) != int(listed.mtime):
+    if node.last_modified is None or int(node.last_modified) != int(listed_mtime):
         return None  # written here and not listed since, or another version HEADed
     if node.stored_meta is not None and node.stored_meta[0] == node.etag:
         metadata = owned(node.stored_meta[1])  # read from S3 (HEAD or index)
     else:
         metadata = encode(node.attrs)  # written by this mount: all of it, as sent
     head = node.head
-    mtime = head.mtime if head is not None and head.etag == node.etag else int(listed.mtime)
-    return [listed.etag, listed.size, listed.mtime, mtime, metadata]
+    mtime = head.mtime if head is not None and head.etag == node.etag else int(listed_mtime)
+    return [etag, size, listed_mtime, mtime, metadata]
