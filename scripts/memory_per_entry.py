@@ -84,9 +84,9 @@ class MemoryStore:
 async def walk(names: Names, store: MemoryStore) -> None:
     """`ls -lR`: readdirplus of each directory, then a lookup of each name."""
     root = names.table.get(1)
-    for directory in await names.list(root):
+    for _, directory in await names.list(root):
         names.table.remember(directory)
-        nodes = await names.list(directory)
+        nodes = [node for _, node in await names.list(directory)]
         names.opened(nodes)
         for node in nodes:
             names.table.remember(node)  # readdirplus

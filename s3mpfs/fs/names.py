@@ -117,7 +117,10 @@ class Names:
         if node.etag != info.etag:
             node.symlink_target = None
         node.size, node.etag = info.size, info.etag
-        node.last_modified, node.meta_known = info.mtime, known
+        modified = info.mtime  # the attributes' float when equal (no mtime header): shared
+        node.last_modified = attrs.mtime if attrs.mtime == modified \
+            and type(attrs.mtime) is float else modified
+        node.meta_known = known
         if info.metadata is not None:
             read_at = time.time()
             self._keep_head(node, info)
@@ -335,8 +338,8 @@ class Names:
         raise NotFound(path)
 
     async def list(self, directory: Node, limit: int | None = None,
-                   after: str | None = None) -> list[Node]:
-        """The directory's entries: one paginated ListObjectsV2 (at most `limit` keys;
+                   after: str | None = None) -> list[tuple[str, Node]]:
+        """The directory's entries, by name: one paginated ListObjectsV2 (at most `limit` keys;
         only the keys `after` this name when given: a page, see `_in_large`). No HEAD:
         entries not seen before (or changed since) keep the attributes a listing gives
         (size, LastModified, default mode and owner) until looked up."""
@@ -375,7 +378,7 @@ class Names:
             window.names.update(n.name for n in self.being_written(directory.path)
                                 if window.covers(n.name))
             self._listings.put_window(directory.path, window)
-            return [entries[name] for name in sorted(entries)]
+            return [(name, entries[name]) for name in sorted(entries)]
         self.stat_index.listed(directory.path, files, not listing.truncated, taken)
         for node in self.being_written(directory.path):
             entries.setdefault(node.name, node)
@@ -386,7 +389,7 @@ class Names:
                            Listing(taken, set(entries), not listing.truncated,
                                    ours=previous is not None and previous.ours),
                            None if listing.truncated else order)
-        return [entries[name] for name in order]
+        return [(name, entries[name]) for name in order]  # (names the listing's strings)
 
     def _listing_dropped(self, path: str, names: set[str]) -> None:
         """A listing left the cache: the nodes of its names the kernel does not hold go

@@ -76,14 +76,14 @@ class Namespace:
         await self.names.ensure_metadata(node)
         return node
 
-    async def list_dir(self, inode: int) -> list[Node]:
-        """Every entry of a directory."""
+    async def list_dir(self, inode: int) -> list[tuple[str, Node]]:
+        """Every entry of a directory, by name."""
         directory = self.table.get(inode)
         if not directory.is_dir:
             raise NotADirectory(directory.path)
-        nodes = await self.names.list(directory)
-        self.names.opened(nodes)  # until released_dir
-        return nodes
+        entries = await self.names.list(directory)
+        self.names.opened([node for _, node in entries])  # until released_dir
+        return entries
 
     def forget(self, inode: int, count: int) -> None:
         self.table.forget(inode, count)
