@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from s3mpfs.config import MountConfig
 from s3mpfs.fs.names import Names
+from s3mpfs.fs.statwriter import StatWriter
 from s3mpfs.objects import Listing, ObjectInfo
 
 PAGE = 1000
@@ -78,11 +79,15 @@ class MemoryStore:
         raise ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
 
     async def put_plain(self, key: str, data: bytes) -> None:
-        pass
+        self.requests["PUT"] = self.requests.get("PUT", 0) + 1
+        await trio.lowlevel.checkpoint()
 
 
 async def walk(names: Names, store: MemoryStore) -> None:
-    """`ls -lR`: readdirplus of each directory, then a lookup of each name."""
+    """`ls -lR`: readdirplus of each directory, then a lookup of each name; with a
+    writable mount, each directory's stat index is written once the walk moves on (as
+    fs/statwriter.py's task does once the directory has been quiet)."""
+    writer = StatWriter(names)
     root = names.table.get(1)
     for _, directory in await names.list(root):
         names.table.remember(directory)
@@ -94,6 +99,9 @@ async def walk(names: Names, store: MemoryStore) -> None:
             found = await names.lookup(directory, node.name)
             names.table.remember(found)
         names.release(nodes)
+        for dir_path in list(names.stat_index.dirty):
+            names.stat_index.dirty.pop(dir_path)
+            await writer.write(dir_path, relist=False)
 
 
 def top(snapshot: tracemalloc.Snapshot, entries: int, count: int) -> None:
@@ -109,10 +117,12 @@ def main() -> int:
     parser.add_argument("--dirs", type=int, default=2)
     parser.add_argument("--files", type=int, default=50_000)
     parser.add_argument("--top", type=int, default=15, help="lines shown")
+    parser.add_argument("--read-only", action="store_true",
+                        help="no stat index written (a writable mount writes one per directory)")
     args = parser.parse_args()
     entries = args.dirs * args.files
     store = MemoryStore(args.dirs, args.files)
-    config = MountConfig(bucket="b", read_only=True)
+    config = MountConfig(bucket="b", read_only=args.read_only)
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     names = Names(config, store, lambda path: [])  # type: ignore[arg-type]

@@ -48,6 +48,8 @@ KEPT_FILES = 100_000  # index entries, and listed files, kept in memory (each, a
 # one directory's): the directories used last
 MIN_BATCH = 2  # files of a lookup's batch for which an index is worth a GET
 HEADS_FOR_AN_INDEX = 16  # HEADs in a directory that make it worth (re)writing its index
+BODY_BYTES_PER_ENTRY = 40  # about what an entry compresses to (distinct ETags and times):
+# a kept body counts as that many entries
 MAX_KEY = 1024
 
 # One entry: [ETag, size, LastModified as listed, LastModified as a HEAD gives it, metadata]
@@ -91,13 +93,48 @@ def index_key(prefix: str, dir_path: str) -> str | None:
     return key if len(key.encode()) <= MAX_KEY else None
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class IndexBody:
+    """An index encoded and compressed entry by entry: a large directory's entries are
+    never all in memory at once (a 100,000-file one's took 80 MB as a dict)."""
+
+    CHUNK = 1024  # entries encoded at once
+
+    def __init__(self, dir_path: str) -> None:
+        self._gzip = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        head = f'{{"version":{VERSION},"directory":{_json(dir_path)},"entries":{{'
+        self._parts = [self._gzip.compress(head.encode())]
+        self._chunk: dict[str, Entry] = {}
+        self.names: set[str] = set()  # added (each once)
+
+    def add(self, name: str, entry: Entry) -> None:
+        self._chunk[name] = entry
+        self.names.add(name)
+        if len(self._chunk) >= self.CHUNK:
+            self._encode()
+
+    def _encode(self) -> None:
+        if self._chunk:
+            text = _json(self._chunk)[1:-1]
+            comma = "," if len(self.names) > len(self._chunk) else ""
+            self._parts.append(self._gzip.compress((comma + text).encode()))
+            self._chunk = {}
+
+    def finish(self) -> bytes:
+        """The gzip'ed JSON (decode_index reads it)."""
+        self._encode()
+        self._parts += [self._gzip.compress(b"}}"), self._gzip.flush()]
+        return b"".join(self._parts)
+
+
 def encode_index(dir_path: str, entries: dict[str, Entry]) -> bytes:
-    body = json.dumps(
-        {"version": VERSION, "directory": dir_path, "entries": entries},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return gzip.compress(body.encode(), compresslevel=6, mtime=0)
+    body = IndexBody(dir_path)
+    for name, entry in entries.items():
+        body.add(name, entry)
+    return body.finish()
 
 
 def decode_index(data: bytes, dir_path: str) -> dict[str, Entry]:
@@ -146,7 +183,7 @@ class StatIndex:
         self.store = store
         self.enabled = config.stat_index
         self.writable = config.stat_index and not config.read_only
-        self._indexes: OrderedDict[str, tuple[float, dict[str, Entry]]] = OrderedDict()
+        self._indexes: OrderedDict[str, tuple[float, dict[str, Entry] | bytes]] = OrderedDict()
         self._fetching: dict[str, trio.Event] = {}
         # Directory -> (when its last listing began, complete, its files by name).
         self._listed: OrderedDict[str, tuple[float, bool, ListedFiles]] = OrderedDict()
@@ -243,8 +280,11 @@ class StatIndex:
         while True:
             cached = self._indexes.get(dir_path)
             if cached is not None and time.monotonic() - cached[0] < INDEX_TTL:
-                self._indexes[dir_path] = (time.monotonic(), cached[1])  # in use: kept
-                return cached[1]
+                entries = cached[1]
+                if isinstance(entries, bytes):  # written here: decoded once read
+                    entries = decode_index(entries, dir_path)
+                self.remember(dir_path, entries)  # in use: kept
+                return entries
             if dir_path not in self._fetching:
                 break
             await self._fetching[dir_path].wait()  # one GET, however many lookups wait
@@ -272,10 +312,12 @@ class StatIndex:
             log.info("stat index %s is damaged or of another version: ignored", key)
         return entries
 
-    def remember(self, dir_path: str, entries: dict[str, Entry]) -> None:
+    def remember(self, dir_path: str, entries: dict[str, Entry] | bytes) -> None:
+        """Keep an index read (its entries) or written (its body, decoded if read)."""
         self._indexes[dir_path] = (time.monotonic(), entries)
         self._indexes.move_to_end(dir_path)
-        _trim(self._indexes, lambda cached: len(cached[1]))
+        _trim(self._indexes, lambda cached: len(cached[1]) // (
+            BODY_BYTES_PER_ENTRY if isinstance(cached[1], bytes) else 1))
 
     # -- what to write -------------------------------------------------------------------
 
