@@ -34,17 +34,21 @@ PAGE = 1000
 class MemoryStore:
     """Keys DIR/fNNNNNNN, empty objects with s3fs-style metadata (mode, mtime)."""
 
-    def __init__(self, dirs: int, files: int) -> None:
+    def __init__(self, dirs: int, files: int, distinct: bool) -> None:
         self.dirs = [f"d{d}/" for d in range(dirs)]
         self.keys = sorted(f"{d}f{i:07d}" for d in self.dirs for i in range(files))
         self.mtime = float(int(time.time()) - 3600)
+        self.distinct = distinct
         self.requests: dict[str, int] = {"LIST": 0, "HEAD": 0}
 
     def _info(self, key: str) -> ObjectInfo:
-        # New strings per answer, as a parsed response gives them.
-        return ObjectInfo(key=(key + " ")[:-1], size=0, mtime=self.mtime + 0.0,
-                          etag=('"' + "d41d8cd98f00b204e9800998ecf8427e" + '" ')[:-1],
-                          storage_class="STANDARD")
+        # New strings per answer, as a parsed response gives them. Like nulls3's
+        # --populate: empty objects of one time; or (distinct) each its own ETag, size
+        # and times, as files a tool copied.
+        n = hash(key) & 0xFFFFFFFF if self.distinct else 0
+        md5 = f"{n:032x}" if self.distinct else "d41d8cd98f00b204e9800998ecf8427e"
+        return ObjectInfo(key=(key + " ")[:-1], size=n % 100_000, mtime=self.mtime + n % 997,
+                          etag=('"' + md5 + '" ')[:-1], storage_class="STANDARD")
 
     async def list(self, prefix: str, delimiter: str | None = "/",
                    max_keys: int | None = None, start_after: str | None = None) -> Listing:
@@ -71,7 +75,8 @@ class MemoryStore:
         if i == len(self.keys) or self.keys[i] != key:
             raise ClientError({"Error": {"Code": "404"}}, "HeadObject")
         info = self._info(key)
-        info.metadata = {"mode": "33188", "mtime": str(int(self.mtime))}
+        mtime = self.mtime - (hash(key) & 0xFFFFF if self.distinct else 0)
+        info.metadata = {"mode": "33188", "mtime": str(int(mtime))}
         info.headers = {"ContentType": "binary/octet-stream"}
         return info
 
@@ -117,11 +122,13 @@ def main() -> int:
     parser.add_argument("--dirs", type=int, default=2)
     parser.add_argument("--files", type=int, default=50_000)
     parser.add_argument("--top", type=int, default=15, help="lines shown")
+    parser.add_argument("--distinct", action="store_true",
+                        help="each object its own ETag, size and times (else all alike)")
     parser.add_argument("--read-only", action="store_true",
                         help="no stat index written (a writable mount writes one per directory)")
     args = parser.parse_args()
     entries = args.dirs * args.files
-    store = MemoryStore(args.dirs, args.files)
+    store = MemoryStore(args.dirs, args.files, args.distinct)
     config = MountConfig(bucket="b", read_only=args.read_only)
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]

@@ -6,7 +6,8 @@ import stat
 
 import pytest
 
-from s3mpfs.fs.inodes import Node
+from s3mpfs.errors import NotFound
+from s3mpfs.fs.inodes import InodeTable, Node
 from s3mpfs.s3.metadata import Attributes
 
 
@@ -24,3 +25,22 @@ def test_an_etag_reads_back_exactly_as_given(etag: str) -> None:
     node = Node(2, "f", Attributes(stat.S_IFREG | 0o644, 0, 0, 1.0))
     node.etag = etag
     assert node.etag == etag and type(node.etag) is str
+
+
+def test_the_table_finds_counts_and_forgets_nodes_across_chunks() -> None:
+    table = InodeTable(Attributes(stat.S_IFDIR | 0o755, 0, 0, 1.0))
+    attrs = Attributes(stat.S_IFREG | 0o644, 0, 0, 1.0)
+    nodes = [table.put(f"f{i}", attrs) for i in range(3000)]  # (three chunks)
+    for node in nodes:
+        table.remember(node)
+    assert len(table) == 3001 and table.get(nodes[2500].inode) is nodes[2500]
+    assert {n.inode for n in table.nodes()} == {1} | {n.inode for n in nodes}
+    for node in nodes[:2500]:  # (inodes 2 to 2501)
+        table.forget(node.inode, 1)
+    assert len(table) == 501 and table.at("f5") is None
+    with pytest.raises(NotFound):
+        table.get(nodes[5].inode)
+    with pytest.raises(NotFound):
+        table.get(10**12)
+    assert table.get(nodes[2999].inode) is nodes[2999]
+    assert sorted(table._by_inode._chunks) == [0, 2]  # the root's, and 2048 on

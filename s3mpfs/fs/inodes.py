@@ -164,6 +164,53 @@ class Node:
         return written.size if written is not None else self.size
 
 
+class _ByInode:
+    """inode -> node, as lists of CHUNK slots by inode number: 8 bytes per node instead
+    of a dict entry's 42 to 60 (a million entries held). Inode numbers only grow, so
+    the chunks of old ones empty out and go as their nodes are forgotten."""
+
+    __slots__ = ("_chunks", "_len")
+    CHUNK = 1024
+
+    def __init__(self) -> None:
+        # chunk number -> [nodes in use in it, then CHUNK slots]
+        self._chunks: dict[int, list[Any]] = {}
+        self._len = 0
+
+    def get(self, inode: int) -> Node | None:
+        chunk = self._chunks.get(inode // self.CHUNK)
+        return None if chunk is None else chunk[1 + inode % self.CHUNK]
+
+    def __setitem__(self, inode: int, node: Node) -> None:
+        number, slot = divmod(inode, self.CHUNK)
+        chunk = self._chunks.get(number)
+        if chunk is None:
+            chunk = self._chunks[number] = [0] + [None] * self.CHUNK
+        if chunk[1 + slot] is None:
+            chunk[0] += 1
+            self._len += 1
+        chunk[1 + slot] = node
+
+    def pop(self, inode: int) -> Node | None:
+        number, slot = divmod(inode, self.CHUNK)
+        chunk = self._chunks.get(number)
+        node = None if chunk is None else chunk[1 + slot]
+        if chunk is not None and node is not None:
+            chunk[1 + slot] = None
+            chunk[0] -= 1
+            self._len -= 1
+            if not chunk[0]:
+                del self._chunks[number]
+        return node
+
+    def values(self) -> list[Node]:
+        return [node for chunk in self._chunks.values() for node in chunk[1:]
+                if node is not None]
+
+    def __len__(self) -> int:
+        return self._len
+
+
 def join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
@@ -172,15 +219,16 @@ class InodeTable:
     def __init__(self, root_attrs: Attributes) -> None:
         self._next = ROOT_INODE + 1
         root = Node(ROOT_INODE, "", root_attrs, meta_known=True, lookups=1)
-        self._by_inode: dict[int, Node] = {ROOT_INODE: root}
+        self._by_inode = _ByInode()
+        self._by_inode[ROOT_INODE] = root
         self._by_path: dict[str, Node] = {"": root}
         self._read_at: dict[int, float] = {}  # inode -> when its metadata was read, lately
 
     def get(self, inode: int) -> Node:
-        try:
-            return self._by_inode[inode]
-        except KeyError:
-            raise NotFound(f"inode {inode}") from None
+        node = self._by_inode.get(inode)
+        if node is None:
+            raise NotFound(f"inode {inode}")
+        return node
 
     def at(self, path: str) -> Node | None:
         return self._by_path.get(path)
@@ -211,7 +259,7 @@ class InodeTable:
         """Forget the path (unlinked or renamed away); the inode lives until forgotten."""
         node = self._by_path.pop(path, None)
         if node is not None and node.lookups <= 0 and node.upload is None:
-            self._by_inode.pop(node.inode, None)
+            self._by_inode.pop(node.inode)
 
     def move(self, old: str, new: str) -> None:
         """Rename a path and everything below it."""
@@ -236,7 +284,7 @@ class InodeTable:
                 or node.written is not None or node.meta_dirty or node.meta_writing:
             return False
         if self._by_inode.get(node.inode) is node:
-            del self._by_inode[node.inode]
+            self._by_inode.pop(node.inode)
         if self._by_path.get(node.path) is node:
             del self._by_path[node.path]
         return True
@@ -269,6 +317,6 @@ class InodeTable:
             return
         node.lookups -= count
         if node.lookups <= 0 and node.upload is None:
-            del self._by_inode[inode]
+            self._by_inode.pop(inode)
             if self._by_path.get(node.path) is node:
                 del self._by_path[node.path]
