@@ -19,6 +19,7 @@ import linecache
 import sys
 import time
 import tracemalloc
+from typing import Any
 
 import trio
 from botocore.exceptions import ClientError
@@ -94,9 +95,9 @@ async def walk(names: Names, store: MemoryStore) -> None:
     fs/statwriter.py's task does once the directory has been quiet)."""
     writer = StatWriter(names)
     root = names.table.get(1)
-    for _, directory in await names.list(root):
+    for directory in _nodes(await names.list(root)):
         names.table.remember(directory)
-        nodes = [node for _, node in await names.list(directory)]
+        nodes = _nodes(await names.list(directory))
         names.opened(nodes)
         for node in nodes:
             names.table.remember(node)  # readdirplus
@@ -107,6 +108,11 @@ async def walk(names: Names, store: MemoryStore) -> None:
         for dir_path in list(names.stat_index.dirty):
             names.stat_index.dirty.pop(dir_path)
             await writer.write(dir_path, relist=False)
+
+
+def _nodes(listed: list[Any]) -> list[Any]:
+    """Names.list's nodes ((name, node) pairs; nodes alone before 51e6303)."""
+    return [item[1] if isinstance(item, tuple) else item for item in listed]
 
 
 def top(snapshot: tracemalloc.Snapshot, entries: int, count: int) -> None:
