@@ -27,7 +27,7 @@ from ..write.registry import REGISTRY_DIR
 from .foreign import PATH_MAX, Foreign
 from .inodes import InodeTable, Node, join
 from .listings import LISTING_TTL, Listing, Listings, Window
-from .statindex import StatIndex
+from .statindex import ListedFiles, StatIndex
 
 MAX_NAME = 255  # bytes, what POSIX tools expect of one path component
 MAX_KEY = 1024  # bytes, S3's key length limit
@@ -350,14 +350,23 @@ class Names:
         entries: dict[str, Node] = {}
         unnamable: list[str] = []
         shadowed: list[str] = []
-        files: list[tuple[str, ObjectInfo]] = []  # (the names are the entries' strings)
+        # What the stat index checks against (the names are the entries' strings).
+        files = ListedFiles() if after is None and self.stat_index.enabled else None
+        last = None  # the page's last key (a truncated page of a large directory)
+        if after is not None and listing.truncated:
+            keys = [o.key for o in listing.objects] + listing.prefixes
+            last = max(keys)[len(prefix):] if keys else None
         for sub in listing.prefixes:
             name = sub[len(prefix):].rstrip("/")
             if usable_name(name):
                 entries[name] = self.dir_node(join(directory.path, name))
             elif not _ours(directory, name):
                 unnamable.append(sub)
-        for info in listing.objects:
+        objects = listing.objects
+        for at, info in enumerate(objects):
+            # Each ObjectInfo goes once its node has what it needs: a 100,000-key listing
+            # is not all held beside the nodes made of it.
+            objects[at] = None  # type: ignore[call-overload]
             name = info.key[len(prefix):]
             if info.key == prefix:
                 continue  # the directory's own marker
@@ -366,14 +375,12 @@ class Names:
                     unnamable.append(info.key)
             elif name in entries:  # a file beside a directory of its name: one can show
                 shadowed.append(info.key)
-                files.append((name, info))
             else:
                 entries[name] = self.file_node(join(directory.path, name), info)
-                files.append((name, info))
+            if files is not None and name in entries:
+                files.put(name, info)
         self.foreign.hidden(prefix, unnamable, shadowed)
         if after is not None:
-            keys = [o.key for o in listing.objects] + listing.prefixes
-            last = max(keys)[len(prefix):] if listing.truncated and keys else None
             window = Window(taken, after, last, set(entries))
             window.names.update(n.name for n in self.being_written(directory.path)
                                 if window.covers(n.name))

@@ -255,12 +255,12 @@ class StatIndex:
     # -- what listings showed ------------------------------------------------------------
 
     def listed(
-        self, dir_path: str, objects: Iterable[tuple[str, ObjectInfo]], complete: bool, taken: float
+        self, dir_path: str, files: ListedFiles | None, complete: bool, taken: float
     ) -> None:
         """A listing of the directory (begun at `taken`, monotonic): its files by name."""
-        if not self.enabled:
+        if not self.enabled or files is None:
             return
-        self._listed[dir_path] = (taken, complete, ListedFiles(objects))
+        self._listed[dir_path] = (taken, complete, files)
         self._listed.move_to_end(dir_path)
         _trim(self._listed, lambda listing: len(listing[2]))
 
