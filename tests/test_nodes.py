@@ -44,3 +44,18 @@ def test_the_table_finds_counts_and_forgets_nodes_across_chunks() -> None:
         table.get(10**12)
     assert table.get(nodes[2999].inode) is nodes[2999]
     assert sorted(table._by_inode._chunks) == [0, 2]  # the root's, and 2048 on
+
+
+def test_whether_metadata_is_known_and_settled_are_kept_apart() -> None:
+    node = Node(2, "f", Attributes(stat.S_IFREG | 0o644, 0, 0, 1.0))
+    assert (node.meta_known, node.settled) == (False, False)
+    node.settled = True
+    assert (node.meta_known, node.settled) == (False, True)
+    node.meta_known = True
+    node.meta_known = True
+    assert (node.meta_known, node.settled) == (True, True)
+    node.settled = False
+    assert (node.meta_known, node.settled) == (True, False)
+    node.meta_known = False
+    assert (node.meta_known, node.settled) == (False, False)
+    assert Node(3, "g", node.attrs, meta_known=True).meta_known is True

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 ROOT_INODE = 1
 _MD5_ETAG = re.compile('"[0-9a-f]{32}"')
+_KNOWN, _SETTLED = 1, 2  # Node._meta's bits
 
 
 class _Rare:
@@ -82,8 +83,8 @@ class Node:
     slots, the fields few nodes use in one `_Rare` made on first use, and identity for
     equality."""
 
-    __slots__ = ("inode", "path", "attrs", "size", "_etag", "last_modified", "settled",
-                 "meta_known", "lookups", "handles", "_rare")
+    __slots__ = ("inode", "path", "attrs", "size", "_etag", "last_modified", "_meta",
+                 "lookups", "handles", "_rare")
 
     def __init__(self, inode: int, path: str, attrs: Attributes, *,
                  meta_known: bool = False, lookups: int = 0) -> None:
@@ -93,10 +94,7 @@ class Node:
         self.size = 0
         self._etag: int | str = ""
         self.last_modified: float | None = None  # None: we wrote it (trust the ETag alone)
-        # The cached metadata was read from S3 after the second of last_modified (when it
-        # was read is kept for a moment only: InodeTable.read_lately).
-        self.settled = False
-        self.meta_known = meta_known  # attributes came from the object's headers
+        self._meta = _KNOWN if meta_known else 0  # meta_known and settled, one slot
         self.lookups = lookups
         self.handles = 0  # open directory handles whose snapshot lists it
         self._rare: _Rare | None = None
@@ -125,6 +123,26 @@ class Node:
         unlinked = _rare("unlinked")
         head = _rare("head")
         stored_meta = _rare("stored_meta")
+
+    @property
+    def meta_known(self) -> bool:
+        """The attributes came from the object's headers (HEAD, stat index), or were
+        set here."""
+        return bool(self._meta & _KNOWN)
+
+    @meta_known.setter
+    def meta_known(self, known: bool) -> None:
+        self._meta = self._meta | _KNOWN if known else self._meta & ~_KNOWN
+
+    @property
+    def settled(self) -> bool:
+        """The cached metadata was read from S3 after the second of last_modified (when
+        it was read is kept for a moment only: InodeTable.read_lately)."""
+        return bool(self._meta & _SETTLED)
+
+    @settled.setter
+    def settled(self, settled: bool) -> None:
+        self._meta = self._meta | _SETTLED if settled else self._meta & ~_SETTLED
 
     @property
     def etag(self) -> str:
