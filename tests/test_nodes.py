@@ -59,3 +59,11 @@ def test_whether_metadata_is_known_and_settled_are_kept_apart() -> None:
     node.meta_known = False
     assert (node.meta_known, node.settled) == (False, False)
     assert Node(3, "g", node.attrs, meta_known=True).meta_known is True
+
+
+def test_equal_etags_set_lately_are_one_number() -> None:
+    attrs = Attributes(stat.S_IFREG | 0o644, 0, 0, 1.0)
+    first, second = Node(2, "a", attrs), Node(3, "b", attrs)
+    first.etag = '"d41d8cd98f00b204e9800998ecf8427e"'
+    second.etag = "".join(['"d41d8cd98f00b204e9800998ecf8427e"'])  # another str object
+    assert first._etag is second._etag and second.etag == first.etag

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
-from ..s3.metadata import Attributes
+from ..s3.metadata import SHARED_KEPT, Attributes
 
 if TYPE_CHECKING:
     from ..objects import ObjectInfo
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 ROOT_INODE = 1
 _MD5_ETAG = re.compile('"[0-9a-f]{32}"')
 _KNOWN, _SETTLED = 1, 2  # Node._meta's bits
+_ETAGS: dict[int, int] = {}  # the ETags (as numbers) set lately, the oldest first
 
 
 class _Rare:
@@ -153,9 +154,18 @@ class Node:
     @etag.setter
     def etag(self, etag: str) -> None:
         # A plain object's ETag, the quoted hex MD5, is kept as the number it spells:
-        # 48 bytes instead of 83, for every entry held. Any other form is kept as is.
-        self._etag = int(etag[1:33], 16) \
-            if len(etag) == 34 and _MD5_ETAG.fullmatch(etag) else etag
+        # 48 bytes instead of 83, for every entry held (and one number for equal ones
+        # seen lately: every empty object has the MD5 of nothing). Other forms: as is.
+        if len(etag) == 34 and _MD5_ETAG.fullmatch(etag):
+            number = int(etag[1:33], 16)
+            shared = _ETAGS.get(number)
+            if shared is None:
+                if len(_ETAGS) >= SHARED_KEPT:
+                    del _ETAGS[next(iter(_ETAGS))]
+                shared = _ETAGS[number] = number
+            self._etag = shared
+        else:
+            self._etag = etag
 
     @property
     def name(self) -> str:
