@@ -136,12 +136,13 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
     gid = defaults.gid if gid is None else gid
     rdev = _int(meta.get("rdev"), 2**64 - 1) or 0
     xattrs = decode_xattrs(meta.get("xattr"))
+    mode = _MODES.setdefault(mode, mode)
     if xattrs:
         return Attributes(mode, uid, gid, mtime, atime, ctime, rdev, xattrs)
     key = (mode, uid, gid, mtime, atime, ctime, rdev)
     shared = _SHARED.get(key)
     if shared is None:
-        shared = Attributes(_MODES.setdefault(mode, mode), uid, gid, mtime, atime, ctime, rdev)
+        shared = Attributes(mode, uid, gid, mtime, atime, ctime, rdev)
         if len(_SHARED) >= SHARED_KEPT:
             del _SHARED[next(iter(_SHARED))]
         _SHARED[key] = shared
