@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+# The headers of every ObjectInfo that has none (a listing's 100,000): never changed in
+# place.
+NO_HEADERS: dict[str, Any] = {}
+
 
 @dataclass(slots=True)  # a listing holds one per key: 100,000 for a large directory
 class ObjectInfo:
@@ -22,7 +26,7 @@ class ObjectInfo:
     sse: str | None = None
     restore: str | None = None  # the Restore header of archived objects
     # From a HEAD: content headers, KMS key, SSE-C, tag count; what a copy must keep.
-    headers: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=lambda: NO_HEADERS)
 
 
 @dataclass

@@ -6,17 +6,22 @@ or trailing slashes; the root is "". `fs/namespace.py` fills the table from S3.
 
 from __future__ import annotations
 
+import re
 import stat
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
-from ..s3.metadata import Attributes
+from ..s3.metadata import SHARED_KEPT, Attributes
 
 if TYPE_CHECKING:
     from ..objects import ObjectInfo
     from ..write.upload import Upload
 
 ROOT_INODE = 1
+_MD5_ETAG = re.compile('"[0-9a-f]{32}"')
+_KNOWN, _SETTLED = 1, 2  # Node._meta's bits
+_ETAGS: dict[int, int] = {}  # the ETags (as numbers) set lately, the oldest first
 
 
 class _Rare:
@@ -79,8 +84,8 @@ class Node:
     slots, the fields few nodes use in one `_Rare` made on first use, and identity for
     equality."""
 
-    __slots__ = ("inode", "path", "attrs", "size", "etag", "last_modified", "meta_fetched",
-                 "storage_class", "meta_known", "lookups", "handles", "_rare")
+    __slots__ = ("inode", "path", "attrs", "size", "_etag", "last_modified", "_meta",
+                 "lookups", "handles", "_rare")
 
     def __init__(self, inode: int, path: str, attrs: Attributes, *,
                  meta_known: bool = False, lookups: int = 0) -> None:
@@ -88,11 +93,9 @@ class Node:
         self.path = path
         self.attrs = attrs
         self.size = 0
-        self.etag = ""
+        self._etag: int | str = ""
         self.last_modified: float | None = None  # None: we wrote it (trust the ETag alone)
-        self.meta_fetched = 0.0  # wall-clock time the cached metadata was read from S3
-        self.storage_class = "STANDARD"
-        self.meta_known = meta_known  # attributes came from the object's headers
+        self._meta = _KNOWN if meta_known else 0  # meta_known and settled, one slot
         self.lookups = lookups
         self.handles = 0  # open directory handles whose snapshot lists it
         self._rare: _Rare | None = None
@@ -123,6 +126,48 @@ class Node:
         stored_meta = _rare("stored_meta")
 
     @property
+    def meta_known(self) -> bool:
+        """The attributes came from the object's headers (HEAD, stat index), or were
+        set here."""
+        return bool(self._meta & _KNOWN)
+
+    @meta_known.setter
+    def meta_known(self, known: bool) -> None:
+        self._meta = self._meta | _KNOWN if known else self._meta & ~_KNOWN
+
+    @property
+    def settled(self) -> bool:
+        """The cached metadata was read from S3 after the second of last_modified (when
+        it was read is kept for a moment only: InodeTable.read_lately)."""
+        return bool(self._meta & _SETTLED)
+
+    @settled.setter
+    def settled(self, settled: bool) -> None:
+        self._meta = self._meta | _SETTLED if settled else self._meta & ~_SETTLED
+
+    @property
+    def etag(self) -> str:
+        """The ETag of the version cached, as S3 gives it ("" if none)."""
+        etag = self._etag
+        return etag if type(etag) is str else f'"{etag:032x}"'
+
+    @etag.setter
+    def etag(self, etag: str) -> None:
+        # A plain object's ETag, the quoted hex MD5, is kept as the number it spells:
+        # 48 bytes instead of 83, for every entry held (and one number for equal ones
+        # seen lately: every empty object has the MD5 of nothing). Other forms: as is.
+        if len(etag) == 34 and _MD5_ETAG.fullmatch(etag):
+            number = int(etag[1:33], 16)
+            shared = _ETAGS.get(number)
+            if shared is None:
+                if len(_ETAGS) >= SHARED_KEPT:
+                    del _ETAGS[next(iter(_ETAGS))]
+                shared = _ETAGS[number] = number
+            self._etag = shared
+        else:
+            self._etag = etag
+
+    @property
     def name(self) -> str:
         return self.path.rpartition("/")[2]
 
@@ -147,6 +192,53 @@ class Node:
         return written.size if written is not None else self.size
 
 
+class _ByInode:
+    """inode -> node, as lists of CHUNK slots by inode number: 8 bytes per node instead
+    of a dict entry's 42 to 60 (a million entries held). Inode numbers only grow, so
+    the chunks of old ones empty out and go as their nodes are forgotten."""
+
+    __slots__ = ("_chunks", "_len")
+    CHUNK = 1024
+
+    def __init__(self) -> None:
+        # chunk number -> [nodes in use in it, then CHUNK slots]
+        self._chunks: dict[int, list[Any]] = {}
+        self._len = 0
+
+    def get(self, inode: int) -> Node | None:
+        chunk = self._chunks.get(inode // self.CHUNK)
+        return None if chunk is None else chunk[1 + inode % self.CHUNK]
+
+    def __setitem__(self, inode: int, node: Node) -> None:
+        number, slot = divmod(inode, self.CHUNK)
+        chunk = self._chunks.get(number)
+        if chunk is None:
+            chunk = self._chunks[number] = [0] + [None] * self.CHUNK
+        if chunk[1 + slot] is None:
+            chunk[0] += 1
+            self._len += 1
+        chunk[1 + slot] = node
+
+    def pop(self, inode: int) -> Node | None:
+        number, slot = divmod(inode, self.CHUNK)
+        chunk = self._chunks.get(number)
+        node = None if chunk is None else chunk[1 + slot]
+        if chunk is not None and node is not None:
+            chunk[1 + slot] = None
+            chunk[0] -= 1
+            self._len -= 1
+            if not chunk[0]:
+                del self._chunks[number]
+        return node
+
+    def values(self) -> list[Node]:
+        return [node for chunk in self._chunks.values() for node in chunk[1:]
+                if node is not None]
+
+    def __len__(self) -> int:
+        return self._len
+
+
 def join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
@@ -155,14 +247,16 @@ class InodeTable:
     def __init__(self, root_attrs: Attributes) -> None:
         self._next = ROOT_INODE + 1
         root = Node(ROOT_INODE, "", root_attrs, meta_known=True, lookups=1)
-        self._by_inode: dict[int, Node] = {ROOT_INODE: root}
+        self._by_inode = _ByInode()
+        self._by_inode[ROOT_INODE] = root
         self._by_path: dict[str, Node] = {"": root}
+        self._read_at: dict[int, float] = {}  # inode -> when its metadata was read, lately
 
     def get(self, inode: int) -> Node:
-        try:
-            return self._by_inode[inode]
-        except KeyError:
-            raise NotFound(f"inode {inode}") from None
+        node = self._by_inode.get(inode)
+        if node is None:
+            raise NotFound(f"inode {inode}")
+        return node
 
     def at(self, path: str) -> Node | None:
         return self._by_path.get(path)
@@ -193,7 +287,7 @@ class InodeTable:
         """Forget the path (unlinked or renamed away); the inode lives until forgotten."""
         node = self._by_path.pop(path, None)
         if node is not None and node.lookups <= 0 and node.written is None:
-            self._by_inode.pop(node.inode, None)
+            self._by_inode.pop(node.inode)
 
     def move(self, old: str, new: str) -> None:
         """Rename a path and everything below it."""
@@ -218,7 +312,7 @@ class InodeTable:
                 or node.written is not None or node.meta_dirty or node.meta_writing:
             return False
         if self._by_inode.get(node.inode) is node:
-            del self._by_inode[node.inode]
+            self._by_inode.pop(node.inode)
         if self._by_path.get(node.path) is node:
             del self._by_path[node.path]
         return True
@@ -226,12 +320,31 @@ class InodeTable:
     def __len__(self) -> int:
         return len(self._by_inode)
 
+    def read(self, node: Node, read_at: float, ttl: float) -> None:
+        """The node's metadata was read from S3 at `read_at` (wall clock): kept `ttl`
+        seconds, not on the node (a float per entry held)."""
+        now = time.time()
+        recent = self._read_at
+        recent.pop(node.inode, None)
+        if now - read_at < ttl:
+            recent[node.inode] = read_at
+        while recent:  # the oldest first
+            first = next(iter(recent))
+            if now - recent[first] < ttl:
+                break
+            del recent[first]
+
+    def read_lately(self, node: Node, ttl: float) -> bool:
+        """Whether the node's metadata was read from S3 less than `ttl` seconds ago."""
+        read_at = self._read_at.get(node.inode)
+        return read_at is not None and time.time() - read_at < ttl
+
     def forget(self, inode: int, count: int) -> None:
         node = self._by_inode.get(inode)
         if node is None or inode == ROOT_INODE:
             return
         node.lookups -= count
         if node.lookups <= 0 and node.written is None:  # (a commit running keeps it)
-            del self._by_inode[inode]
+            self._by_inode.pop(inode)
             if self._by_path.get(node.path) is node:
                 del self._by_path[node.path]

@@ -27,7 +27,7 @@ from ..write.registry import REGISTRY_DIR
 from .foreign import PATH_MAX, Foreign
 from .inodes import InodeTable, Node, join
 from .listings import LISTING_TTL, Listing, Listings, Window
-from .statindex import StatIndex
+from .statindex import ListedFiles, StatIndex
 
 MAX_NAME = 255  # bytes, what POSIX tools expect of one path component
 MAX_KEY = 1024  # bytes, S3's key length limit
@@ -109,17 +109,24 @@ class Names:
             known = info.metadata is not None
         else:  # same content: keep the attributes; a HEAD confirms them if in doubt
             attrs, known = node.attrs, node.meta_known and _same_version(node, info)
+        read_at = None  # when the metadata cached was read from S3, if now known
         if node is not None and node.last_modified is None and known:
-            node.meta_fetched = int(info.mtime) + 1  # we wrote it: true as of that second
+            read_at = int(info.mtime) + 1  # we wrote it: true as of that second
             node.stored_meta = None  # what it had before (the ETag may be the same)
         node = self.table.put(path, attrs)
         if node.etag != info.etag:
             node.symlink_target = None
-        node.size, node.etag, node.storage_class = info.size, info.etag, info.storage_class
-        node.last_modified, node.meta_known = info.mtime, known
+        node.size, node.etag = info.size, info.etag
+        modified = info.mtime  # the attributes' float when equal (no mtime header): shared
+        node.last_modified = attrs.mtime if attrs.mtime == modified \
+            and type(attrs.mtime) is float else modified
+        node.meta_known = known
         if info.metadata is not None:
-            node.meta_fetched = time.time()
+            read_at = time.time()
             self._keep_head(node, info)
+        if read_at is not None:
+            node.settled = int(read_at) > int(info.mtime)
+            self.table.read(node, read_at, LISTING_TTL)
         return node
 
     def _keep_head(self, node: Node, info: ObjectInfo | None) -> None:
@@ -250,7 +257,7 @@ class Names:
                 if await self.ensure_metadata(node):
                     return self.table.at(path) or node  # a new inode if its type changed
                 self._gone(node)  # then whatever the listing says now
-            elif time.time() - node.meta_fetched < LISTING_TTL:
+            elif self.table.read_lately(node, LISTING_TTL):
                 return node  # HEADed a moment ago: as fresh as a listing
         elif node is not None and not node.meta_known and self._listed_lately(node):
             return await self._confirmed(node)
@@ -331,8 +338,8 @@ class Names:
         raise NotFound(path)
 
     async def list(self, directory: Node, limit: int | None = None,
-                   after: str | None = None) -> list[Node]:
-        """The directory's entries: one paginated ListObjectsV2 (at most `limit` keys;
+                   after: str | None = None) -> list[tuple[str, Node]]:
+        """The directory's entries, by name: one paginated ListObjectsV2 (at most `limit` keys;
         only the keys `after` this name when given: a page, see `_in_large`). No HEAD:
         entries not seen before (or changed since) keep the attributes a listing gives
         (size, LastModified, default mode and owner) until looked up."""
@@ -343,13 +350,23 @@ class Names:
         entries: dict[str, Node] = {}
         unnamable: list[str] = []
         shadowed: list[str] = []
+        # What the stat index checks against (the names are the entries' strings).
+        files = ListedFiles() if after is None and self.stat_index.enabled else None
+        last = None  # the page's last key (a truncated page of a large directory)
+        if after is not None and listing.truncated:
+            keys = [o.key for o in listing.objects] + listing.prefixes
+            last = max(keys)[len(prefix):] if keys else None
         for sub in listing.prefixes:
             name = sub[len(prefix):].rstrip("/")
             if usable_name(name):
                 entries[name] = self.dir_node(join(directory.path, name))
             elif not _ours(directory, name):
                 unnamable.append(sub)
-        for info in listing.objects:
+        objects = listing.objects
+        for at, info in enumerate(objects):
+            # Each ObjectInfo goes once its node has what it needs: a 100,000-key listing
+            # is not all held beside the nodes made of it.
+            objects[at] = None  # type: ignore[call-overload]
             name = info.key[len(prefix):]
             if info.key == prefix:
                 continue  # the directory's own marker
@@ -360,18 +377,16 @@ class Names:
                 shadowed.append(info.key)
             else:
                 entries[name] = self.file_node(join(directory.path, name), info)
+            if files is not None and name in entries:
+                files.put(name, info)
         self.foreign.hidden(prefix, unnamable, shadowed)
         if after is not None:
-            keys = [o.key for o in listing.objects] + listing.prefixes
-            last = max(keys)[len(prefix):] if listing.truncated and keys else None
             window = Window(taken, after, last, set(entries))
             window.names.update(n.name for n in self.being_written(directory.path)
                                 if window.covers(n.name))
             self._listings.put_window(directory.path, window)
-            return [entries[name] for name in sorted(entries)]
-        self.stat_index.listed(directory.path, (
-            (info.key[len(prefix):], info) for info in listing.objects
-            if info.key[len(prefix):] in entries), not listing.truncated, taken)
+            return [(name, entries[name]) for name in sorted(entries)]
+        self.stat_index.listed(directory.path, files, not listing.truncated, taken)
         for node in self.being_written(directory.path):
             entries.setdefault(node.name, node)
         previous = self._listings.get(directory.path)
@@ -381,7 +396,7 @@ class Names:
                            Listing(taken, set(entries), not listing.truncated,
                                    ours=previous is not None and previous.ours),
                            None if listing.truncated else order)
-        return [entries[name] for name in order]
+        return [(name, entries[name]) for name in order]  # (names the listing's strings)
 
     def _listing_dropped(self, path: str, names: set[str]) -> None:
         """A listing left the cache: the nodes of its names the kernel does not hold go
@@ -512,8 +527,7 @@ def _same_version(node: Node, info: ObjectInfo) -> bool:
         return False
     if node.last_modified is None:
         return True  # we wrote it
-    return (int(node.last_modified) == int(info.mtime)
-            and int(node.meta_fetched) > int(info.mtime))
+    return int(node.last_modified) == int(info.mtime) and node.settled
 
 
 def usable_name(name: str) -> bool:

@@ -13,7 +13,9 @@ import logging
 import os
 import stat
 import time
+from dataclasses import replace
 from fractions import Fraction
+from typing import Any
 
 from ..config import MountConfig
 from ..errors import (
@@ -74,14 +76,14 @@ class Namespace:
         await self.names.ensure_metadata(node)
         return node
 
-    async def list_dir(self, inode: int) -> list[Node]:
-        """Every entry of a directory."""
+    async def list_dir(self, inode: int) -> list[tuple[str, Node]]:
+        """Every entry of a directory, by name."""
         directory = self.table.get(inode)
         if not directory.is_dir:
             raise NotADirectory(directory.path)
-        nodes = await self.names.list(directory)
-        self.names.opened(nodes)  # until released_dir
-        return nodes
+        entries = await self.names.list(directory)
+        self.names.opened([node for _, node in entries])  # until released_dir
+        return entries
 
     def forget(self, inode: int, count: int) -> None:
         self.table.forget(inode, count)
@@ -219,7 +221,7 @@ class Namespace:
         await self._know_replaced_version(node)
         truncate = bool(flags & os.O_TRUNC)  # an empty file too: its times change (POSIX)
         if truncate:
-            node.attrs.mtime = node.attrs.ctime = time.time()
+            node.attrs = node.attrs.touched(time.time())
         fh = await self.files.open_write(node, pid, truncate=truncate, must_commit=truncate,
                                          readable=_readable(flags))
         return fh, False, False
@@ -263,24 +265,23 @@ class Namespace:
         await self.names.ensure_metadata(node)
         if size == node.current_size and fh is None and mtime_ns is None:
             size = None  # truncate(2) to the size it has
-        attrs = node.attrs.copy()
+        changes: dict[str, Any] = {}
         if mode is not None:
-            attrs.mode = stat.S_IFMT(node.attrs.mode) | stat.S_IMODE(mode)
+            changes["mode"] = stat.S_IFMT(node.attrs.mode) | stat.S_IMODE(mode)
         if uid is not None:
-            attrs.uid = uid
+            changes["uid"] = uid
         if gid is not None:
-            attrs.gid = gid
+            changes["gid"] = gid
         if atime_ns is not None:
-            attrs.atime = Fraction(atime_ns, 10**9)  # exact (a float is not)
+            changes["atime"] = Fraction(atime_ns, 10**9)  # exact (a float is not)
         if mtime_ns is not None:
-            attrs.mtime = Fraction(mtime_ns, 10**9)
+            changes["mtime"] = Fraction(mtime_ns, 10**9)
         if (size, mode, uid, gid, atime_ns, mtime_ns) == (None,) * 6:
             return node  # nothing asked (chown -1 -1): not even ctime changes
         self._writable()
         now = time.time()
-        attrs.ctime = now
-        if size is not None and mtime_ns is None:
-            attrs.mtime = now
+        attrs = replace(node.attrs, **changes).touched(
+            now, mtime=size is not None and mtime_ns is None)
         before, node.attrs, node.meta_known = node.attrs, attrs, True
         resized = size is not None and size != node.current_size
         if resized:
@@ -361,7 +362,7 @@ class Namespace:
         path = self.names.child_path(parent, name)
         if await self._exists(parent, name):
             raise Exists(path)
-        attrs.gid = _group(parent, attrs.gid)
+        attrs = replace(attrs, gid=_group(parent, attrs.gid))
         result = await self.store.put_object(self.names.file_key(path), body, encode(attrs),
                                              only_new=True)
         node = self.table.put(path, attrs)
@@ -375,7 +376,7 @@ class Namespace:
         its cached listing true, and its mtime and ctime now (shown, not stored: storing
         them would cost a request per change; see SEMANTICS.md)."""
         self.names.listed(directory.path, name, present)
-        directory.attrs.mtime = directory.attrs.ctime = time.time()
+        directory.attrs = directory.attrs.touched(time.time())
 
     # -- extended attributes -------------------------------------------------------------
 
@@ -410,8 +411,7 @@ class Namespace:
     def _set_attributes(self, node: Node, attrs: Attributes) -> None:
         """New attributes (ctime now): stored shortly, or by the upload in progress."""
         self._writable()
-        attrs.ctime = time.time()
-        node.attrs, node.meta_known = attrs, True
+        node.attrs, node.meta_known = attrs.touched(time.time(), mtime=False), True
         self.attributes.changed(node)
 
     async def readlink(self, inode: int) -> str:
@@ -445,7 +445,7 @@ class Namespace:
             if existing.is_dir:
                 await self.names.check_empty(new_path, "rename onto")
         old_path, old_dir = node.path, node.parent_path
-        node.attrs.ctime = time.time()  # a rename changes the inode's ctime
+        node.attrs = node.attrs.touched(time.time(), mtime=False)  # a rename: ctime
         if node.meta_dirty or node.meta_writing:
             metadata = encode(node.attrs)  # the copy carries the pending attributes
         else:  # the rest of the source's metadata is kept by the copy

@@ -179,11 +179,9 @@ class OpenFiles:
         """Metadata for the object being created. Written bytes make mtime and ctime now
         (unless utimensat set mtime meanwhile): S3 fixes metadata when the object is
         created, so what is shown is what is stored."""
-        attrs = handle.node.attrs
         if upload.changed:
-            attrs.ctime = time.time()
-            if not handle.mtime_set:
-                attrs.mtime = attrs.ctime
+            handle.node.attrs = handle.node.attrs.touched(time.time(),
+                                                          mtime=not handle.mtime_set)
         return self.attributes.encode_now(handle.node)
 
     def _add(self, handle: Handle) -> int:

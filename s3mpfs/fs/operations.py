@@ -168,10 +168,10 @@ class S3Operations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         entries = self._dir_handles.get(fh, [])
         if isinstance(entries, int):  # the first readdir: the snapshot is taken now
-            nodes = await self.ns.list_dir(entries)
+            listed = await self.ns.list_dir(entries)
             directory = self.ns.table.get(entries)
             parent = self.ns.table.at(directory.parent_path) or directory
-            entries = [(".", directory), ("..", parent)] + [(n.name, n) for n in nodes]
+            entries = [(".", directory), ("..", parent), *listed]
             if fh in self._dir_handles:
                 self._dir_handles[fh] = entries
         for index in range(start_id, len(entries)):

@@ -19,11 +19,19 @@ import time
 import trio
 
 from ..errors import describe
-from ..objects import ObjectInfo
 from ..s3.metadata import encode
 from .inodes import Node, join
 from .names import Names
-from .statindex import MIN_BATCH, Entry, StatIndex, encode_index, index_key, matches, owned
+from .statindex import (
+    MIN_BATCH,
+    Entry,
+    IndexBody,
+    Listed,
+    StatIndex,
+    index_key,
+    matches,
+    owned,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,42 +111,40 @@ class StatWriter:
             if listing is None:
                 return False
         complete, listed = listing
-        known = {
-            name: _entry(names.table.at(join(dir_path, name)), info)
-            for name, info in listed.items()
-        }
+        table = names.table
         # The stored index matters for the files the mount does not know (and tells
         # whether anything is new); when it knows them all, it is not read.
-        stored = (
-            await self.index.entries(dir_path) if None in known.values() or not complete else None
+        knows_all = complete and all(
+            _known(table.at(join(dir_path, name)), info) for name, info in listed.items()
         )
-        entries: dict[str, Entry] = {}
+        stored = None if knows_all else await self.index.entries(dir_path)
+        body = IndexBody(dir_path)  # (encoded as it goes: no dict of every entry)
+        new = stored is None
         for name, info in listed.items():
-            entry = known[name]
+            entry = _entry(table.at(join(dir_path, name)), info)
             if entry is None and stored is not None:
                 entry = stored.get(name)
                 if entry is not None and not matches(entry, info):
                     entry = None
             if entry is not None:
-                entries[name] = entry
+                new = new or stored is not None and stored.get(name) != entry
+                body.add(name, entry)
         if stored is not None and not complete:  # names past the listing's end: kept
-            entries = {**stored, **entries}
+            for name, entry in stored.items():
+                if name not in body.names:
+                    body.add(name, entry)
         self.index.written(dir_path)
-        if (
-            len(entries) < MIN_BATCH
-            or stored is not None
-            and all(stored.get(name) == entry for name, entry in entries.items())
-        ):
+        if len(body.names) < MIN_BATCH or not new:
             return False  # it would tell nothing new
-        await names.store.put_plain(key, encode_index(dir_path, entries))
-        self.index.remember(dir_path, entries)
-        log.debug("stat index of /%s written: %d files", dir_path, len(entries))
+        data = body.finish()
+        await names.store.put_plain(key, data)
+        self.index.remember(dir_path, data)  # (decoded if it is read)
+        log.debug("stat index of /%s written: %d files", dir_path, len(body.names))
         return True
 
 
-def _entry(node: Node | None, listed: ObjectInfo) -> Entry | None:
-    """What the index says of a file whose metadata the mount knows for the listed
-    version; None when it does not know it (or not for that version)."""
+def _known(node: Node | None, listed: Listed) -> bool:
+    """Whether the mount knows the metadata of the listed version of a file."""
     if (
         node is None
         or node.is_dir
@@ -148,19 +154,26 @@ def _entry(node: Node | None, listed: ObjectInfo) -> Entry | None:
         or node.meta_writing
         or node.unlinked
     ):
-        return None
-    if node.etag != listed.etag or node.size != listed.size:
-        return None
+        return False
+    etag, size, listed_mtime = listed
     # Metadata read within the second of its LastModified may predate a copy later in
-    # that second (as in names._same_version): not recorded.
-    if int(node.meta_fetched) <= int(listed.mtime):
+    # that second (as in names._same_version): not recorded. A node written here and not
+    # listed since, or HEADed as another version, is not either.
+    return (node.etag == etag and node.size == size and node.settled
+            and node.last_modified is not None
+            and int(node.last_modified) == int(listed_mtime))
+
+
+def _entry(node: Node | None, listed: Listed) -> Entry | None:
+    """What the index says of a file whose metadata the mount knows for the listed
+    version; None when it does not know it (or not for that version)."""
+    if node is None or not _known(node, listed):
         return None
-    if node.last_modified is None or int(node.last_modified) != int(listed.mtime):
-        return None  # written here and not listed since, or another version HEADed
+    etag, size, listed_mtime = listed
     if node.stored_meta is not None and node.stored_meta[0] == node.etag:
         metadata = owned(node.stored_meta[1])  # read from S3 (HEAD or index)
     else:
         metadata = encode(node.attrs)  # written by this mount: all of it, as sent
     head = node.head
-    mtime = head.mtime if head is not None and head.etag == node.etag else int(listed.mtime)
-    return [listed.etag, listed.size, listed.mtime, mtime, metadata]
+    mtime = head.mtime if head is not None and head.etag == node.etag else int(listed_mtime)
+    return [etag, size, listed_mtime, mtime, metadata]

@@ -29,8 +29,11 @@ OWNED = ("mode", "uid", "gid", "mtime", "atime", "ctime", "rdev", "xattr")  # ou
 NO_XATTRS: dict[str, bytes] = {}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Attributes:
+    """Never changed in place (`dataclasses.replace` makes changed ones): `decode` hands
+    the same object to every entry whose attributes are equal (see `_SHARED`)."""
+
     mode: int  # full st_mode, file type bits included
     uid: int
     gid: int
@@ -45,12 +48,16 @@ class Attributes:
 
     def __post_init__(self) -> None:
         if self.atime < 0:
-            self.atime = self.mtime
+            object.__setattr__(self, "atime", self.mtime)
         if self.ctime < 0:
-            self.ctime = self.mtime
+            object.__setattr__(self, "ctime", self.mtime)
 
     def copy(self) -> Attributes:
         return replace(self, xattrs=dict(self.xattrs))
+
+    def touched(self, now: float, *, mtime: bool = True) -> Attributes:
+        """These attributes with ctime (and mtime, unless not `mtime`) `now`."""
+        return replace(self, ctime=now, mtime=now if mtime else self.mtime)
 
     @property
     def is_dir(self) -> bool:
@@ -123,22 +130,34 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
     mtime = parse_mtime(meta.get("mtime"))
     mtime = last_modified if mtime is None else mtime
     atime, ctime = parse_mtime(meta.get("atime")), parse_mtime(meta.get("ctime"))
-    atime = mtime if atime == mtime else atime  # one object for equal times (memory)
-    ctime = mtime if ctime == mtime else ctime
-    return Attributes(
-        mode=_MODES.setdefault(mode, mode),
-        uid=defaults.uid if uid is None else uid,
-        gid=defaults.gid if gid is None else gid,
-        mtime=mtime,
-        atime=mtime if atime is None else atime,
-        ctime=mtime if ctime is None else ctime,
-        rdev=_int(meta.get("rdev"), 2**64 - 1) or 0,
-        xattrs=decode_xattrs(meta.get("xattr")),
-    )
+    atime = mtime if atime is None or atime == mtime else atime  # one object for equal
+    ctime = mtime if ctime is None or ctime == mtime else ctime  # times (memory)
+    uid = defaults.uid if uid is None else uid
+    gid = defaults.gid if gid is None else gid
+    rdev = _int(meta.get("rdev"), 2**64 - 1) or 0
+    xattrs = decode_xattrs(meta.get("xattr"))
+    mode = _MODES.setdefault(mode, mode)
+    if xattrs:
+        return Attributes(mode, uid, gid, mtime, atime, ctime, rdev, xattrs)
+    key = (mode, uid, gid, mtime, atime, ctime, rdev)
+    shared = _SHARED.get(key)
+    if shared is None:
+        shared = Attributes(mode, uid, gid, mtime, atime, ctime, rdev)
+        if len(_SHARED) >= SHARED_KEPT:
+            del _SHARED[next(iter(_SHARED))]
+        _SHARED[key] = shared
+    return shared
 
 
 # Each distinct st_mode once: every cached entry shares its int object.
 _MODES: dict[int, int] = {}
+# Attributes decoded lately, by value: entries whose attributes are equal (files of one
+# upload, one tar extraction, objects without metadata listed in the same second) share
+# one object and its times. (Equal times compare equal whether float or Fraction, and
+# show the same nanoseconds.) The oldest go beyond SHARED_KEPT.
+SHARED_KEPT = 4096
+_SHARED: dict[tuple[int, int, int, float | Fraction, float | Fraction, float | Fraction, int],
+              Attributes] = {}
 
 
 def stored_type(metadata: dict[str, str] | None) -> int:

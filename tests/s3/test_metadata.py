@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import stat
+from dataclasses import replace
 from fractions import Fraction
 
 import pytest
@@ -16,6 +17,7 @@ from s3mpfs.s3.metadata import (
     Defaults,
     decode,
     encode,
+    encode_xattrs,
     format_mtime,
     parse_mtime,
     stored_type,
@@ -83,9 +85,9 @@ def test_a_malformed_value_falls_back_to_its_default(field: str, value: str) -> 
     attrs = decode_file({**good, field: value})
     expected = Attributes(0o100640, 1000, 100, 1234567890.0)
     default = {"mode": stat.S_IFREG | 0o644, "uid": 1500, "gid": 1600, "mtime": LAST_MODIFIED}
-    setattr(expected, field, default[field])
+    expected = replace(expected, **{field: default[field]})
     if field == "mtime":  # atime and ctime, absent, follow mtime
-        expected.atime = expected.ctime = LAST_MODIFIED
+        expected = replace(expected, atime=LAST_MODIFIED, ctime=LAST_MODIFIED)
     assert attrs == expected
 
 
@@ -209,3 +211,16 @@ def test_any_attributes_round_trip(mode: int, uid: int, gid: int, mtime: float) 
                      defaults=DEFAULTS)
     assert (decoded.mode, decoded.uid, decoded.gid) == (mode, uid, gid)
     assert math.isclose(decoded.mtime, mtime, rel_tol=0, abs_tol=1e-9)  # nanoseconds kept
+
+
+def test_equal_attributes_are_one_shared_object_that_cannot_change_in_place() -> None:
+    meta = {"mode": "33188", "uid": "1", "gid": "2", "mtime": "1700000000"}
+    first, second = decode_file(dict(meta)), decode_file(dict(meta))
+    assert first is second  # a million equal entries hold one object
+    assert decode_file({**meta, "mtime": "1700000001"}) is not first
+    with_xattr = {**meta, "xattr": encode_xattrs({"user.a": b"1"})}
+    assert decode_file(with_xattr) is not decode_file(with_xattr)  # (a dict of its own)
+    with pytest.raises(AttributeError):  # (FrozenInstanceError)
+        first.mode = 0  # type: ignore[misc]
+    touched = first.touched(5.0, mtime=False)
+    assert (touched.ctime, touched.mtime, first.ctime) == (5.0, first.mtime, 1700000000.0)
