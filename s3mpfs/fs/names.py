@@ -22,25 +22,24 @@ from ..config import MountConfig
 from ..errors import InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound
 from ..objects import ObjectInfo
 from ..s3.metadata import Attributes, Defaults, decode, stored_type
-from ..s3.store import S3Store, is_not_found
+from ..s3.store import S3Store
 from ..write.registry import REGISTRY_DIR
 from .foreign import PATH_MAX, Foreign
 from .inodes import InodeTable, Node, join
 from .listings import LISTING_TTL, Listing, Listings, Window
+from .metadata_reads import MetadataReads
 from .statindex import ListedFiles, StatIndex
 
 MAX_NAME = 255  # bytes, what POSIX tools expect of one path component
 MAX_KEY = 1024  # bytes, S3's key length limit
 SMALL_DIRECTORY = 1000  # a lookup lists a directory this small instead of HEADing a name
-METADATA_CONCURRENCY = 64  # HEADs in flight when metadata is fetched for many names
-STAT_AHEAD = 256  # names of a listing whose metadata one lookup fetches (itself included)
 # Files whose last HEAD is kept whole (content headers, user metadata: what a new version
 # keeps, saving a HEAD when the file is overwritten soon after a stat). A million stat'ed
 # entries would otherwise hold a million HEAD answers.
 HEADS_KEPT = 4096
 
 
-class Names:
+class Names(MetadataReads):
     def __init__(self, config: MountConfig, store: S3Store,
                  being_written: Callable[[str], list[Node]]) -> None:
         """`being_written(dir_path)`: the files of that directory being written now,
@@ -170,78 +169,6 @@ class Names:
         if marker is not None and marker.size:
             self.foreign.marker_with_body(path, marker.key, marker.size)
         return node
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        """The object at `key`, or None."""
-        try:
-            return await self.store.head(key)
-        except Exception as exc:
-            if is_not_found(exc):
-                return None
-            raise
-
-    async def fetch_metadata(self, nodes: list[Node]) -> set[str]:
-        """HEAD the objects of nodes whose metadata is unknown, in parallel, bounded; a
-        node whose HEAD is already in flight is waited for, not HEADed again. Returns the
-        paths of files S3 no longer has."""
-        missing = [n for n in nodes if not n.meta_known and n.written is None and n.path]
-        gone: set[str] = set()
-        if not missing:
-            return gone
-        started = [n for n in missing if n.inode not in self._heads]
-        waiting = [self._heads[n.inode] for n in missing if n.inode in self._heads]
-        for node in started:
-            self._heads[node.inode] = trio.Event()
-        # METADATA_CONCURRENCY tasks take the nodes one after the other: one task and a
-        # limiter wait per HEAD cost more than the HEAD's own Python (for 1,000 entries).
-        queue = iter(started)
-
-        async def fetch() -> None:
-            for node in queue:
-                try:
-                    info = await self.head(self.key(node))
-                    if info is None:
-                        if node.is_dir:  # a prefix without a marker: defaults are the truth
-                            node.meta_known = True
-                        else:
-                            gone.add(node.path)
-                    elif node.is_dir:
-                        self.dir_node(node.path, info)
-                    else:
-                        self.file_node(node.path, info)
-                finally:
-                    self._heads.pop(node.inode).set()
-
-        try:
-            async with trio.open_nursery() as nursery:
-                for _ in range(min(METADATA_CONCURRENCY, len(started))):
-                    nursery.start_soon(fetch)
-        finally:
-            for node in queue:  # not started (cancelled): let waiters go
-                self._heads.pop(node.inode).set()
-        files = [n for n in started if not n.is_dir]
-        if files:
-            self.stat_index.headed(files[0].parent_path, len(files))
-        for event in waiting:
-            await event.wait()
-        return gone
-
-    async def ensure_metadata(self, node: Node) -> bool:
-        """Make the node's attributes the object's own (a HEAD unless known), fetching
-        the next unknown names of its directory's listing at the same time. False: S3
-        no longer has the file."""
-        if node.meta_known or node.written is not None or not node.path:
-            return True
-        batch = [node]
-        for name in self._listings.following(node.parent_path, node.name, STAT_AHEAD * 4):
-            if len(batch) >= STAT_AHEAD:
-                break
-            other = self.table.at(join(node.parent_path, name))
-            if other is not None and not other.meta_known and other.written is None:
-                batch.append(other)
-        await self.stat_index.fill(node.parent_path, batch, self._from_index)
-        gone = await self.fetch_metadata([n for n in batch if not n.meta_known])
-        return node.path not in gone
 
     # -- lookups and listings ----------------------------------------------------------
 
