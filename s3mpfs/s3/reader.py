@@ -25,7 +25,7 @@ READ_AHEAD_BLOCKS = 2  # on loopback 1 is as fast; real S3 has latency to hide
 class _Block:
     def __init__(self) -> None:
         self.ready = trio.Event()
-        self.data = b""
+        self.data: bytes | memoryview = b""
         self.error: BaseException | None = None
 
 
@@ -67,7 +67,9 @@ class ObjectReader:
         """Whether bytes of this version were (or may have been) returned."""
         return self._served
 
-    async def read(self, offset: int, length: int) -> bytes:
+    async def read(self, offset: int, length: int) -> bytes | memoryview:
+        """Bytes [offset, offset + length) of the version read (fewer at its end); a read
+        within one block is a view of it, not a copy."""
         if self._gone is not None:
             raise self._gone
         try:
@@ -87,7 +89,7 @@ class ObjectReader:
         self._served = True
         return data
 
-    async def _read(self, offset: int, length: int) -> bytes:
+    async def _read(self, offset: int, length: int) -> bytes | memoryview:
         end = min(offset + length, self.size)
         if offset >= end:
             return b""
@@ -106,10 +108,11 @@ class ObjectReader:
                 self._blocks.pop(index, None)
                 raise block.error
             start = index * self.block_size
-            # a view: the join below is the one copy of these bytes
             chunks.append(memoryview(block.data)[max(offset - start, 0):end - start])
         self._evict(first)
-        return b"".join(chunks)
+        # One block: its view goes to the kernel as it is (pyfuse3 writes the reply from
+        # the buffer); across two, the join is the one copy.
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _start(self, index: int) -> _Block:
         block = self._blocks.get(index)
