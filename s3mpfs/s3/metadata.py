@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import stat
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fractions import Fraction
+from typing import Any
 from urllib.parse import quote, unquote
 
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to chown
@@ -92,12 +94,23 @@ def nanoseconds(seconds: float | Fraction) -> int:
     return (2 * numerator * 10**9 + denominator) // (2 * denominator)
 
 
+_DECIMAL = re.compile(r"-?[0-9]+(?:\.([0-9]+))?")
+
+
 def parse_mtime(value: str | None) -> float | Fraction | None:
     """Seconds (s3fs, rclone: '1234567890.123456789', read exactly) or an RFC 3339 time.
     A float when it holds the value exactly (whole seconds, most often): a third of the
     memory of a Fraction, for every cached entry."""
     if not value:
         return None
+    decimal = _DECIMAL.fullmatch(value)
+    if decimal is not None:  # the usual form, read with ints (a Fraction costs 10x more)
+        numerator, denominator = int(value.replace(".", "", 1)), 10 ** len(decimal[1] or "")
+        if abs(numerator) * 10**9 >= 2**63 * denominator:
+            return None
+        exact = numerator / denominator  # correctly rounded
+        p, q = exact.as_integer_ratio()
+        return exact if p * denominator == numerator * q else Fraction(numerator, denominator)
     try:
         seconds = Fraction(value)
     except ValueError:
@@ -139,7 +152,7 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
     mode = _MODES.setdefault(mode, mode)
     if xattrs:
         return Attributes(mode, uid, gid, mtime, atime, ctime, rdev, xattrs)
-    key = (mode, uid, gid, mtime, atime, ctime, rdev)
+    key = (mode, uid, gid, _hashed(mtime), _hashed(atime), _hashed(ctime), rdev)
     shared = _SHARED.get(key)
     if shared is None:
         shared = Attributes(mode, uid, gid, mtime, atime, ctime, rdev)
@@ -156,8 +169,13 @@ _MODES: dict[int, int] = {}
 # one object and its times. (Equal times compare equal whether float or Fraction, and
 # show the same nanoseconds.) The oldest go beyond SHARED_KEPT.
 SHARED_KEPT = 4096
-_SHARED: dict[tuple[int, int, int, float | Fraction, float | Fraction, float | Fraction, int],
-              Attributes] = {}
+_SHARED: dict[tuple[Any, ...], Attributes] = {}
+
+
+def _hashed(seconds: float | Fraction) -> float | tuple[int, int]:
+    """A time as a key of _SHARED: a Fraction's hash costs a modular inverse, its
+    (normalised) numerator and denominator hash as two ints."""
+    return seconds if type(seconds) is float else (seconds.numerator, seconds.denominator)
 
 
 def stored_type(metadata: dict[str, str] | None) -> int:

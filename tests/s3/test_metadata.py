@@ -224,3 +224,17 @@ def test_equal_attributes_are_one_shared_object_that_cannot_change_in_place() ->
         first.mode = 0  # type: ignore[misc]
     touched = first.touched(5.0, mtime=False)
     assert (touched.ctime, touched.mtime, first.ctime) == (5.0, first.mtime, 1700000000.0)
+
+
+@given(whole=st.integers(-(2**34), 2**34), digits=st.text("0123456789", max_size=12))
+def test_parse_mtime_reads_decimals_as_a_fraction_would(whole: int, digits: str) -> None:
+    """The int fast path of the usual 'seconds.nanoseconds' form gives what Fraction
+    parsing gives: the same value, a float only when it is exact."""
+    text = f"{whole}.{digits}" if digits else str(whole)
+    expected = Fraction(text)
+    got = parse_mtime(text)
+    if abs(expected) * 10**9 >= 2**63:  # past what nanoseconds in 64 bits hold
+        assert got is None
+        return
+    assert got == expected
+    assert isinstance(got, float) == (float(expected) == expected)
