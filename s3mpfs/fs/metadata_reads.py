@@ -18,6 +18,7 @@ from .statindex import StatIndex
 
 METADATA_CONCURRENCY = 64  # HEADs in flight when metadata is fetched for many names
 STAT_AHEAD = 256  # names of a listing whose metadata one lookup fetches (itself included)
+INDEXED_LISTING_MAX = 10_000  # files of a directory shown with its stat index's metadata
 
 
 class MetadataReads:
@@ -89,6 +90,18 @@ class MetadataReads:
         for event in waiting:
             await event.wait()
         return gone
+
+    async def from_stat_index(self, directory: Node, nodes: list[Node]) -> None:
+        """A listing about to be shown to the kernel (readdir): its files' metadata from
+        the directory's stat index, where an entry matches the listed version. Their
+        attributes are then exact and the kernel keeps them, so `ls -l`, `du` or a
+        backup tool's scan stats each entry without a LOOKUP. One GET per directory
+        (none if the index is at hand, or known absent); a larger directory's names-only
+        listing (`ls -f`, `find -name`) is not slowed by decoding its index, and its
+        entries are filled by lookups, STAT_AHEAD at a time, as before."""
+        unknown = [n for n in nodes if not n.meta_known and n.written is None and not n.is_dir]
+        if len(unknown) <= INDEXED_LISTING_MAX:
+            await self.stat_index.fill(directory.path, unknown, self._from_index)
 
     async def ensure_metadata(self, node: Node) -> bool:
         """Make the node's attributes the object's own (a HEAD unless known), fetching

@@ -82,7 +82,9 @@ class Namespace:
         if not directory.is_dir:
             raise NotADirectory(directory.path)
         entries = await self.names.list(directory)
-        self.names.opened([node for _, node in entries])  # until released_dir
+        nodes = [node for _, node in entries]
+        self.names.opened(nodes)  # until released_dir
+        await self.names.from_stat_index(directory, nodes)
         return entries
 
     def forget(self, inode: int, count: int) -> None:

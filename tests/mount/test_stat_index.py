@@ -95,6 +95,29 @@ def test_a_fresh_mount_stats_every_file_from_the_index_without_a_head(
     assert os.listdir(fresh.path) == ["tree"]
 
 
+def test_a_listing_hands_the_kernel_exact_attributes_from_the_index(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any
+) -> None:
+    """readdir fills its entries from the directory's index, so the kernel caches exact
+    attributes with the names: stat of every entry after a bare listing asks S3 nothing
+    (before, each stat was a LOOKUP, and the first of them fetched the index)."""
+    via, expected = written_then_fresh(proxy, mount, bucket)
+    fresh = mount(bucket, via)
+    tree = fresh.path / "tree"
+    settle(proxy, quiet=0.5)
+    proxy.clear()
+    assert sorted(os.listdir(tree)) == sorted(expected)
+    settle(proxy, quiet=0.5)
+    assert entry_heads(proxy) == []
+    assert len(index_gets(proxy)) == 1
+    proxy.clear()
+    stats = {name: os.stat(tree / name) for name in expected}
+    assert {name: (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
+            for name, st in stats.items()} == expected
+    settle(proxy, quiet=0.5)
+    assert [(r.kind, r.key) for r in proxy.requests] == []
+
+
 def test_another_clients_changes_are_headed_and_shown(
     proxy: S3Proxy, s3: Any, bucket: str, mount: Any
 ) -> None:
