@@ -192,12 +192,15 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         options |= set(config.fuse_options)
         options |= {"suid" if config.allow_suid else "nosuid",
                     "dev" if config.allow_dev else "nodev"}
+        operations = S3Operations(namespace)
+        # The kernel sets the mount's read-ahead window from the answer to INIT, to at
+        # most what it was when it sent INIT (128 KiB): widened once that answer is in.
+        operations.after_init = lambda: nursery.start_soon(_widen_read_ahead, config.mountpoint)
         try:
-            pyfuse3.init(S3Operations(namespace), config.mountpoint, options)
+            pyfuse3.init(operations, config.mountpoint, options)
         except RuntimeError as exc:
             raise MountError(f"cannot mount on {config.mountpoint}: {exc}; is it already a "
                              "mount point, and is /dev/fuse usable?") from None
-        tune_read_ahead(config.mountpoint)  # 1 MiB READ requests, several in flight
         nursery.start_soon(_stop_on_signal)
         nursery.start_soon(_sweep, registry)
         log.info("mounted %s on %s", config.prefix_display, config.mountpoint)
@@ -266,6 +269,10 @@ async def _sweep(registry: UploadRegistry) -> None:
         log.warning("aborted %d abandoned s3mpfs upload(s) under %s", aborted, where)
     else:
         log.info("no abandoned s3mpfs upload under %s", where)
+
+
+async def _widen_read_ahead(mountpoint: str) -> None:
+    tune_read_ahead(mountpoint)  # 1 MiB READ requests, several in flight
 
 
 async def _stop_on_signal() -> None:

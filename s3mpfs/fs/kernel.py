@@ -5,7 +5,9 @@ default, whatever the filesystem asks for at init), and sends one READ request p
 step: a 1 GiB `cat` is 8,192 requests, each a round through pyfuse3 and trio. A larger
 window lets the kernel send READs of up to max_pages (1 MiB with fuse3) and keep several in
 flight, so the same file is 1,024 requests that overlap. Writing the window needs root (or
-write access to /sys/class/bdi); without it the mount keeps the default and says so.
+write access to /sys/class/bdi); without it the mount keeps the default and says so. It is
+written once the kernel's INIT is answered (mount.py): the kernel sets the window from that
+answer, to at most what it was when INIT was sent, so a window set before is cut back.
 """
 
 from __future__ import annotations

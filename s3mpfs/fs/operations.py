@@ -121,6 +121,13 @@ class S3Operations(pyfuse3.Operations):
         # A handle's inode until its first readdir, then the snapshot of its listing.
         self._dir_handles: dict[int, int | list[tuple[str, Node]]] = {}
         self._next_dir_fh = 1
+        self.after_init: Callable[[], None] | None = None
+
+    def init(self) -> None:
+        """The kernel's INIT, answered when this returns (the answer is written before
+        the next request is read): `after_init` schedules what must follow the answer."""
+        if self.after_init is not None:
+            self.after_init()
 
     def entry(self, node: Node) -> pyfuse3.EntryAttributes:
         return entry(node, self.hidden)

@@ -47,6 +47,19 @@ def status_totals(run_cli: Any, m: Any) -> dict[str, Any]:
 # ------------------------------------------------------------ 1. a flaky network
 
 
+def test_the_kernel_reads_ahead_in_a_4_mib_window(bucket: str, mount: Any) -> None:
+    """The mount's read-ahead window (fs/kernel.py) is widened after the kernel's INIT
+    is answered: the kernel sets it from that answer, so one set before it was cut back
+    to 128 KiB, and a 1 GiB read was 4,096 READs instead of 1,024."""
+    if os.geteuid() != 0:
+        pytest.skip("the window is a root-only sysfs setting")
+    m = mount(bucket)
+    device = os.stat(m.path).st_dev  # answered after INIT
+    window = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
+    wait_for(lambda: window.read_text().strip() == "4096", timeout=10,
+             message=f"{window} to be 4096 (it is {window.read_text().strip()})")
+
+
 def test_100mib_reads_survive_20_and_35_percent_failed_gets(
     s3_server: str, s3: Any, bucket: str, mount: Any, tmp_path: Path, run_cli: Any
 ) -> None:
