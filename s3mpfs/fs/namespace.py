@@ -234,7 +234,7 @@ class Namespace:
         if node.etag and node.upload is None and self.names.replaced_version(node) is None:
             node.head = await self.names.head(self.names.file_key(node.path))
 
-    async def read(self, fh: int, offset: int, length: int) -> bytes:
+    async def read(self, fh: int, offset: int, length: int) -> bytes | memoryview:
         return await self.files.read(fh, offset, length)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:

@@ -192,7 +192,7 @@ class OpenFiles:
 
     # -- reading and writing ----------------------------------------------------------
 
-    async def read(self, fh: int, offset: int, length: int) -> bytes:
+    async def read(self, fh: int, offset: int, length: int) -> bytes | memoryview:
         """What the file holds now, through any descriptor: the state being written if
         the bytes are at hand, else the stored version (see _reads_own_writes for
         other processes reading a streaming file)."""
