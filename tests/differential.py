@@ -97,9 +97,7 @@ class Differential(RuleBasedStateMachine):
             return
         where = ""
         if isinstance(on_mount, bytes) and isinstance(local, bytes):
-            pairs = enumerate(zip(on_mount, local, strict=False))
-            first = next((i for i, (a, b) in pairs if a != b), min(len(on_mount), len(local)))
-            where = f" (first difference at byte {first})"
+            where = f" ({_difference(on_mount, local)})"
         message = (f"{what}: mount {_short(on_mount)} != local {_short(local)}{where}\n"
                    "steps:\n  " + "\n  ".join(self.history[-60:]))
         self.failures.append(message)  # hypothesis's replay of external state can differ
@@ -330,6 +328,29 @@ def _can(want: str) -> tuple[str, ...]:
 def _flags(extra: int) -> str:
     names = [n for n in ("O_CREAT", "O_TRUNC", "O_APPEND", "O_EXCL") if extra & getattr(os, n)]
     return "|".join(names) or "0"
+
+
+def _difference(on_mount: bytes, local: bytes, page: int = 4096) -> str:
+    """Where two byte strings differ, so that a difference explains itself: both sizes,
+    the first and last differing bytes, and the pages holding them (a page read before
+    a write, or zero-filled, and then written back shows as whole pages)."""
+    common = min(len(on_mount), len(local))
+    changed = [start for start in range(0, common, page)
+               if on_mount[start:min(start + page, common)]
+               != local[start:min(start + page, common)]]
+    first = last = common  # (only the sizes differ)
+    if changed:
+        start, end = changed[0], min(changed[0] + page, common)
+        first = next(i for i in range(start, end) if on_mount[i] != local[i])
+        start, end = changed[-1], min(changed[-1] + page, common)
+        last = next(i for i in reversed(range(start, end)) if on_mount[i] != local[i])
+    if len(on_mount) != len(local):
+        last = max(len(on_mount), len(local)) - 1
+    span = on_mount[first:min(last + 1, common)]
+    zeros = f"; the mount has zeros there: {not span.strip(bytes(1))}" if span else ""
+    return (f"sizes: mount {len(on_mount)}, local {len(local)}; first difference at byte "
+            f"{first}, last at byte {last} (pages {first // page} to {last // page}, "
+            f"{len(changed)} page(s) within both sizes differ){zeros}")
 
 
 def _short(value: Any) -> str:
