@@ -85,6 +85,8 @@ def follow_move(node: Node, handles: list[_Handle], key: str, source: ObjectInfo
                 reader.retarget(copy.key, copy.etag)  # the same bytes, read from the copy
         if node.cached_etag == source.etag:  # the kernel's pages: the same bytes too
             node.cached_etag = copy.etag
+        if node.stored_etag == source.etag:  # the version this mount stored: its copy is,
+            node.stored_etag = copy.etag  # once a listing shows it (writers follow it)
     upload = node.upload
     if upload is None:
         return
