@@ -103,6 +103,7 @@ class AttributeWriter:
             node.meta_known = True
             return
         key = self.names.file_key(node.path)
+        source = node.etag
         copied = await self.copier.copy(key, key, encode(node.attrs))
-        node.etag, node.last_modified = copied.etag, None  # we wrote it
+        node.copied(source, copied.etag)
         self.names.stat_index.changed(node.parent_path)

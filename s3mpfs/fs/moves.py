@@ -57,7 +57,7 @@ async def move_file(names: Names, copier: Copier, files: _OpenFiles, node: Node,
     upload = node.upload
     if upload is None or upload.built_on is not None:  # a stored version moves
         source, copy = await copier.move_version(old_key, new_key, metadata)
-        node.etag, node.last_modified = copy.etag, None  # we wrote it
+        node.copied(source.etag, copy.etag)
         files.moved(node, new_key, source, copy, only_new=False)
         return
     # A new or emptied file being written: nothing stored of it moves. A version at
@@ -85,8 +85,6 @@ def follow_move(node: Node, handles: list[_Handle], key: str, source: ObjectInfo
                 reader.retarget(copy.key, copy.etag)  # the same bytes, read from the copy
         if node.cached_etag == source.etag:  # the kernel's pages: the same bytes too
             node.cached_etag = copy.etag
-        if node.stored_etag == source.etag:  # the version this mount stored: its copy is,
-            node.stored_etag = copy.etag  # once a listing shows it (writers follow it)
     upload = node.upload
     if upload is None:
         return

@@ -309,6 +309,37 @@ def test_a_writer_reads_its_commit_after_a_rename_and_a_listing(
     assert body(unchecked, bucket, "g") == first[:16384] + change + first[20480:]
 
 
+def test_a_writer_reads_its_commit_after_an_attribute_change_and_a_listing(
+    s3: Any, bucket: str, mount: Any
+) -> None:
+    """As the test above, with chmod in place of the rename: the attribute change stores
+    the version again (a copy in place, whose ETag differs from a multipart commit's)."""
+    import time
+
+    m = mount(bucket, "part_size=5M")
+    path = m.path / "f"
+    first = random_bytes(6 * MiB, seed=744)
+    change = random_bytes(4096, seed=745)
+    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o644)
+    try:
+        os.pwrite(fd, first, 0)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(fd, 4096, 16384) == first[16384:20480]
+        os.pwrite(fd, change, 16384)
+        os.fsync(fd)
+        committed = s3.head_object(Bucket=bucket, Key="f")["ETag"]
+        os.chmod(path, 0o600)  # stored shortly after, by a copy
+        wait_for(lambda: s3.head_object(Bucket=bucket, Key="f")["ETag"] != committed,
+                 timeout=10)
+        time.sleep(2.5)  # past LISTING_TTL: the listing below asks S3, and shows the copy
+        os.listdir(m.path)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(fd, 4096, 16384) == change
+    finally:
+        os.close(fd)
+
+
 # Found by the differential test (tests/differential.py) while renames were made part of
 # the model; each fails on the code before.
 
