@@ -254,6 +254,14 @@ class Differential(RuleBasedStateMachine):
         self.same("unlink", outcome(os.unlink, self.mnt.path(name)),
                   outcome(os.unlink, self.loc.path(name)))
 
+    @rule()
+    def listdir(self) -> None:
+        """A listing of the directory: the names must agree, and what it shows the mount
+        of the objects S3 holds (their versions) must change no open file's state."""
+        self.note("listdir()")
+        self.same("listdir", outcome(lambda p: sorted(os.listdir(p)), self.mnt.root),
+                  outcome(lambda p: sorted(os.listdir(p)), self.loc.root))
+
     def _open(self, name: str) -> bool:
         """Whether the local file `name` is open (a rename onto it, or its unlink, makes
         it a file deleted while open; a rename of it does not)."""
@@ -398,6 +406,8 @@ def replay(machine: Differential, lines: list[str]) -> None:
                 actual[pair[0]] = machine.fds[-1]
         elif name in ("rename", "unlink"):
             getattr(machine, name)(*parts)
+        elif name == "listdir":
+            machine.listdir()
         elif name in ("close", "fsync"):
             getattr(machine, name)(index())
             if name == "close":
