@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +317,6 @@ def test_a_writer_reads_its_commit_after_an_attribute_change_and_a_listing(
     """As the test above, with chmod in place of the rename: the attribute change stores
     the version again (a copy in place, whose ETag differs from a multipart commit's on
     moto and AWS; RGW keeps it, and the test passes there either way)."""
-    import time
 
     m = mount(bucket, "part_size=5M")
     path = m.path / "f"
@@ -501,6 +501,42 @@ def test_an_open_for_writing_during_a_commit_builds_on_what_it_stores(
             patcher.join(timeout=60)
     assert outcomes == [None, None]
     assert body(s3, bucket, "big.bin") == data[:1000] + b"PATCH" + data[1005:]
+
+
+def test_an_attribute_change_waits_for_the_commit_that_carries_it(
+    s3: Any, bucket: str, proxy: S3Proxy, mount: Any
+) -> None:
+    """An attribute change is stored shortly after it (a copy in place), unless the
+    file's upload carries it. While the file's commit ran, the change was stored beside
+    it: the copy made a new version of the one the commit is built on, and the commit
+    then failed as if another client had changed the file (fsync EIO, the written bytes
+    not stored). Found by the long differential run (seed 571)."""
+    m = mount(bucket, f"endpoint_url={proxy.url}", "part_size=5M")
+    path = m.path / "f"
+    first = random_bytes(6 * MiB, seed=571)
+    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o644)
+    outcomes: list[BaseException | None] = []
+    try:
+        os.pwrite(fd, first, 0)
+        os.fsync(fd)
+        os.chmod(path, 0o600)  # stored in 0.5 s, unless an upload carries it
+        os.pwrite(fd, b"x", 100)
+        rule = proxy.add_fault("GetObject", HOLD)  # the commit reads the bytes around it
+        syncer = _thread(lambda: os.fsync(fd), outcomes)
+        syncer.start()
+        try:
+            wait_for(lambda: proxy.of_kind("GetObject"), timeout=20,
+                     message="the commit's GetObject held")
+            time.sleep(1.5)  # past the attribute change's delay
+        finally:
+            proxy.release(rule)
+            syncer.join(timeout=60)
+    finally:
+        os.close(fd)
+    assert outcomes == [None]
+    assert body(s3, bucket, "f") == first[:100] + b"x" + first[101:]
+    assert int(wait_for_mode(s3, bucket, "f", stat.S_IFREG | 0o600)["Metadata"]["mode"]) \
+        == stat.S_IFREG | 0o600
 
 
 def test_a_file_unlinked_while_its_commit_runs_stays_deleted(
