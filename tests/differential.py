@@ -97,9 +97,7 @@ class Differential(RuleBasedStateMachine):
             return
         where = ""
         if isinstance(on_mount, bytes) and isinstance(local, bytes):
-            pairs = enumerate(zip(on_mount, local, strict=False))
-            first = next((i for i, (a, b) in pairs if a != b), min(len(on_mount), len(local)))
-            where = f" (first difference at byte {first})"
+            where = f" ({_difference(on_mount, local)})"
         message = (f"{what}: mount {_short(on_mount)} != local {_short(local)}{where}\n"
                    "steps:\n  " + "\n  ".join(self.history[-60:]))
         self.failures.append(message)  # hypothesis's replay of external state can differ
@@ -256,6 +254,14 @@ class Differential(RuleBasedStateMachine):
         self.same("unlink", outcome(os.unlink, self.mnt.path(name)),
                   outcome(os.unlink, self.loc.path(name)))
 
+    @rule()
+    def listdir(self) -> None:
+        """A listing of the directory: the names must agree, and what it shows the mount
+        of the objects S3 holds (their versions) must change no open file's state."""
+        self.note("listdir()")
+        self.same("listdir", outcome(lambda p: sorted(os.listdir(p)), self.mnt.root),
+                  outcome(lambda p: sorted(os.listdir(p)), self.loc.root))
+
     def _open(self, name: str) -> bool:
         """Whether the local file `name` is open (a rename onto it, or its unlink, makes
         it a file deleted while open; a rename of it does not)."""
@@ -332,6 +338,29 @@ def _flags(extra: int) -> str:
     return "|".join(names) or "0"
 
 
+def _difference(on_mount: bytes, local: bytes, page: int = 4096) -> str:
+    """Where two byte strings differ, so that a difference explains itself: both sizes,
+    the first and last differing bytes, and the pages holding them (a page read before
+    a write, or zero-filled, and then written back shows as whole pages)."""
+    common = min(len(on_mount), len(local))
+    changed = [start for start in range(0, common, page)
+               if on_mount[start:min(start + page, common)]
+               != local[start:min(start + page, common)]]
+    first = last = common  # (only the sizes differ)
+    if changed:
+        start, end = changed[0], min(changed[0] + page, common)
+        first = next(i for i in range(start, end) if on_mount[i] != local[i])
+        start, end = changed[-1], min(changed[-1] + page, common)
+        last = next(i for i in reversed(range(start, end)) if on_mount[i] != local[i])
+    if len(on_mount) != len(local):
+        last = max(len(on_mount), len(local)) - 1
+    span = on_mount[first:min(last + 1, common)]
+    zeros = f"; the mount has zeros there: {not span.strip(bytes(1))}" if span else ""
+    return (f"sizes: mount {len(on_mount)}, local {len(local)}; first difference at byte "
+            f"{first}, last at byte {last} (pages {first // page} to {last // page}, "
+            f"{len(changed)} page(s) within both sizes differ){zeros}")
+
+
 def _short(value: Any) -> str:
     if isinstance(value, bytes) and len(value) > 64:
         return f"<{len(value)} bytes: {value[:24]!r}...>"
@@ -377,6 +406,8 @@ def replay(machine: Differential, lines: list[str]) -> None:
                 actual[pair[0]] = machine.fds[-1]
         elif name in ("rename", "unlink"):
             getattr(machine, name)(*parts)
+        elif name == "listdir":
+            machine.listdir()
         elif name in ("close", "fsync"):
             getattr(machine, name)(index())
             if name == "close":

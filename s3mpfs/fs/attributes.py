@@ -69,16 +69,16 @@ class AttributeWriter:
         """Store a closed file's (or directory's) attributes. One task at a time per
         node stores its newest attributes; a failure is retried a few times while they
         stay pending, then the mount shows what S3 holds again."""
-        if node.meta_writing or not node.meta_dirty or node.upload is not None:
-            return  # being stored (the newest go in), or going into an upload
+        if node.meta_writing or not node.meta_dirty or node.written is not None:
+            return  # being stored (the newest go in), or going into an upload or a commit
         node.meta_writing = True
         try:
             problem = ""
             for wait in (0.0, *METADATA_RETRIES):
                 await trio.sleep(wait)
-                if not node.meta_dirty or node.upload is not None \
+                if not node.meta_dirty or node.written is not None \
                         or self.names.table.at(node.path) is not node:
-                    return  # carried by a rename or an upload, or deleted
+                    return  # carried by a rename, an upload or a commit, or deleted
                 node.meta_dirty = False
                 try:
                     await self._store(node)
@@ -103,6 +103,7 @@ class AttributeWriter:
             node.meta_known = True
             return
         key = self.names.file_key(node.path)
+        source = node.etag
         copied = await self.copier.copy(key, key, encode(node.attrs))
-        node.etag, node.last_modified = copied.etag, None  # we wrote it
+        node.copied(source, copied.etag)
         self.names.stat_index.changed(node.parent_path)

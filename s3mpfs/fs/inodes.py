@@ -125,6 +125,17 @@ class Node:
         head = _rare("head")
         stored_meta = _rare("stored_meta")
 
+    def copied(self, source: str, etag: str) -> None:
+        """This mount stored the node's version `source` again, as `etag` (the copy of a
+        rename, or of an attribute change): the node shows that copy, which this mount
+        wrote. If `source` is what this mount's last commit of the file stored, so is
+        the copy (`stored_etag`): the file's writers go on following it once a listing
+        shows it (a copy of a multipart version has an ETag of its own), and never read
+        on from a version before it."""
+        if self.stored_etag and self.stored_etag == source:
+            self.stored_etag = etag
+        self.etag, self.last_modified = etag, None
+
     @property
     def meta_known(self) -> bool:
         """The attributes came from the object's headers (HEAD, stat index), or were

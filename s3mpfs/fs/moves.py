@@ -57,7 +57,7 @@ async def move_file(names: Names, copier: Copier, files: _OpenFiles, node: Node,
     upload = node.upload
     if upload is None or upload.built_on is not None:  # a stored version moves
         source, copy = await copier.move_version(old_key, new_key, metadata)
-        node.etag, node.last_modified = copy.etag, None  # we wrote it
+        node.copied(source.etag, copy.etag)
         files.moved(node, new_key, source, copy, only_new=False)
         return
     # A new or emptied file being written: nothing stored of it moves. A version at
