@@ -481,10 +481,16 @@ def test_status_watch_redraws_in_place(mount: Any, bucket: str) -> None:
     and leaves on Ctrl-C with status 0."""
     m = mount(bucket)
     master, slave = pty.openpty()
-    watch = subprocess.Popen(
-        [sys.executable, "-m", "s3mpfs", "status", str(m.path), "--watch",
-         "--interval", "0.2"], stdin=slave, stdout=slave, stderr=slave,
-        env=s3mpfs_env({"TERM": "xterm", "COLUMNS": "100"}))
+    # As at a terminal, Ctrl-C must reach it: a suite run as a background job has SIGINT
+    # ignored, which a child inherits (a handler, set for the spawn, is reset to default).
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "s3mpfs", "status", str(m.path), "--watch",
+             "--interval", "0.2"], stdin=slave, stdout=slave, stderr=slave,
+            env=s3mpfs_env({"TERM": "xterm", "COLUMNS": "100"}))
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     os.close(slave)
     os.set_blocking(master, False)
     screen = bytearray()
