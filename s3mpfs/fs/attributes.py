@@ -69,8 +69,11 @@ class AttributeWriter:
         """Store a closed file's (or directory's) attributes. One task at a time per
         node stores its newest attributes; a failure is retried a few times while they
         stay pending, then the mount shows what S3 holds again."""
-        if node.meta_writing or not node.meta_dirty or node.written is not None:
-            return  # being stored (the newest go in), or going into an upload or a commit
+        if node.meta_writing or not node.meta_dirty:
+            return  # being stored (the newest go in), or stored already
+        if node.written is not None:  # a copy now would change the version it is built on
+            log.debug("attributes of %s go into its upload or commit", node.path)
+            return
         node.meta_writing = True
         try:
             problem = ""
