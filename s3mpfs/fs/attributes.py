@@ -95,7 +95,8 @@ class AttributeWriter:
                 log.error("could not store the attributes of %s: %s; gave up, showing what "
                           "S3 holds", node.path, problem)
         finally:
-            node.meta_writing = False
+            node.meta_writing = False  # (until now, listings of the node were not heeded)
+            log.debug("attributes of %s no longer being stored", node.path)
 
     async def _store(self, node: Node) -> None:
         if node.is_dir:  # its marker object carries them, and keeps what else it had

@@ -9,7 +9,6 @@ import json
 import os
 import stat
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -312,16 +311,17 @@ def test_a_writer_reads_its_commit_after_a_rename_and_a_listing(
 
 
 def test_a_writer_reads_its_commit_after_an_attribute_change_and_a_listing(
-    s3: Any, bucket: str, mount: Any
+    s3: Any, bucket: str, proxy: S3Proxy, mount: Any
 ) -> None:
     """As the test above, with chmod in place of the rename: the attribute change stores
     the version again (a copy in place, whose ETag differs from a multipart commit's on
     moto and AWS; RGW keeps it, and the test passes there either way)."""
 
-    m = mount(bucket, "part_size=5M")
+    m = mount(bucket, f"endpoint_url={proxy.url}", "part_size=5M", "debug")
     path = m.path / "f"
     first = random_bytes(6 * MiB, seed=744)
     change = random_bytes(4096, seed=745)
+    stored = "attributes of f no longer being stored"  # (the mount's debug log)
     fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o644)
     try:
         os.pwrite(fd, first, 0)
@@ -330,10 +330,16 @@ def test_a_writer_reads_its_commit_after_an_attribute_change_and_a_listing(
         assert os.pread(fd, 4096, 16384) == first[16384:20480]
         os.pwrite(fd, change, 16384)
         os.fsync(fd)
+        before = m.log_text().count(stored)
         os.chmod(path, 0o600)  # stored shortly after, by a copy (moto: another ETag)
         wait_for_mode(s3, bucket, "f", stat.S_IFREG | 0o600)
-        time.sleep(2.5)  # past LISTING_TTL: the listing below asks S3, and shows the copy
+        # Until the mount is done storing the change, a listing does not update the file
+        # (its own attributes are newer): the listing must come after.
+        wait_for(lambda: m.log_text().count(stored) > before, timeout=20,
+                 message="the attribute change stored")
+        lists = proxy.count("ListObjectsV2")
         os.listdir(m.path)
+        assert proxy.count("ListObjectsV2") > lists  # it asked S3, and shows the copy
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         assert os.pread(fd, 4096, 16384) == change
     finally:
