@@ -1,8 +1,8 @@
 """POSIX behaviours a conformance suite (pjdfstest and the like) checks, through a real
 mount: the cases where s3mpfs once differed from a local Linux filesystem.
 
-Times are compared the way such suites compare them: stat, sleep a little over a second,
-act, stat again.
+Times are compared the way such suites compare them: stat, wait for the next second of
+the clock, act, stat again.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from helpers import STORE_DEADLINE, wait_for
 
 pytestmark = pytest.mark.mount
 
-PAUSE = 1.1  # more than the kernel's attribute timeout and a whole second of st_*time
+
+def wait_for_the_next_second(st: os.stat_result) -> None:
+    """Until the wall clock is past the second of `st`'s mtime and ctime: times set from
+    now on are later, in whole seconds too."""
+    second = int(max(st.st_mtime, st.st_ctime))
+    wait_for(lambda: int(time.time()) > second, timeout=3, interval=0.01,
+             message="the next second")
 
 
 def test_open_o_trunc_of_an_empty_file_updates_its_times(s3: Any, bucket: str,
@@ -28,7 +34,7 @@ def test_open_o_trunc_of_an_empty_file_updates_its_times(s3: Any, bucket: str,
     path = m.path / "empty"
     path.write_bytes(b"")
     before = os.stat(path)
-    time.sleep(PAUSE)
+    wait_for_the_next_second(before)
     os.close(os.open(path, os.O_WRONLY | os.O_TRUNC))
     after = os.stat(path)
     assert after.st_size == 0
@@ -65,7 +71,7 @@ def test_truncate_to_the_same_size_changes_nothing(bucket: str, mount: Any) -> N
     path = m.path / "f"
     path.write_bytes(b"hello")
     before = os.stat(path)
-    time.sleep(PAUSE)
+    wait_for_the_next_second(before)
     os.truncate(path, 5)
     same = os.stat(path)
     assert (same.st_mtime_ns, same.st_ctime_ns) == (before.st_mtime_ns, before.st_ctime_ns)
@@ -73,7 +79,7 @@ def test_truncate_to_the_same_size_changes_nothing(bucket: str, mount: Any) -> N
     after = os.stat(path)
     assert after.st_size == 3
     assert after.st_mtime > before.st_mtime and after.st_ctime > before.st_ctime
-    time.sleep(PAUSE)
+    wait_for_the_next_second(after)
     fd = os.open(path, os.O_WRONLY)
     try:
         os.ftruncate(fd, 3)
