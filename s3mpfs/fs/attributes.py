@@ -90,6 +90,9 @@ class AttributeWriter:
                     problem = describe(root_cause(exc))
                     log.warning("could not store the attributes of %s (%s)", node.path,
                                 problem)
+                    continue
+                if not node.meta_dirty:
+                    return  # stored (a change made meanwhile goes in after the next wait)
             if node.meta_dirty and self.names.table.at(node.path) is node:
                 node.meta_dirty, node.meta_known, node.etag = False, False, ""
                 log.error("could not store the attributes of %s: %s; gave up, showing what "
