@@ -30,7 +30,7 @@ import logging
 import os
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -189,7 +189,7 @@ def _crc64nvme(data: bytes) -> tuple[int, int]:
 _COMPUTE = {"CRC32C": _crc32c, "CRC64NVME": _crc64nvme}
 
 
-def _members(headers: dict[str, str]) -> dict[str, Any]:
+def members(headers: dict[str, str]) -> dict[str, Any]:
     """The boto3-shaped answer of a HEAD/GET/PUT: known headers and user metadata."""
     out: dict[str, Any] = {}
     metadata: dict[str, str] = {}
@@ -236,6 +236,7 @@ class CrtClient:
             self.host = f"[{self.hostname}]:{self.port}"
         self.attempts = max(retries, 1)
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self.region = region
 
         def delegate() -> Any:
             access, secret, token = get_credentials()
@@ -245,6 +246,7 @@ class CrtClient:
             provider = auth.AwsCredentialsProvider.new_delegate(delegate)
         else:  # fixed keys: no call back into Python for every signature
             provider = auth.AwsCredentialsProvider.new_static(*get_credentials())
+        self._provider = provider
         self._signing = auth.AwsSigningConfig(
             algorithm=auth.AwsSigningAlgorithm.V4,
             signature_type=auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
@@ -257,12 +259,12 @@ class CrtClient:
         self._socket_options.connect_timeout_ms = int(connect_timeout * 1000)
         self._socket_options.domain = (crt_io.SocketDomain.IPv6 if ":" in self.hostname
                                        else crt_io.SocketDomain.IPv4)
-        self._tls: Any = None
+        self.tls_context: Any = None
         if tls:
             options = crt_io.TlsContextOptions()
             if ca_file:
                 options.override_default_trust_store_from_path(ca_filepath=ca_file)
-            self._tls = crt_io.ClientTlsContext(options)
+            self.tls_context = crt_io.ClientTlsContext(options)
         self._idle: list[Any] = []  # open connections, most recently used last
         self._static = not refreshable
 
@@ -289,6 +291,15 @@ class CrtClient:
                    ca_file=ca_file,
                    refreshable=hasattr(session_credentials, "refresh_needed"))
 
+    def s3_signing_config(self) -> Any:
+        """The signing of this client's requests, for awscrt's S3 client (s3/blockgets.py)."""
+        return auth.AwsSigningConfig(
+            algorithm=auth.AwsSigningAlgorithm.V4, credentials_provider=self._provider,
+            region=self.region, service="s3",
+            signed_body_value=auth.AwsSignedBodyValue.UNSIGNED_PAYLOAD,
+            signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
+            use_double_uri_encode=False, should_normalize_uri_path=False)
+
     def path(self, key: str) -> str:
         if not key:  # the bucket itself (listings)
             return self._base.rstrip("/") or "/"
@@ -307,22 +318,29 @@ class CrtClient:
         even when cancelled (it has side effects and holds a connection), like the boto3
         path."""
         limit = self.connect_timeout + self.read_timeout + (len(body or b"") >> 20)
+        (answer, data), retries = await self.retrying(operation, lambda: self._attempt(
+            operation, method, key, headers, body, query, expect_size, limit))
+        answer["ResponseMetadata"] = {"RetryAttempts": retries}  # as botocore's
+        return answer, data
+
+    async def retrying(self, operation: str, attempt: Callable[[], Awaitable[Any]]
+                       ) -> tuple[Any, int]:
+        """`attempt()`'s result and the attempts repeated before it, retried as botocore's
+        standard mode does (see `request`); the last CrtRequestError, its `retries` set,
+        once the attempts are spent or the failure is not one to retry."""
         # Every await here is shielded from the caller's cancellation: each attempt in
         # its own scope (shielded, with the attempt's deadline), the backoff in this one.
-        for attempt in range(1, self.attempts + 1):
+        for n in range(1, self.attempts + 1):
             try:
-                answer, data = await self._attempt(operation, method, key, headers, body,
-                                                   query, expect_size, limit)
-                answer["ResponseMetadata"] = {"RetryAttempts": attempt - 1}  # as botocore's
-                return answer, data
+                return await attempt(), n - 1
             except CrtRequestError as exc:
-                if attempt == self.attempts or not _retryable(exc):
-                    exc.retries = attempt - 1
+                if n == self.attempts or not _retryable(exc):
+                    exc.retries = n - 1
                     raise
                 log.debug("%s: %s; retrying (attempt %d of %d)", operation, exc,
-                          attempt + 1, self.attempts)
+                          n + 1, self.attempts)
                 with trio.CancelScope(shield=True):
-                    await trio.sleep(random.random() * min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311
+                    await trio.sleep(random.random() * min(20.0, 2.0 ** (n - 1)))  # noqa: S311
         raise AssertionError("unreachable")
 
     async def _connection(self) -> Any:
@@ -331,8 +349,8 @@ class CrtClient:
             if connection.is_open():
                 return connection
         tls = None
-        if self._tls is not None:
-            tls = self._tls.new_connection_options()
+        if self.tls_context is not None:
+            tls = self.tls_context.new_connection_options()
             tls.set_server_name(self.hostname)
         return await _wait(http.HttpClientConnection.new(
             host_name=self.hostname, port=self.port, socket_options=self._socket_options,
@@ -397,18 +415,25 @@ class CrtClient:
         text = b"".join(received) if received else b""
         if status >= 300 or (operation != "GetObject" and text.lstrip().startswith(b"<")
                              and b"<Error>" in text[:512]):
-            code_match, message_match = _CODE.search(text), _MESSAGE.search(text)
-            code = code_match.group(1).decode() if code_match else str(status)
-            message = (message_match.group(1).decode(errors="replace") if message_match
-                       else _REASONS.get(status, "error"))
+            code, message = error_code(text, status)
             raise CrtRequestError(operation, status, code, message, headers_dict)
-        answer = _members(headers_dict)
+        answer = members(headers_dict)
         if into is not None:
             if got[0] != expect_size:
                 raise CrtRequestError(operation, 0, "IncompleteBody", f"{got[0]} bytes "
                                       f"received, {expect_size} expected")
             return answer, into
         return answer, text
+
+
+def error_code(text: bytes, status: int) -> tuple[str, str]:
+    """The S3 error code and message of an error answer's body (the status's own words
+    if it has none)."""
+    code_match, message_match = _CODE.search(text), _MESSAGE.search(text)
+    code = code_match.group(1).decode() if code_match else str(status)
+    message = (message_match.group(1).decode(errors="replace") if message_match
+               else _REASONS.get(status, "error"))
+    return code, message
 
 
 async def _wait(future: Any, shield_on_cancel: Any = None) -> Any:

@@ -3,11 +3,13 @@
 botocore and s3/crt.py retry a GET that fails before its answer. A body that breaks off
 after the answer started (a connection reset, a truncated body, a read timeout) is
 resumed here from the byte it reached, with botocore's backoff, at most `retries` times
-per range. Every attempt names the version it reads (`If-Match` its ETag: the caller's,
-or the one the first answer showed), and every answer is checked before its bytes are
-kept: the ETag (a server that ignores `If-Match` must not slip another version in), the
-range (`Content-Range`), the length, and, when the range is the whole object, the
-object's checksum where the server returns one (`x-amz-checksum-mode: ENABLED`).
+per range (a block through awscrt's S3 client, s3/blockgets.py, arrives whole or not at
+all, and is asked for again whole). Every attempt names the version it reads (`If-Match`
+its ETag: the caller's, or the one the first answer showed), and every answer is checked
+before its bytes are kept: the ETag (a server that ignores `If-Match` must not slip
+another version in), the range (`Content-Range`), the length, and, when the range is the
+whole object, the object's checksum where the server returns one
+(`x-amz-checksum-mode: ENABLED`).
 
 A server that reports a checksum its bytes do not match twice over, with the same bytes
 both times, stores a wrong checksum (moto's copies of multipart objects): the bytes are
@@ -59,7 +61,7 @@ class _Range:
     start: int
     stop: int
     pin: str  # the ETag every attempt names ("" until the first answer, if none given)
-    buffer: bytearray
+    buffer: bytearray | bytes  # bytes: a whole block as awscrt's S3 client gave it
     pos: int = 0
     checksum: tuple[str, str] | None = None  # (algorithm, value) of the whole object
 
@@ -115,6 +117,8 @@ class RangedGets:
 
     async def _fill(self, r: _Range) -> None:
         """One attempt: fetch [pos, stop) and check its answer; _Broken if it broke off."""
+        if type(r.buffer) is bytes:  # a block kept as it came, asked for again whole
+            r.buffer = _unfilled(len(r.buffer))
         view = memoryview(r.buffer)[r.pos - r.start:r.stop - r.start]
         params = {"Range": f"bytes={r.pos}-{r.stop - 1}", **self._sse_c()}
         if r.pin:
@@ -131,6 +135,15 @@ class RangedGets:
                 body = answer.pop("Body")
                 got = min(len(body), len(view))
                 view[:got] = memoryview(body)[:got]
+        elif self._crt is not None:
+            block = await self._crt.get_block(r.key, params, len(view))
+            if block is not None:
+                answer, body = block
+                got = min(len(body), len(view))
+                if got == len(r.buffer):  # the whole range: the body is the block
+                    r.buffer = body  # type: ignore[assignment]
+                else:
+                    view[:got] = memoryview(body)[:got]
         if answer is None:
             answer, got, broken = await trio.to_thread.run_sync(
                 self._boto_attempt, r.key, params, view, limiter=self._limiter)

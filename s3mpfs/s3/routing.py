@@ -1,8 +1,9 @@
 """Which requests go through awscrt (s3/crt.py) rather than boto3, and sending them there.
 
 HEAD, listings and small GETs and PUTs (bodies under crt.MAX_BODY) go through awscrt
-unless S3MPFS_HTTP=boto3; parts, large reads, everything else, and anything s3/crt.py
-cannot express (it answers None) go through boto3 in `s3/store.py`. `CrtRoute` takes the
+unless S3MPFS_HTTP=boto3, and so do read blocks over https (s3/blockgets.py; over http too
+with S3MPFS_HTTP=crt); parts, everything else, and anything s3/crt.py cannot express (it
+answers None) go through boto3 in `s3/store.py`. `CrtRoute` takes the
 same boto3-style parameters the store would give boto3 and answers in boto3's shape, so
 the store's callers cannot tell the two paths apart: failures raise the botocore
 exceptions the boto3 path would, and every request is counted in `stats` like the others.
@@ -19,7 +20,7 @@ import trio
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from ..config import MountConfig
-from . import crt, listxml
+from . import blockgets, crt, listxml
 from .integrity import Integrity, Sent
 from .stats import MountStats
 
@@ -33,9 +34,11 @@ _OPERATIONS = {"put_object": "PutObject", "upload_part": "UploadPart"}
 class CrtRoute:
     """Requests through one awscrt client, under their own limiter."""
 
-    def __init__(self, client: crt.CrtClient, stats: MountStats) -> None:
+    def __init__(self, client: crt.CrtClient, stats: MountStats,
+                 blocks: blockgets.BlockGets | None = None) -> None:
         self._crt = client
         self.stats = stats
+        self._blocks = blocks  # GETs of crt.MAX_BODY and more (read blocks), or None
         # Requests through awscrt hold no worker thread: a HEAD costs a connection and
         # a few kilobytes, so a listing's HEADs can have many more in flight (s3fs: 20).
         self._limiter = trio.CapacityLimiter(CRT_CONCURRENCY)
@@ -45,15 +48,21 @@ class CrtRoute:
                check_mode: bool = False) -> CrtRoute | None:
         """The route for a mount's boto3 client; None when every request is to go
         through boto3: the mount-time check, S3MPFS_HTTP=boto3, no awscrt or no
-        credentials (see crt.CrtClient.create)."""
-        if check_mode or os.environ.get("S3MPFS_HTTP") == "boto3":
+        credentials (see crt.CrtClient.create). Read blocks go through it over https,
+        or with S3MPFS_HTTP=crt (see s3/blockgets.py)."""
+        mode = os.environ.get("S3MPFS_HTTP", "")
+        if check_mode or mode == "boto3":
             return None
         client = crt.CrtClient.create(boto_client, config.bucket,
                                       path_style=bool(config.endpoint_url),
                                       retries=config.retries,
                                       connect_timeout=config.connect_timeout,
                                       read_timeout=config.read_timeout)
-        return None if client is None else cls(client, stats)
+        if client is None:
+            return None
+        blocks = (blockgets.create(client, config.read_ahead)
+                  if client.tls_context is not None or mode == "crt" else None)
+        return cls(client, stats, blocks)
 
     async def call(self, operation: str, method: str, key: str, params: dict[str, Any],
                    body: bytes | None = None, query: str = "",
@@ -78,21 +87,23 @@ class CrtRoute:
             answer["Body"] = data
         except crt.CrtRequestError as exc:
             answer = {"ResponseMetadata": {"RetryAttempts": exc.retries}}
-            if exc.status == 0:
-                failure = EndpointConnectionError(endpoint_url=self._crt.host,
-                                                  error=f"{exc.code}: {exc.message}")
-            else:
-                failure = ClientError({
-                    "Error": {"Code": exc.code, "Message": exc.message},
-                    "ResponseMetadata": {"HTTPStatusCode": exc.status,
-                                         "HTTPHeaders": exc.headers,
-                                         "RetryAttempts": exc.retries},
-                }, operation)
+            failure = self._botocore_error(operation, exc)
         # Counted as the boto3 path counts its requests (s3/stats.py), once answered.
         self.stats.record(operation, key, answer, failure, len(body or b""))
         if failure is not None:
             raise failure
         return answer
+
+    def _botocore_error(self, operation: str, exc: crt.CrtRequestError) -> Exception:
+        """The botocore exception the boto3 path would raise for this failure."""
+        if exc.status == 0:
+            return EndpointConnectionError(endpoint_url=self._crt.host,
+                                           error=f"{exc.code}: {exc.message}")
+        return ClientError({
+            "Error": {"Code": exc.code, "Message": exc.message},
+            "ResponseMetadata": {"HTTPStatusCode": exc.status, "HTTPHeaders": exc.headers,
+                                 "RetryAttempts": exc.retries},
+        }, operation)
 
     async def _acquire(self) -> None:
         """A token of the limiter: at once if one is free (`async with` the limiter would
@@ -120,6 +131,30 @@ class CrtRoute:
         if size >= crt.MAX_BODY:
             return None
         return await self.call("GetObject", "GET", key, params, expect_size=size)
+
+    async def get_block(self, key: str, params: dict[str, Any], size: int
+                        ) -> tuple[dict, bytes] | None:
+        """A GetObject of a range of crt.MAX_BODY or more (`params` name it, at most
+        `size` bytes) through awscrt's S3 client: (answer, body); None: use boto3 (no
+        block client, or parameters s3/crt.py cannot express). Failures raise the
+        botocore exceptions the boto3 path would."""
+        headers = crt.headers_for(params)
+        if self._blocks is None or headers is None:
+            return None
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("GetObject %s (crt s3)", key)
+        failure: Exception | None = None
+        answer: dict[str, Any] = {}
+        body = b""
+        try:
+            answer, body = await self._blocks.get(key, headers, size)
+        except crt.CrtRequestError as exc:
+            answer = {"ResponseMetadata": {"RetryAttempts": exc.retries}}
+            failure = self._botocore_error("GetObject", exc)
+        self.stats.record("GetObject", key, answer, failure, 0)
+        if failure is not None:
+            raise failure
+        return answer, body
 
     def sends(self, method: str, size: int) -> bool:
         """Whether a request of this boto3 method carrying `size` bytes goes through here."""

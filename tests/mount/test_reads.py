@@ -51,11 +51,13 @@ def byte_range(rec: Recorded) -> tuple[int, int] | None:
     return int(first), int(last)
 
 
-def assert_broken_bodies_resumed(requests: list[Recorded], key: str) -> None:
+def assert_broken_bodies_resumed(requests: list[Recorded], key: str, *,
+                                 whole: bool = False) -> None:
     """Every GET of `key` whose body broke off (RESET_MID) was followed by a GET of the
     rest of its range naming the version read, and at least one of them started past
     the broken one's first byte (a body broken within its first read chunk is re-read
-    whole: urllib3 drops a chunk it could not finish)."""
+    whole: urllib3 drops a chunk it could not finish). `whole`: blocks read through
+    awscrt's S3 client arrive whole or not at all: each is asked for again whole."""
     broken = [r for r in requests if r.kind == "GetObject" and r.key == key
               and r.fault == RESET_MID]
     assert broken, f"no body of {key} broke off"
@@ -72,8 +74,9 @@ def assert_broken_bodies_resumed(requests: list[Recorded], key: str) -> None:
                   and "if-match" in r.headers and (got := byte_range(r)) is not None
                   and first <= got[0] <= last and got[1] == last]
         assert starts, (rec.headers.get("range"), key)
+        assert not whole or first in starts, (rec.headers.get("range"), key)
         inside += max(starts) > first
-    assert inside, [r.headers.get("range") for r in broken]
+    assert inside or whole, [r.headers.get("range") for r in broken]
 
 
 def status_totals(run_cli: Any, m: Any) -> dict[str, Any]:
@@ -98,11 +101,16 @@ def test_the_kernel_reads_ahead_in_a_4_mib_window(bucket: str, mount: Any) -> No
              message=f"{window} to be 4096 (it is {window.read_text().strip()})")
 
 
+@pytest.mark.parametrize("route", ["boto3", "crt"])
 def test_100mib_reads_survive_20_and_35_percent_failed_gets(
-    s3_server: str, s3: Any, bucket: str, mount: Any, tmp_path: Path, run_cli: Any
+    s3_server: str, s3: Any, bucket: str, mount: Any, tmp_path: Path, run_cli: Any,
+    route: str
 ) -> None:
     """cmp of a 100 MiB file read through a proxy failing 20 % and 35 % of GETs (503,
-    500, reset before the answer, reset halfway through the body), several seeds."""
+    500, reset before the answer, reset halfway through the body), several seeds; its
+    blocks read through boto3 (as over http), then through awscrt's S3 client (as over
+    https: S3MPFS_HTTP=crt takes that route over http)."""
+    env = {"S3MPFS_HTTP": "crt"} if route == "crt" else None
     src = random_file(tmp_path / "src.bin", 100 * MiB + 3, seed=21)
     s3.upload_file(str(src), bucket, "r.bin")
     fired: set[str] = set()
@@ -110,7 +118,7 @@ def test_100mib_reads_survive_20_and_35_percent_failed_gets(
         with S3Proxy(s3_server, seed=seed) as proxy:
             flaky(proxy, share, "r.bin")
             # 4 MiB blocks: about 25 GETs per pass, all through boto3 (resumed bodies)
-            m = mount(bucket, via(proxy), "read_ahead=4M")
+            m = mount(bucket, via(proxy), "read_ahead=4M", env=env)
             result = subprocess.run(["cmp", str(src), str(m.path / "r.bin")],
                                     capture_output=True, text=True, timeout=120)
             assert result.returncode == 0, (share, seed, result.stderr, m.log_text()[-3000:])
@@ -119,7 +127,11 @@ def test_100mib_reads_survive_20_and_35_percent_failed_gets(
             faults, requests = proxy.faults(), proxy.requests
         fired |= {r.fault for r in faults if r.fault}
         assert len(faults) >= 5, (share, seed, len(faults))
-        assert_broken_bodies_resumed(requests, "r.bin")
+        assert_broken_bodies_resumed(requests, "r.bin", whole=route == "crt")
+        agents = {r.headers.get("user-agent", "").partition("/")[0] for r in requests
+                  if r.kind == "GetObject" and r.key == "r.bin"}
+        assert ("CRTS3NativeClient" in agents) == (route == "crt"), agents
+        assert ("Boto3" in agents) == (route == "boto3"), agents
         assert totals["read_retries"] >= len(faults), (totals, len(faults))
         assert "read of" not in m.log_text()
     assert fired == set(READ_FAULTS)
@@ -263,8 +275,9 @@ class ResumeProxy(S3Proxy):
         return super()._decide(rec)
 
 
+@pytest.mark.parametrize("route", ["boto3", "crt"])
 def test_object_replaced_between_two_retried_ranges_is_eio_never_a_mix(
-    s3_server: str, s3: Any, bucket: str, mount: Any
+    s3_server: str, s3: Any, bucket: str, mount: Any, route: str
 ) -> None:
     v1, v2 = random_bytes(4 * MiB, seed=1), random_bytes(4 * MiB, seed=2)
     s3.put_object(Bucket=bucket, Key="f.bin", Body=v1)
@@ -272,7 +285,8 @@ def test_object_replaced_between_two_retried_ranges_is_eio_never_a_mix(
     with ResumeProxy(s3_server, last=4 * MiB - 1) as proxy:  # the second 2 MiB block
         proxy.add_fault("GetObject", RESET_MID, times=1)
         hold = proxy.add_fault("GetObject", HOLD, times=1)
-        m = mount(bucket, via(proxy), "read_ahead=2M")
+        m = mount(bucket, via(proxy), "read_ahead=2M",
+                  env={"S3MPFS_HTTP": "crt"} if route == "crt" else None)
         outcome: dict[str, Any] = {}
 
         def read() -> None:
@@ -297,10 +311,14 @@ def test_object_replaced_between_two_retried_ranges_is_eio_never_a_mix(
     assert outcome["head"] == v1[:MiB]
     assert outcome.get("errno") == errno.EIO or outcome["head"] + outcome["rest"] == v1, \
         {k: v if isinstance(v, int) else len(v) for k, v in outcome.items()}
-    # The held request was the resume: from where the body broke off, pinned to v1.
+    # The held request was the resume: from where the body broke off (through awscrt's
+    # S3 client, the whole block again), pinned to v1.
     assert len(resumes) == 1
     start = int(resumes[0].headers["range"].removeprefix("bytes=").split("-")[0])
-    assert 2 * MiB < start < 4 * MiB, resumes[0].headers["range"]
+    if route == "crt":
+        assert start == 2 * MiB, resumes[0].headers["range"]
+    else:
+        assert 2 * MiB < start < 4 * MiB, resumes[0].headers["range"]
     assert resumes[0].headers.get("if-match") == etag
     assert "replaced while open" in m.log_text()
 
