@@ -47,11 +47,18 @@ class CrtRoute:
     def create(cls, boto_client: Any, config: MountConfig, stats: MountStats, *,
                check_mode: bool = False) -> CrtRoute | None:
         """The route for a mount's boto3 client; None when every request is to go
-        through boto3: the mount-time check, S3MPFS_HTTP=boto3, no awscrt or no
-        credentials (see crt.CrtClient.create). Read blocks go through it over https,
+        through boto3: the mount-time check, S3MPFS_HTTP=boto3, a proxy, no awscrt or
+        no credentials (see crt.CrtClient.create). Read blocks go through it over https,
         or with S3MPFS_HTTP=crt (see s3/blockgets.py)."""
         mode = os.environ.get("S3MPFS_HTTP", "")
         if check_mode or mode == "boto3":
+            return None
+        if _proxied(boto_client):
+            # awscrt would connect straight to the endpoint, which a proxied network
+            # may not allow: every request takes boto3's way (the proxy's URL may carry
+            # a password: not logged).
+            log.info("the endpoint is reached through a proxy (HTTP_PROXY, HTTPS_PROXY "
+                     "or the AWS config's proxies): every request goes through boto3")
             return None
         client = crt.CrtClient.create(boto_client, config.bucket,
                                       path_style=bool(config.endpoint_url),
@@ -180,3 +187,10 @@ class CrtRoute:
                                body=data, query=query)
         return None if resp is None else (resp, sent)
 
+
+def _proxied(boto_client: Any) -> bool:
+    """Whether boto3 reaches the endpoint through a proxy (its configured proxies, or
+    the environment's, NO_PROXY heeded)."""
+    session = boto_client._endpoint.http_session  # noqa: SLF001
+    proxies = getattr(session, "_proxy_config", None)
+    return proxies is not None and bool(proxies.proxy_url_for(boto_client.meta.endpoint_url))
