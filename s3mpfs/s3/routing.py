@@ -57,8 +57,8 @@ class CrtRoute:
             # awscrt would connect straight to the endpoint, which a proxied network
             # may not allow: every request takes boto3's way (the proxy's URL may carry
             # a password: not logged).
-            log.info("the endpoint is reached through a proxy (HTTP_PROXY, HTTPS_PROXY "
-                     "or the AWS config's proxies): every request goes through boto3")
+            log.info("the endpoint is reached through a proxy (HTTP_PROXY or "
+                     "HTTPS_PROXY): every request goes through boto3")
             return None
         client = crt.CrtClient.create(boto_client, config.bucket,
                                       path_style=bool(config.endpoint_url),
