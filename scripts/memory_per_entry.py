@@ -35,11 +35,12 @@ PAGE = 1000
 class MemoryStore:
     """Keys DIR/fNNNNNNN, empty objects with s3fs-style metadata (mode, mtime)."""
 
-    def __init__(self, dirs: int, files: int, distinct: bool) -> None:
+    def __init__(self, dirs: int, files: int, distinct: bool, ns_times: bool = False) -> None:
         self.dirs = [f"d{d}/" for d in range(dirs)]
         self.keys = sorted(f"{d}f{i:07d}" for d in self.dirs for i in range(files))
         self.mtime = float(int(time.time()) - 3600)
         self.distinct = distinct
+        self.ns_times = ns_times  # mtime headers with nanoseconds, as s3mpfs and rsync set
         self.plain: dict[str, bytes] = {}
         self.requests: dict[str, int] = {"LIST": 0, "HEAD": 0}
 
@@ -78,7 +79,8 @@ class MemoryStore:
             raise ClientError({"Error": {"Code": "404"}}, "HeadObject")
         info = self._info(key)
         mtime = self.mtime - (hash(key) & 0xFFFFF if self.distinct else 0)
-        info.metadata = {"mode": "33188", "mtime": str(int(mtime))}
+        fraction = f".{hash(key + 'ns') % 10**9:09d}" if self.ns_times else ""
+        info.metadata = {"mode": "33188", "mtime": f"{int(mtime)}{fraction}"}
         info.headers = {"ContentType": "binary/octet-stream"}
         return info
 
@@ -159,9 +161,11 @@ def main() -> int:
                         help="each object its own ETag, size and times (else all alike)")
     parser.add_argument("--read-only", action="store_true",
                         help="no stat index written (a writable mount writes one per directory)")
+    parser.add_argument("--ns-times", action="store_true",
+                        help="mtime headers with nanoseconds (files s3mpfs or rsync wrote)")
     args = parser.parse_args()
     entries = args.dirs * args.files
-    store = MemoryStore(args.dirs, args.files, args.distinct)
+    store = MemoryStore(args.dirs, args.files, args.distinct, args.ns_times)
     config = MountConfig(bucket="b", read_only=args.read_only)
     if args.rss:
         return rss(config, store, entries)

@@ -22,14 +22,14 @@ from s3mpfs.s3.metadata import Attributes
     "",
 ])
 def test_an_etag_reads_back_exactly_as_given(etag: str) -> None:
-    node = Node(2, "f", Attributes(stat.S_IFREG | 0o644, 0, 0, 1.0))
+    node = Node(2, "f", Attributes(stat.S_IFREG | 0o644, 0, 0, 10**9))
     node.etag = etag
     assert node.etag == etag and type(node.etag) is str
 
 
 def test_the_table_finds_counts_and_forgets_nodes_across_chunks() -> None:
-    table = InodeTable(Attributes(stat.S_IFDIR | 0o755, 0, 0, 1.0))
-    attrs = Attributes(stat.S_IFREG | 0o644, 0, 0, 1.0)
+    table = InodeTable(Attributes(stat.S_IFDIR | 0o755, 0, 0, 10**9))
+    attrs = Attributes(stat.S_IFREG | 0o644, 0, 0, 10**9)
     nodes = [table.put(f"f{i}", attrs) for i in range(3000)]  # (three chunks)
     for node in nodes:
         table.remember(node)
@@ -47,7 +47,7 @@ def test_the_table_finds_counts_and_forgets_nodes_across_chunks() -> None:
 
 
 def test_whether_metadata_is_known_and_settled_are_kept_apart() -> None:
-    node = Node(2, "f", Attributes(stat.S_IFREG | 0o644, 0, 0, 1.0))
+    node = Node(2, "f", Attributes(stat.S_IFREG | 0o644, 0, 0, 10**9))
     assert (node.meta_known, node.settled) == (False, False)
     node.settled = True
     assert (node.meta_known, node.settled) == (False, True)
@@ -62,7 +62,7 @@ def test_whether_metadata_is_known_and_settled_are_kept_apart() -> None:
 
 
 def test_equal_etags_set_lately_are_one_number() -> None:
-    attrs = Attributes(stat.S_IFREG | 0o644, 0, 0, 1.0)
+    attrs = Attributes(stat.S_IFREG | 0o644, 0, 0, 10**9)
     first, second = Node(2, "a", attrs), Node(3, "b", attrs)
     first.etag = '"d41d8cd98f00b204e9800998ecf8427e"'
     second.etag = "".join(['"d41d8cd98f00b204e9800998ecf8427e"'])  # another str object

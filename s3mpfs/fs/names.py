@@ -21,7 +21,7 @@ import trio
 from ..config import MountConfig
 from ..errors import InvalidName, NameTooLong, NotADirectory, NotEmpty, NotFound
 from ..objects import ObjectInfo
-from ..s3.metadata import Attributes, Defaults, decode, stored_type
+from ..s3.metadata import Attributes, Defaults, decode, nanoseconds, stored_type
 from ..s3.store import S3Store
 from ..write.registry import REGISTRY_DIR
 from .foreign import PATH_MAX, Foreign
@@ -50,7 +50,7 @@ class Names(MetadataReads):
         self.defaults = Defaults(config.uid, config.gid, config.file_mode, config.dir_mode)
         now = time.time()
         self.table = InodeTable(Attributes(stat.S_IFDIR | config.dir_mode, config.uid,
-                                           config.gid, now))
+                                           config.gid, nanoseconds(now)))
         self.mounted_at = now  # the mtime of directories that have no marker object
         self._listings = Listings(config.listing_cache, self._listing_dropped)
         self._created_dirs: set[str] = set()  # made by this mount: it knows every name
@@ -116,9 +116,7 @@ class Names(MetadataReads):
         if node.etag != info.etag:
             node.symlink_target = None
         node.size, node.etag = info.size, info.etag
-        modified = info.mtime  # the attributes' float when equal (no mtime header): shared
-        node.last_modified = attrs.mtime if attrs.mtime == modified \
-            and type(attrs.mtime) is float else modified
+        node.last_modified = info.mtime
         node.meta_known = known
         if info.metadata is not None:
             read_at = time.time()

@@ -14,7 +14,6 @@ import os
 import stat
 import time
 from dataclasses import replace
-from fractions import Fraction
 from typing import Any
 
 from ..config import MountConfig
@@ -104,7 +103,7 @@ class Namespace:
         if await self._exists(parent, name):
             raise Exists(path)
         mode = stat.S_IMODE(mode) | (parent.attrs.mode & stat.S_ISGID)  # inherited, as on Linux
-        attrs = Attributes(stat.S_IFDIR | mode, uid, _group(parent, gid), time.time())
+        attrs = Attributes(stat.S_IFDIR | mode, uid, _group(parent, gid), time.time_ns())
         await self.store.put_object(self.names.dir_key(path), b"", encode(attrs),
                                     content_type=DIRECTORY_TYPE)
         node = self.table.put(path, attrs)
@@ -190,7 +189,7 @@ class Namespace:
                 return await self.files.open_write(node, pid, truncate=False, must_commit=False,
                                                    readable=_readable(flags)), node
         attrs = Attributes(stat.S_IFREG | stat.S_IMODE(mode), uid, _group(parent, gid),
-                           time.time())
+                           time.time_ns())
         node = self.table.put(path, attrs)
         node.meta_known, node.meta_dirty, node.size, node.etag = True, False, 0, ""
         node.last_modified, node.unlinked = None, False
@@ -223,7 +222,7 @@ class Namespace:
         await self._know_replaced_version(node)
         truncate = bool(flags & os.O_TRUNC)  # an empty file too: its times change (POSIX)
         if truncate:
-            node.attrs = node.attrs.touched(time.time())
+            node.attrs = node.attrs.touched(time.time_ns())
         fh = await self.files.open_write(node, pid, truncate=truncate, must_commit=truncate,
                                          readable=_readable(flags))
         return fh, False, False
@@ -275,13 +274,13 @@ class Namespace:
         if gid is not None:
             changes["gid"] = gid
         if atime_ns is not None:
-            changes["atime"] = Fraction(atime_ns, 10**9)  # exact (a float is not)
+            changes["atime"] = atime_ns
         if mtime_ns is not None:
-            changes["mtime"] = Fraction(mtime_ns, 10**9)
+            changes["mtime"] = mtime_ns
         if (size, mode, uid, gid, atime_ns, mtime_ns) == (None,) * 6:
             return node  # nothing asked (chown -1 -1): not even ctime changes
         self._writable()
-        now = time.time()
+        now = time.time_ns()
         attrs = replace(node.attrs, **changes).touched(
             now, mtime=size is not None and mtime_ns is None)
         before, node.attrs, node.meta_known = node.attrs, attrs, True
@@ -339,7 +338,7 @@ class Namespace:
     async def symlink(self, parent_inode: int, name: str, target: str, uid: int,
                       gid: int) -> Node:
         """A symbolic link as s3fs stores it: the body is the target, the mode S_IFLNK."""
-        attrs = Attributes(stat.S_IFLNK | 0o777, uid, gid, time.time())
+        attrs = Attributes(stat.S_IFLNK | 0o777, uid, gid, time.time_ns())
         node = await self._put_new(parent_inode, name, attrs, os.fsencode(target))
         node.symlink_target = target
         return node
@@ -353,7 +352,7 @@ class Namespace:
                         stat.S_IFBLK):
             raise Unsupported(f"{name}: file type {kind:o}")
         device = rdev if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0
-        attrs = Attributes(kind | stat.S_IMODE(mode), uid, gid, time.time(), rdev=device)
+        attrs = Attributes(kind | stat.S_IMODE(mode), uid, gid, time.time_ns(), rdev=device)
         return await self._put_new(parent_inode, name, attrs, b"")
 
     async def _put_new(self, parent_inode: int, name: str, attrs: Attributes,
@@ -378,7 +377,7 @@ class Namespace:
         its cached listing true, and its mtime and ctime now (shown, not stored: storing
         them would cost a request per change; see SEMANTICS.md)."""
         self.names.listed(directory.path, name, present)
-        directory.attrs = directory.attrs.touched(time.time())
+        directory.attrs = directory.attrs.touched(time.time_ns())
 
     # -- extended attributes -------------------------------------------------------------
 
@@ -413,7 +412,7 @@ class Namespace:
     def _set_attributes(self, node: Node, attrs: Attributes) -> None:
         """New attributes (ctime now): stored shortly, or by the upload in progress."""
         self._writable()
-        node.attrs, node.meta_known = attrs.touched(time.time(), mtime=False), True
+        node.attrs, node.meta_known = attrs.touched(time.time_ns(), mtime=False), True
         self.attributes.changed(node)
 
     async def readlink(self, inode: int) -> str:
@@ -447,7 +446,7 @@ class Namespace:
             if existing.is_dir:
                 await self.names.check_empty(new_path, "rename onto")
         old_path, old_dir = node.path, node.parent_path
-        node.attrs = node.attrs.touched(time.time(), mtime=False)  # a rename: ctime
+        node.attrs = node.attrs.touched(time.time_ns(), mtime=False)  # a rename: ctime
         if node.meta_dirty or node.meta_writing:
             metadata = encode(node.attrs)  # the copy carries the pending attributes
         else:  # the rest of the source's metadata is kept by the copy

@@ -180,7 +180,7 @@ class OpenFiles:
         (unless utimensat set mtime meanwhile): S3 fixes metadata when the object is
         created, so what is shown is what is stored."""
         if upload.changed:
-            handle.node.attrs = handle.node.attrs.touched(time.time(),
+            handle.node.attrs = handle.node.attrs.touched(time.time_ns(),
                                                           mtime=not handle.mtime_set)
         return self.attributes.encode_now(handle.node)
 

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from ..errors import NotADirectory, S3mpfsError, describe, errno_for
-from ..s3.metadata import nanoseconds
 from .inodes import Node
 from .namespace import Namespace
 
@@ -89,9 +88,9 @@ def entry(node: Node, hidden: int = SET_ID_BITS) -> pyfuse3.EntryAttributes:
     attr.st_size = size
     attr.st_blksize = BLOCK_SIZE * 256
     attr.st_blocks = (size + 511) // 512
-    attr.st_mtime_ns = nanoseconds(node.attrs.mtime)
-    attr.st_atime_ns = nanoseconds(node.attrs.atime)
-    attr.st_ctime_ns = nanoseconds(node.attrs.ctime)
+    attr.st_mtime_ns = node.attrs.mtime
+    attr.st_atime_ns = node.attrs.atime
+    attr.st_ctime_ns = node.attrs.ctime
     return attr
 
 

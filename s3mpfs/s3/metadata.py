@@ -16,7 +16,7 @@ import json
 import re
 import stat
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 from urllib.parse import quote, unquote
@@ -29,6 +29,8 @@ OWNED = ("mode", "uid", "gid", "mtime", "atime", "ctime", "rdev", "xattr")  # ou
 # Empty extended attributes, shared by every Attributes that has none (a million entries
 # would hold a million empty dicts): never changed in place, `copy()` first.
 NO_XATTRS: dict[str, bytes] = {}
+NS = 10**9  # nanoseconds in a second
+AS_MTIME = -(2**63)  # an atime or ctime not given: the mtime (no time stat can show)
 
 
 @dataclass(slots=True, frozen=True)
@@ -39,26 +41,26 @@ class Attributes:
     mode: int  # full st_mode, file type bits included
     uid: int
     gid: int
-    # Seconds since the epoch: a float (time.time()), or a Fraction holding the exact
-    # nanoseconds utimensat set or a header stored (a float cannot: rsync and cp -p compare
-    # st_mtim to the nanosecond). See `nanoseconds`.
-    mtime: float | Fraction
-    atime: float | Fraction = -1.0  # -1: as mtime
-    ctime: float | Fraction = -1.0  # -1: as mtime
+    # Nanoseconds since the epoch, exact (rsync and cp -p compare st_mtim to the
+    # nanosecond): what stat shows, what utimensat set, what is stored. An int, not a
+    # float (which cannot hold them) or a Fraction (three objects for every entry).
+    mtime: int
+    atime: int = AS_MTIME
+    ctime: int = AS_MTIME
     rdev: int = 0
     xattrs: dict[str, bytes] = field(default_factory=lambda: NO_XATTRS)
 
     def __post_init__(self) -> None:
-        if self.atime < 0:
+        if self.atime == AS_MTIME:
             object.__setattr__(self, "atime", self.mtime)
-        if self.ctime < 0:
+        if self.ctime == AS_MTIME:
             object.__setattr__(self, "ctime", self.mtime)
 
     def copy(self) -> Attributes:
         return replace(self, xattrs=dict(self.xattrs))
 
-    def touched(self, now: float, *, mtime: bool = True) -> Attributes:
-        """These attributes with ctime (and mtime, unless not `mtime`) `now`."""
+    def touched(self, now: int, *, mtime: bool = True) -> Attributes:
+        """These attributes with ctime (and mtime, unless not `mtime`) `now` (ns)."""
         return replace(self, ctime=now, mtime=now if mtime else self.mtime)
 
     @property
@@ -88,42 +90,37 @@ def _int(value: str | None, high: int) -> int | None:
 
 
 def nanoseconds(seconds: float | Fraction) -> int:
-    """A time in whole nanoseconds: what stat shows and what is stored, the same number.
-    (Cheap: it runs for every entry stat and readdir return.)"""
+    """Seconds (a LastModified, a header's Fraction) in whole nanoseconds, rounded."""
     numerator, denominator = seconds.as_integer_ratio()  # exact, for floats too
     return (2 * numerator * 10**9 + denominator) // (2 * denominator)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DECIMAL = re.compile(r"-?[0-9]+(?:\.([0-9]+))?")
 
 
-def parse_mtime(value: str | None) -> float | Fraction | None:
-    """Seconds (s3fs, rclone: '1234567890.123456789', read exactly) or an RFC 3339 time.
-    A float when it holds the value exactly (whole seconds, most often): a third of the
-    memory of a Fraction, for every cached entry."""
+def parse_mtime(value: str | None) -> int | None:
+    """Nanoseconds from a time header: seconds (s3fs, rclone: '1234567890.123456789',
+    read exactly) or an RFC 3339 time; None if it is neither, or out of stat's range."""
     if not value:
         return None
     decimal = _DECIMAL.fullmatch(value)
     if decimal is not None:  # the usual form, read with ints (a Fraction costs 10x more)
-        numerator, denominator = int(value.replace(".", "", 1)), 10 ** len(decimal[1] or "")
-        if abs(numerator) * 10**9 >= 2**63 * denominator:
-            return None
-        exact = numerator / denominator  # correctly rounded
-        p, q = exact.as_integer_ratio()
-        return exact if p * denominator == numerator * q else Fraction(numerator, denominator)
-    try:
-        seconds = Fraction(value)
-    except ValueError:
-        pass
+        digits = len(decimal[1] or "")
+        numerator = int(value.replace(".", "", 1))
+        ns = (numerator * 10 ** (9 - digits) if digits <= 9
+              else nanoseconds(Fraction(numerator, 10**digits)))
     else:
-        if abs(seconds) * 10**9 >= 2**63:
-            return None
-        exact = float(seconds)
-        return exact if exact == seconds else seconds
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+        try:
+            ns = nanoseconds(Fraction(value))
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            # exact: microseconds, counted from the epoch (naive: local time)
+            ns = (moment.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1) * 1000
+    return ns if abs(ns) < 2**63 else None
 
 
 def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: float,
@@ -141,7 +138,7 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
     uid = _int(meta.get("uid"), MAX_ID)
     gid = _int(meta.get("gid"), MAX_ID)
     mtime = parse_mtime(meta.get("mtime"))
-    mtime = last_modified if mtime is None else mtime
+    mtime = nanoseconds(last_modified) if mtime is None else mtime
     atime, ctime = parse_mtime(meta.get("atime")), parse_mtime(meta.get("ctime"))
     atime = mtime if atime is None or atime == mtime else atime  # one object for equal
     ctime = mtime if ctime is None or ctime == mtime else ctime  # times (memory)
@@ -152,7 +149,7 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
     mode = _MODES.setdefault(mode, mode)
     if xattrs:
         return Attributes(mode, uid, gid, mtime, atime, ctime, rdev, xattrs)
-    key = (mode, uid, gid, _hashed(mtime), _hashed(atime), _hashed(ctime), rdev)
+    key = (mode, uid, gid, mtime, atime, ctime, rdev)
     shared = _SHARED.get(key)
     if shared is None:
         shared = Attributes(mode, uid, gid, mtime, atime, ctime, rdev)
@@ -166,16 +163,9 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
 _MODES: dict[int, int] = {}
 # Attributes decoded lately, by value: entries whose attributes are equal (files of one
 # upload, one tar extraction, objects without metadata listed in the same second) share
-# one object and its times. (Equal times compare equal whether float or Fraction, and
-# show the same nanoseconds.) The oldest go beyond SHARED_KEPT.
+# one object and its times. The oldest go beyond SHARED_KEPT.
 SHARED_KEPT = 4096
 _SHARED: dict[tuple[Any, ...], Attributes] = {}
-
-
-def _hashed(seconds: float | Fraction) -> float | tuple[int, int]:
-    """A time as a key of _SHARED: a Fraction's hash costs a modular inverse, its
-    (normalised) numerator and denominator hash as two ints."""
-    return seconds if type(seconds) is float else (seconds.numerator, seconds.denominator)
 
 
 def stored_type(metadata: dict[str, str] | None) -> int:
@@ -219,9 +209,9 @@ def decode_xattrs(value: str | None) -> dict[str, bytes]:
         return NO_XATTRS
 
 
-def format_mtime(mtime: float | Fraction) -> str:
-    """Seconds with up to nanosecond fraction, trailing zeros dropped ('981158400')."""
-    ns = nanoseconds(mtime)
-    whole, fraction = divmod(abs(ns), 10**9)
+def format_mtime(ns: int) -> str:
+    """Nanoseconds as seconds with up to nine decimals, trailing zeros dropped
+    ('981158400', '981158400.5')."""
+    whole, fraction = divmod(abs(ns), NS)
     text = f"{'-' if ns < 0 else ''}{whole}.{fraction:09d}".rstrip("0").rstrip(".")
     return text if text not in ("", "-0") else "0"
