@@ -136,7 +136,8 @@ class RangedGets:
                 got = min(len(body), len(view))
                 view[:got] = memoryview(body)[:got]
         elif self._crt is not None:
-            block = await self._crt.get_block(r.key, params, len(view))
+            async with self._limiter:  # as many in flight as through boto3's threads
+                block = await self._crt.get_block(r.key, params, len(view))
             if block is not None:
                 answer, body = block
                 got = min(len(body), len(view))
