@@ -292,7 +292,7 @@ def test_background_mode_missing_bucket(
     assert seconds < CONFIG_ERROR_SECONDS
     assert not is_mounted(mnt)
     wait_for(
-        lambda: not _s3mpfs_processes(mnt), timeout=10, message="no s3mpfs process left behind"
+        lambda: not _s3mpfs_processes(mnt), timeout=30, message="no s3mpfs process left behind"
     )
 
 
