@@ -176,8 +176,12 @@ def test_sqlite_transactions_store_what_each_fsync_needs(
     mount deleted it a moment ago). RGW refuses If-Match on PutObject, so each of the
     two PutObjects built on a version (the journal's second, the database's) is checked
     with a HEAD right before it there. The old code made 8 requests a transaction."""
-    # negative_ttl pinned as above: a pause on a loaded machine must not add a LIST
-    m = mount(bucket, f"endpoint_url={proxy.url},negative_ttl=30")
+    # negative_ttl pinned as above. No stat index: the root's is checked whenever the
+    # directory has been quiet for DEBOUNCE (2 s), and one PutObject that slow under
+    # load (the database's, while the journal is stored) added that check's LIST and
+    # index GET to the counts. Those are not a transaction's requests; the cp -r and
+    # git tests count them.
+    m = mount(bucket, f"endpoint_url={proxy.url},negative_ttl=30,stat_index=no")
     db = m.path / "app.db"
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=DELETE")
@@ -190,8 +194,14 @@ def test_sqlite_transactions_store_what_each_fsync_needs(
     seen = counts(proxy)
     print(f"{TRANSACTIONS} transactions:", dict(seen))
     checks = 2 * TRANSACTIONS if s3_backend.name == "rgw" else 0
+    # After a pause of about LISTING_TTL between two requests (a slow PutObject, or
+    # SQLite not scheduled, on a loaded machine) the mount lists the root again (seen
+    # with PutObjects held 2.5 s at the proxy). One LIST per pause, not per transaction.
+    arrivals = [r.time for r in proxy.requests]
+    pauses = sum(later - earlier >= LISTING_TTL / 2
+                 for earlier, later in zip(arrivals, arrivals[1:], strict=False))
     allowed = {"PutObject": 3 * TRANSACTIONS, "DeleteObject": TRANSACTIONS,
-               "HeadObject": checks + 2, "ListObjectsV2": 1}
+               "HeadObject": checks + 2, "ListObjectsV2": 1 + pauses}
     assert seen["PutObject"] == 3 * TRANSACTIONS  # every fsync was stored
     assert not over(seen, allowed), f"more requests than each fsync needs: {seen}"
     m.unmount()
