@@ -218,7 +218,7 @@ def test_aws_chunked_bodies_arrive_byte_exact(
 def test_client_keep_alive(proxy: S3Proxy, direct: Any, bkt: str) -> None:
     # Unsigned requests: a real server answers them only for a public bucket.
     direct.put_bucket_acl(Bucket=bkt, ACL="public-read")
-    conn = http.client.HTTPConnection("127.0.0.1", int(proxy.url.rsplit(":", 1)[1]), timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", int(proxy.url.rsplit(":", 1)[1]), timeout=30)
     try:
         conn.request("GET", f"/{bkt}?list-type=2")
         first = conn.getresponse()

@@ -378,12 +378,12 @@ def test_truncating_close_returns_once_the_empty_object_is_stored(
         writer = threading.Thread(target=truncate, daemon=True)
         writer.start()
         try:
-            assert rule.held.wait(timeout=10), "the empty object was never stored"
+            assert rule.held.wait(timeout=STORE_DEADLINE), "the empty object was never stored"
             # close() must not have returned while its object is not in S3.
             assert not closed.is_set()
         finally:
             proxy.release(rule)
-            writer.join(timeout=10)
+            writer.join(timeout=STORE_DEADLINE)
         assert closed.is_set()
         assert s3.head_object(Bucket=bucket, Key="trunc.bin")["ContentLength"] == 0
         m.unmount()
