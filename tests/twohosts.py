@@ -110,7 +110,8 @@ def pidns_mount(s3_server: str, bucket: str, tmp_path: Path,
                 pytest.fail(f"s3mpfs in a PID namespace did not mount:\n{m.log_text()}",
                             pytrace=False)
             time.sleep(0.05)
-        wait_for(lambda: m.path.is_dir(), message="the namespaced mount to answer")
+        wait_for(lambda: m.path.is_dir(), timeout=MOUNT_TIMEOUT,
+                 message="the namespaced mount to answer")
         return m
 
     yield factory

@@ -67,7 +67,8 @@ def test_an_append_never_drops_another_hosts_append(
     nothing_pending(s3, bucket)
     # A, opened again once its cached view of the name expires, appends to what is there
     # (an attempt with the stale view fails the same way and changes nothing).
-    wait_for(lambda: append(a.path / "log", b"A\n"), message="A's append to succeed")
+    wait_for(lambda: append(a.path / "log", b"A\n"), timeout=STORE_DEADLINE,
+             message="A's append to succeed")
     assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == base + b"B\nA\n"
 
 

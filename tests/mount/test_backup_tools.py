@@ -22,9 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import list_keys, random_bytes, random_file, sha256_file, sha256_object, wait_for
+from helpers import (
+    STORE_DEADLINE,
+    list_keys,
+    random_bytes,
+    random_file,
+    sha256_file,
+    sha256_object,
+    wait_for,
+)
 from test_request_counts import settle
 
+from s3mpfs.fs.listings import LISTING_TTL
 from s3mpfs.fs.statwriter import DEBOUNCE
 
 pytestmark = pytest.mark.mount
@@ -187,7 +196,7 @@ def test_rsync_backup_is_complete_and_incremental(s3, s3_read, bucket, proxy, mo
     run("diff", "-r", "--no-dereference", src, dst)
     assert_same_attrs(src, dst, paths)
     # The bucket holds what s3fs/rclone read: mode and mtime headers on every object.
-    wait_for(lambda: headers_match(s3, bucket, "backup/", src, paths), timeout=15,
+    wait_for(lambda: headers_match(s3, bucket, "backup/", src, paths), timeout=STORE_DEADLINE,
              message="mode/mtime headers of every object")
     assert sha256_object(s3_read, bucket, "backup/big.bin") == sha256_file(src / "big.bin")
     assert not [k for k in list_keys(s3, bucket) if "/." in k], "rsync temp files left"
@@ -229,7 +238,7 @@ def test_rsync_backup_is_complete_and_incremental(s3, s3_read, bucket, proxy, mo
     st = os.stat(dst / "docs" / "page03.txt")
     assert (st.st_mode, st.st_mtime_ns // 10**9) == (mode, new_ns // 10**9)
     wait_for(lambda: attrs_stored(s3, bucket, "backup/docs/page03.txt", mode, new_ns),
-             timeout=10, message="headers of the changed file")
+             timeout=STORE_DEADLINE, message="headers of the changed file")
     assert "backup/docs/page07.txt" not in list_keys(s3, bucket)
     run("diff", "-r", "--no-dereference", src, dst)
 
@@ -260,7 +269,7 @@ def test_tar_archive_on_the_mount_and_extraction_onto_it(s3, s3_read, bucket, mo
     run("tar", "-xpf", tmp_path / "local.tar", "-C", restore)
     run("diff", "-r", "--no-dereference", src, restore)
     assert_same_attrs(src, restore, paths)
-    wait_for(lambda: headers_match(s3, bucket, "restore/", src, paths), timeout=15,
+    wait_for(lambda: headers_match(s3, bucket, "restore/", src, paths), timeout=STORE_DEADLINE,
              message="mode/mtime headers of the extracted objects")
 
 
@@ -284,7 +293,7 @@ def test_cp_p_keeps_mode_and_mtime(s3, bucket, mount, tmp_path):
         assert sha256_file(m.path / path.name) == sha256_file(path)
         headers = wait_for(
             lambda p=path, mo=mode, t=ns: attrs_stored(s3, bucket, p.name, stat.S_IFREG | mo, t),
-            timeout=10, message=f"mode and mtime headers of {path.name}")
+            timeout=STORE_DEADLINE, message=f"mode and mtime headers of {path.name}")
         assert headers.get("uid") == str(os.getuid()) and headers.get("gid") == str(os.getgid())
 
 
@@ -303,7 +312,7 @@ def test_mv_large_file_is_a_server_side_copy(s3_backend, s3, s3_read, bucket, pr
     run("chmod", "640", m.path / "a" / "big.bin")
     run("touch", "-d", "@1000000000.5", m.path / "a" / "big.bin")
     wait_for(lambda: meta_is(s3, bucket, "a/big.bin", mode="33184", mtime="1000000000.5"),
-             timeout=10, message="attributes of a/big.bin stored")
+             timeout=STORE_DEADLINE, message="attributes of a/big.bin stored")
     before = s3.head_object(Bucket=bucket, Key="a/big.bin")
 
     proxy.clear()
@@ -338,7 +347,7 @@ def test_mv_directory_moves_every_object(s3, bucket, mount, tmp_path):
         (src / rel).write_bytes(data)
     (src / "sub" / "c.txt").chmod(0o600)
     wait_for(lambda: meta_is(s3, bucket, "project/sub/c.txt", mode=str(0o100600)),
-             timeout=10, message="mode of project/sub/c.txt")
+             timeout=STORE_DEADLINE, message="mode of project/sub/c.txt")
 
     run("mv", src, m.path / "renamed")
     keys = list_keys(s3, bucket)
@@ -375,7 +384,7 @@ def test_chmod_and_touch_are_stored_as_s3fs_headers(s3, bucket, mount):
     run("chmod", "640", f)
     run("touch", "-d", "2001-02-03", f, env={**os.environ, "TZ": "UTC"})
     headers = wait_for(lambda: meta_is(s3, bucket, "report.txt", mode="33184", mtime="981158400"),
-                       timeout=10, message="mode=33184 and mtime=981158400 headers")
+                       timeout=STORE_DEADLINE, message="mode=33184 and mtime=981158400 headers")
     assert headers["uid"] == str(os.getuid()) and headers["gid"] == str(os.getgid())
     assert s3.get_object(Bucket=bucket, Key="report.txt")["Body"].read() == b"quarterly numbers\n"
     st = os.stat(f)
@@ -572,6 +581,7 @@ def test_ls_l_of_a_large_directory_without_a_head_storm(s3, bucket, proxy, mount
 
     # Hold every HEAD at the proxy: several arriving together proves they are in parallel.
     hold = proxy.add_fault("HeadObject", "hold", key_contains="logs/f")
+    started = time.monotonic()
     ls = subprocess.Popen(["ls", "-l", m.path / "logs"], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
     try:
@@ -580,6 +590,7 @@ def test_ls_l_of_a_large_directory_without_a_head_storm(s3, bucket, proxy, mount
     finally:
         proxy.release(hold)
         out, err = ls.communicate(timeout=60)
+    took = time.monotonic() - started
     assert ls.returncode == 0, err
     lines = [ln for ln in out.splitlines() if ln.startswith("-")]
     assert len(lines) == count
@@ -587,8 +598,10 @@ def test_ls_l_of_a_large_directory_without_a_head_storm(s3, bucket, proxy, mount
     assert " 199 " in next(ln for ln in lines if ln.endswith("f199.log"))
     lists, heads = proxy.count("ListObjectsV2"), proxy.count("HeadObject")
     # The root's listing, the directory's, and one more each time the directory's 2 s
-    # listing cache expires while ls still looks names up (a loaded machine).
-    assert 1 <= lists <= 5, f"{lists} ListObjectsV2 requests"
+    # listing cache expires while ls still looks names up (a loaded machine): 5 in all
+    # for an ls of up to 6 s, one more per LISTING_TTL of a slower one.
+    assert 1 <= lists <= max(5, 3 + int(took / LISTING_TTL)), \
+        f"{lists} ListObjectsV2 requests in {took:.1f} s"
     assert heads <= count + 1, f"{heads} HEAD requests for {count} files and their directory"
     head_keys = [r.key for r in proxy.of_kind("HeadObject")]
     assert len(head_keys) == len(set(head_keys)), "an object was HEADed twice"
@@ -626,7 +639,7 @@ def test_cron_dump_with_rotation(s3, bucket, mount):
     assert sh("zcat db-2024-01-14.sql.gz | tail -n 1", cwd=dumps) == "280000\n"
     assert sh("gzip -t *.gz && echo ok", cwd=dumps) == "ok\n"
     wait_for(lambda: meta_is(s3, bucket, "dumps/db-2024-01-14.sql.gz", mtime="1705201200"),
-             timeout=10, message="mtime header of the newest dump")
+             timeout=STORE_DEADLINE, message="mtime header of the newest dump")
 
 
 def test_restic_like_repository(s3, bucket, mount):
@@ -674,7 +687,7 @@ def test_restic_like_repository(s3, bucket, mount):
             os.close(fd)
     for name in packs:
         wait_for(lambda n=name: meta_is(s3, bucket, f"repo/{n}", mode=str(0o100400)),
-                 timeout=10, message=f"read-only mode of {name}")
+                 timeout=STORE_DEADLINE, message=f"read-only mode of {name}")
     keys = list_keys(s3, bucket, "repo/")
     assert not [k for k in keys if ".tmp-" in k or k.startswith("repo/locks/9f")], keys
     assert sorted(k for k in keys if not k.endswith("/")) == sorted(f"repo/{n}" for n in packs)
@@ -690,11 +703,11 @@ def test_touch_of_an_existing_file_is_stored(s3, bucket, mount):
     f = m.path / "existing.txt"
     f.write_bytes(b"content\n")
     wait_for(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="existing").get("KeyCount") == 1,
-             timeout=15,
+             timeout=STORE_DEADLINE,
              message="the object")
     run("touch", "-d", "@981158400", f)
     assert os.stat(f).st_mtime == 981158400
-    wait_for(lambda: meta_is(s3, bucket, "existing.txt", mtime="981158400"), timeout=15,
+    wait_for(lambda: meta_is(s3, bucket, "existing.txt", mtime="981158400"), timeout=STORE_DEADLINE,
              message="mtime=981158400 header")
 
 
@@ -714,7 +727,7 @@ def test_attributes_set_just_before_a_directory_rename_are_kept(s3, bucket, prox
     run("touch", "-d", "@1000000000", *(staging / n for n in names))
     mv = subprocess.Popen(["mv", staging, m.path / "final"], stderr=subprocess.PIPE, text=True)
     try:
-        hold.held.wait(timeout=10)
+        hold.held.wait(timeout=STORE_DEADLINE)
 
         def attributes_in_flight(records: list[Any]) -> bool:
             # The pending attributes of a.txt went out: as their own CopyObject (while the
@@ -724,7 +737,7 @@ def test_attributes_set_just_before_a_directory_rename_are_kept(s3, bucket, prox
                 or (r.key == "final/a.txt" and r.headers.get("x-amz-meta-mode") == "33152"))
                 for r in records)
 
-        proxy.wait_for(attributes_in_flight, timeout=10)
+        proxy.wait_for(attributes_in_flight, timeout=STORE_DEADLINE)
     finally:
         proxy.release(hold)
         _, err = mv.communicate(timeout=60)
@@ -733,7 +746,7 @@ def test_attributes_set_just_before_a_directory_rename_are_kept(s3, bucket, prox
     for name in names:
         wait_for(lambda n=name: meta_is(s3, bucket, f"final/{n}", mode="33152",
                                         mtime="1000000000"),
-                 timeout=15, message=f"mode and mtime headers of final/{name}")
+                 timeout=STORE_DEADLINE, message=f"mode and mtime headers of final/{name}")
     m.unmount()
     m = mount(bucket)
     for name in names:
@@ -775,7 +788,7 @@ def test_content_changed_by_another_tool_is_visible(s3, bucket, mount):
         st = os.stat(m.path / "shared.txt")
         return (st.st_mode, st.st_mtime, st.st_size) == (0o100600, 1100000000, 10)
 
-    wait_for(updated, timeout=10, message="the new version's attributes")
+    wait_for(updated, timeout=STORE_DEADLINE, message="the new version's attributes")
     assert (m.path / "shared.txt").read_bytes() == b"v2 by s3fs"
 
 
@@ -799,4 +812,4 @@ def test_attributes_changed_by_another_tool_are_visible(s3, bucket, mount):
         st = os.stat(m.path / "shared.txt")
         return (st.st_mode, st.st_mtime) == (0o100600, 1100000000)
 
-    wait_for(updated, timeout=10, message="the attributes another tool stored")
+    wait_for(updated, timeout=STORE_DEADLINE, message="the attributes another tool stored")

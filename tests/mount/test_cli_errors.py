@@ -83,11 +83,13 @@ def assert_one_line_error(
     return line
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that nothing listens on: bound, never listened on, and held
+    for the test (released at once, any other process's listener could take it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
 
 
 def write_key_file(path: Path, data: bytes, mode: int = 0o600) -> Path:
@@ -106,8 +108,8 @@ def test_missing_bucket(cli: Any, mnt: Path, s3_server: str) -> None:
     assert not is_mounted(mnt)
 
 
-def test_unreachable_endpoint(cli: Any, mnt: Path) -> None:
-    port = closed_port()
+def test_unreachable_endpoint(cli: Any, mnt: Path, closed_port: int) -> None:
+    port = closed_port
     result, seconds = cli(
         "some-bucket", str(mnt), "-f", "-o", f"endpoint_url=http://127.0.0.1:{port}", timeout=60
     )
@@ -292,7 +294,7 @@ def test_background_mode_missing_bucket(
     assert seconds < CONFIG_ERROR_SECONDS
     assert not is_mounted(mnt)
     wait_for(
-        lambda: not _s3mpfs_processes(mnt), timeout=10, message="no s3mpfs process left behind"
+        lambda: not _s3mpfs_processes(mnt), timeout=30, message="no s3mpfs process left behind"
     )
 
 

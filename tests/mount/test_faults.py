@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from helpers import (
+    STORE_DEADLINE,
     is_mounted,
     list_keys,
     no_pending_uploads,
@@ -296,10 +297,11 @@ def test_permanent_part_failure_aborts_and_keeps_the_old_version(
     assert result.returncode != 0
     assert "Input/output error" in result.stderr, result.stderr
     assert sha256_object(s3, bucket, "doc.bin") == old
-    wait_for(lambda: settled(s3, bucket), timeout=10, message="upload aborted, unregistered")
+    wait_for(lambda: settled(s3, bucket), timeout=STORE_DEADLINE,
+             message="upload aborted, unregistered")
     # retries=2 means two attempts in all.
     assert [r.status for r in proxy.of_kind("UploadPart") if r.part_number == 4] == [500, 500]
-    lines = wait_for(lambda: log_lines(m, "doc.bin", "aborted"), timeout=10,
+    lines = wait_for(lambda: log_lines(m, "doc.bin", "aborted"), timeout=STORE_DEADLINE,
                      message="the abort logged")
     assert len(lines) == 1, lines
     # The mount goes on: the key still reads as the old version through it.
@@ -311,7 +313,7 @@ def test_permanent_failure_log_line_says_why(
 ) -> None:
     m, result, _ = fail_part_4(proxy, s3, bucket, mount, tmp_path)
     assert result.returncode != 0
-    [line] = wait_for(lambda: log_lines(m, "doc.bin", "aborted"), timeout=10,
+    [line] = wait_for(lambda: log_lines(m, "doc.bin", "aborted"), timeout=STORE_DEADLINE,
                       message="the abort logged")
     assert "InternalError" in line and "ExceptionGroup" not in line, line
 
@@ -369,7 +371,8 @@ def test_kill_9_leaves_old_or_new_and_the_next_mount_sweeps(
             elif then == "release":
                 proxy.release(rule)
                 proxy.wait_for(lambda rs: any(
-                    r.fault == HOLD and r.upstream_status is not None for r in rs))
+                    r.fault == HOLD and r.upstream_status is not None for r in rs),
+                    timeout=STORE_DEADLINE)
             else:
                 proxy.stop()
             writer.wait(timeout=30)
@@ -389,9 +392,9 @@ def test_kill_9_leaves_old_or_new_and_the_next_mount_sweeps(
         m2 = mount(bucket, via(recorder), "part_size=5M")
         recorder.wait_for(lambda rs: any(r.kind == "ListMultipartUploads" and r.status
                                          for r in rs), timeout=15)
-        wait_for(lambda: not no_pending_uploads(s3, bucket), timeout=5,
+        wait_for(lambda: not no_pending_uploads(s3, bucket), timeout=STORE_DEADLINE,
                  message="no pending upload after the sweep")
-        wait_for(lambda: not registry_entries(s3, bucket), timeout=5,
+        wait_for(lambda: not registry_entries(s3, bucket), timeout=STORE_DEADLINE,
                  message="an empty registry after the sweep")
         assert_settled(s3, bucket)
         expected = new if version == "new" else old

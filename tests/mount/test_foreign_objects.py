@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from helpers import wait_for
+from helpers import STORE_DEADLINE, wait_for
 
 pytestmark = pytest.mark.mount
 
@@ -201,5 +201,5 @@ def test_a_file_beside_a_directory_of_the_same_name_is_logged(
         assert len(lines(m, hidden, "hidden")) == 1, (hidden, m.log_text())
     os.unlink(m.path / "x" / "inside")
     os.rmdir(m.path / "x")  # the directory goes; the file it hid appears
-    wait_for(lambda: os.path.isfile(m.path / "x"), message="the file x", timeout=10)
+    wait_for(lambda: os.path.isfile(m.path / "x"), message="the file x", timeout=STORE_DEADLINE)
     assert (m.path / "x").read_bytes() == b"the file"

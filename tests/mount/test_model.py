@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from conftest import REGION, Mount, extra_mount_options
-from helpers import no_pending_uploads, s3mpfs_env, wait_for
+from helpers import STORE_DEADLINE, no_pending_uploads, s3mpfs_env, wait_for
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -265,7 +265,7 @@ class MountMachine(RuleBasedStateMachine):
         self.check_bucket()
         if self.external:
             # The mount may need its listing TTL and the kernel's cache time to notice.
-            wait_for(lambda: not self.mount_problems(), timeout=6,
+            wait_for(lambda: not self.mount_problems(), timeout=STORE_DEADLINE,
                      message=f"the mount to agree with the model: {self.mount_problems()}")
             self.external = False
         else:
@@ -357,7 +357,8 @@ def test_same_size_overwrite_by_another_client_is_seen(
         s3.put_object(Bucket=bucket, Key="f", Body=new)
         if s3.head_object(Bucket=bucket, Key="f")["LastModified"] == before:
             break
-    wait_for(lambda: os.listdir(m.path) and (m.path / "f").read_bytes() == new, timeout=5,
+    wait_for(lambda: os.listdir(m.path) and (m.path / "f").read_bytes() == new,
+             timeout=STORE_DEADLINE,
              message="the mount to read the new version")
 
 
@@ -377,12 +378,12 @@ def test_truncating_close_returns_once_the_empty_object_is_stored(
         writer = threading.Thread(target=truncate, daemon=True)
         writer.start()
         try:
-            assert rule.held.wait(timeout=10), "the empty object was never stored"
+            assert rule.held.wait(timeout=STORE_DEADLINE), "the empty object was never stored"
             # close() must not have returned while its object is not in S3.
             assert not closed.is_set()
         finally:
             proxy.release(rule)
-            writer.join(timeout=10)
+            writer.join(timeout=STORE_DEADLINE)
         assert closed.is_set()
         assert s3.head_object(Bucket=bucket, Key="trunc.bin")["ContentLength"] == 0
         m.unmount()

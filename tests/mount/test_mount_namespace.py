@@ -189,13 +189,13 @@ def test_a_file_being_written_is_listed_with_its_size_so_far(
         assert "growing.bin" in os.listdir(m.path)
         wait_for(
             lambda: os.stat(path).st_size >= 12 * MiB,
-            timeout=10,
+            timeout=30,
             message="stat showing the 12 MiB written so far",
         )
         # S3 does not hold it yet: the object appears at close().
         assert "growing.bin" not in list_keys(s3, bucket)
     assert s3.head_object(Bucket=bucket, Key="growing.bin")["ContentLength"] == 12 * MiB
-    wait_for(lambda: os.stat(path).st_size == 12 * MiB, timeout=10, message="final size")
+    wait_for(lambda: os.stat(path).st_size == 12 * MiB, timeout=30, message="final size")
 
 
 # --------------------------------------------------------------------- prefixes, tools

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from helpers import (
+    STORE_DEADLINE,
     list_keys,
     no_pending_uploads,
     random_bytes,
@@ -362,7 +363,7 @@ def test_failed_upload_reports_error_and_keeps_old_version(
     # One line in the mount's log says which file failed.
     lines = wait_for(
         lambda: [ln for ln in m.log_text().splitlines() if key in ln],
-        timeout=10,
+        timeout=STORE_DEADLINE,
         message="the failure in the mount log",
     )
     assert len(lines) == 1, lines

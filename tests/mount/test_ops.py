@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from helpers import (
     REPO_ROOT,
+    STORE_DEADLINE,
     is_mounted,
     list_keys,
     no_pending_uploads,
@@ -144,11 +145,12 @@ def test_background_mount_logs_a_failed_upload_to_syslog(
     assert result.returncode == 0, result.stderr
     try:
         assert is_mounted(mnt)
-        mounted = wait_for(lambda: syslog.received("mounted", bucket), message="mount line")
+        mounted = wait_for(lambda: syslog.received("mounted", bucket), timeout=STORE_DEADLINE,
+                           message="mount line")
         with pytest.raises(OSError):
             with open(mnt / "doomed.txt", "wb") as f:
                 f.write(b"never stored")
-        line = wait_for(lambda: syslog.received("doomed.txt", "failed"),
+        line = wait_for(lambda: syslog.received("doomed.txt", "failed"), timeout=STORE_DEADLINE,
                         message="the failed upload's line in syslog")
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=30)
@@ -156,7 +158,8 @@ def test_background_mount_logs_a_failed_upload_to_syslog(
     assert re.match(r"<27>s3mpfs\[\d+\]: ERROR s3mpfs\.write\.\w+: "
                     r"upload of doomed\.txt failed", line), line
     assert re.match(r"<30>s3mpfs\[\d+\]: INFO ", mounted), mounted
-    wait_for(lambda: syslog.received("unmounted"), message="the daemon's last line")
+    wait_for(lambda: syslog.received("unmounted"), timeout=STORE_DEADLINE,
+             message="the daemon's last line")
     assert not list_keys(s3, bucket, "doomed")
     assert not any("testing" in x for x in syslog.lines)  # the test's secret key
 
@@ -255,7 +258,7 @@ def test_status_shows_each_files_phase(proxy: S3Proxy, mount: Any, bucket: str,
         stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: (f := in_flight(status(run_cli, m.path), "slow.bin"))
-                 and f["phase"] == "writing", message="slow.bin writing")
+                 and f["phase"] == "writing", timeout=STORE_DEADLINE, message="slow.bin writing")
         assert writer.stdin is not None
         writer.stdin.close()  # the writer closes the file: the upload completes, held
         wait_for(lambda: held.held.is_set(), timeout=30, message="the completion held")
@@ -414,7 +417,8 @@ def test_mount_tells_systemd_it_is_ready(mount: Any, bucket: str,
                                          syslog: SyslogStandIn) -> None:
     """Type=notify: READY=1 reaches $NOTIFY_SOCKET once the mount answers."""
     mount(bucket, env={"NOTIFY_SOCKET": syslog.path})
-    ready = wait_for(lambda: syslog.received("READY=1"), message="READY=1")
+    ready = wait_for(lambda: syslog.received("READY=1"), timeout=STORE_DEADLINE,
+                     message="READY=1")
     assert f"STATUS=mounted {bucket} on " in ready
 
 

@@ -26,6 +26,11 @@ pytestmark = pytest.mark.mount
 
 MiB = 1024 * 1024
 READ_FAULTS = (FAULT_503, FAULT_500, RESET_BEFORE, RESET_MID)
+# Attempts per request on the flaky mounts. At 35 % failed GETs a quarter of the attempts
+# fail before any answer (503, 500, reset), so a request's 6 default attempts all fail
+# with probability about 0.24**6 = 2e-4: over the ~125 GETs of these tests, a read ended
+# in EIO in about 2 % of runs, by chance. With 12 it is about 4e-8 a request.
+FLAKY_RETRIES = "retries=12"
 
 
 def via(proxy: S3Proxy) -> str:
@@ -118,7 +123,7 @@ def test_100mib_reads_survive_20_and_35_percent_failed_gets(
         with S3Proxy(s3_server, seed=seed) as proxy:
             flaky(proxy, share, "r.bin")
             # 4 MiB blocks: about 25 GETs per pass, all through boto3 (resumed bodies)
-            m = mount(bucket, via(proxy), "read_ahead=4M", env=env)
+            m = mount(bucket, via(proxy), "read_ahead=4M", FLAKY_RETRIES, env=env)
             result = subprocess.run(["cmp", str(src), str(m.path / "r.bin")],
                                     capture_output=True, text=True, timeout=120)
             assert result.returncode == 0, (share, seed, result.stderr, m.log_text()[-3000:])
@@ -155,7 +160,7 @@ def test_tar_extract_through_flaky_gets(
         s3.upload_file(str(path), bucket, f"tree/{path.relative_to(tree)}")
     with S3Proxy(s3_server, seed=12) as proxy:
         flaky(proxy, 0.35, "a.tar")
-        m = mount(bucket, via(proxy), "read_ahead=1M")
+        m = mount(bucket, via(proxy), "read_ahead=1M", FLAKY_RETRIES)
         out = tmp_path / "out"
         out.mkdir()
         result = subprocess.run(["tar", "-x", "-f", str(m.path / "a.tar"), "-C", str(out)],
@@ -209,7 +214,7 @@ def test_restic_restore_through_flaky_gets(
         proxy.add_fault("GetObject", RESET_MID, every=3, key_contains="repo/data/")
         flaky(proxy, 0.35)
         # Each step on a cold mount (nothing in the kernel's page cache), 1 MiB blocks.
-        m = mount(bucket, via(proxy), "read_ahead=1M")
+        m = mount(bucket, via(proxy), "read_ahead=1M", FLAKY_RETRIES)
         out = tmp_path / "out"
         result = restic(m.path / "repo", "restore", "latest", "--target", str(out))
         assert result.returncode == 0, (result.stderr, m.log_text()[-3000:])
@@ -218,7 +223,7 @@ def test_restic_restore_through_flaky_gets(
         logs = m.log_text()
         # (GETs of stat indexes are retried by boto3, not counted as read retries)
         restore_faults = [f for f in proxy.faults() if ".s3mpfs/" not in (f.key or "")]
-        m = mount(bucket, via(proxy), "read_ahead=1M")
+        m = mount(bucket, via(proxy), "read_ahead=1M", FLAKY_RETRIES)
         check = restic(m.path / "repo", "check", "--read-data")
         assert check.returncode == 0, (check.stdout, check.stderr, m.log_text()[-3000:])
         m.unmount()
