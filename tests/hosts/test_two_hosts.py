@@ -96,3 +96,28 @@ def test_a_file_deleted_by_another_host_fails_reads_with_eio(
             os.pread(f.fileno(), 4096, 7 * MiB)
     assert failure.value.errno == errno.EIO
     assert "deleted while open" in a.log_text()
+
+
+def test_a_failed_fsync_fails_the_descriptors_later_writes_and_close(
+    s3: Any, bucket: str, hosts: Any
+) -> None:
+    """Found by test_two_hosts_generated (seeds 1 and 5). An fsync refused because another
+    host created the file meanwhile left the descriptor going on: its next write started a
+    new version of the file with zeros where the refused bytes were, and its next commit
+    stored that, unconditionally, over the other host's file."""
+    a, b = hosts("part_size=5M")
+    fd = os.open(a.path / "new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"A" * 1000)
+    (b.path / "new").write_bytes(b"theirs")  # B creates the name meanwhile
+    with pytest.raises(OSError) as refused:
+        os.fsync(fd)
+    assert refused.value.errno == errno.EIO
+    for call in (lambda: os.write(fd, b"more"), lambda: os.fsync(fd)):
+        try:  # what was written is lost: the descriptor must not go on as if it were not
+            call()
+        except OSError as exc:
+            assert exc.errno == errno.EIO
+    assert close_errno(fd) == errno.EIO  # nothing this descriptor wrote is stored
+    assert s3.get_object(Bucket=bucket, Key="new")["Body"].read() == b"theirs"
+    nothing_pending(s3, bucket)
+
