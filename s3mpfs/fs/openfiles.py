@@ -172,10 +172,11 @@ class OpenFiles:
         key = self.names.file_key(node.path)
         base = ObjectInfo(key, node.size, 0, etag=node.etag) \
             if not truncate and node.size > 0 else None
+        empty = node.etag if not truncate and node.size == 0 and not only_new else ""
         upload = Upload(self.uploads, key, lambda: self._upload_metadata(handle, upload),
                         base, only_new=only_new,
                         replacing=self.names.replaced_version(node),
-                        prefer_random=handle.readable)
+                        prefer_random=handle.readable, empty_base=empty)
         handle.upload = node.upload = upload
         return upload
 

@@ -121,3 +121,25 @@ def test_a_failed_fsync_fails_the_descriptors_later_writes_and_close(
     assert s3.get_object(Bucket=bucket, Key="new")["Body"].read() == b"theirs"
     nothing_pending(s3, bucket)
 
+
+@pytest.mark.parametrize("flags", [os.O_WRONLY | os.O_APPEND, os.O_RDWR],
+                         ids=["append", "read-write"])
+def test_a_version_built_on_an_empty_file_never_drops_another_hosts_write(
+    s3: Any, bucket: str, hosts: Any, flags: int
+) -> None:
+    """Found by test_two_hosts_generated (seeds 4 and 7): a file opened on an empty
+    object was committed with no condition (an empty base has no bytes to carry, and the
+    condition went with those), so it replaced what another host had appended since."""
+    s3.put_object(Bucket=bucket, Key="log", Body=b"")
+    a, b = hosts("part_size=5M")
+    fd = os.open(a.path / "log", flags)  # A builds on the empty version
+    with open(b.path / "log", "ab") as f:  # B appends first, and commits
+        f.write(b"B\n")
+    assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"B\n"
+    assert write_and_close(fd, b"A\n") == errno.EIO
+    assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"B\n"
+    assert "another client changed" in a.log_text()
+    nothing_pending(s3, bucket)
+    # Opened again once A's cached view expires, A appends to what is there.
+    wait_for(lambda: append(a.path / "log", b"A\n"), message="A's append to succeed")
+    assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"B\nA\n"
