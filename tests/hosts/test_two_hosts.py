@@ -143,3 +143,32 @@ def test_a_version_built_on_an_empty_file_never_drops_another_hosts_write(
     # Opened again once A's cached view expires, A appends to what is there.
     wait_for(lambda: append(a.path / "log", b"A\n"), message="A's append to succeed")
     assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"B\nA\n"
+
+
+def test_a_new_file_whose_close_failed_is_not_written_again_through_its_old_entry(
+    s3: Any, bucket: str, hosts: Any
+) -> None:
+    """Found by test_two_hosts_generated (seeds 191, 233, 297): after a new file's commit
+    failed (another host created the name), the kernel still had the name's entry for
+    the file that was never stored. Opening it again for writing reached that inode: it
+    was built on no object and committed with no condition (the other host's object
+    replaced, zeros where the failed bytes had been), and after a rename of the name it
+    wrote to the old key. Such an open now fails with ESTALE, on which the kernel looks
+    the name up again and opens the object S3 holds."""
+    a, b = hosts("part_size=5M")
+    fd = os.open(a.path / "new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"A" * 1000)
+    (b.path / "new").write_bytes(b"theirs")
+    assert close_errno(fd) == errno.EIO
+    assert append(a.path / "new", b"+A")  # (right away: the kernel's entry is still there)
+    assert s3.get_object(Bucket=bucket, Key="new")["Body"].read() == b"theirs+A"
+
+    fd = os.open(a.path / "x", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"A" * 1000)
+    (b.path / "x").write_bytes(b"theirs")
+    assert close_errno(fd) == errno.EIO
+    os.rename(a.path / "x", a.path / "y")  # moves B's object
+    assert append(a.path / "y", b"+A")
+    assert s3.get_object(Bucket=bucket, Key="y")["Body"].read() == b"theirs+A"
+    assert "x" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    nothing_pending(s3, bucket)
