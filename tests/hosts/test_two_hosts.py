@@ -172,3 +172,25 @@ def test_a_new_file_whose_close_failed_is_not_written_again_through_its_old_entr
     assert s3.get_object(Bucket=bucket, Key="y")["Body"].read() == b"theirs+A"
     assert "x" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     nothing_pending(s3, bucket)
+
+
+def test_a_rename_through_a_stale_view_keeps_the_size_of_what_it_moved(
+    s3: Any, bucket: str, hosts: Any
+) -> None:
+    """Found by test_two_hosts_generated (seed 27): B renamed a file another host had just
+    appended to. The rename moved the current object, and the file took the copy's ETag,
+    but kept the size of B's older view: an append to it then read back that many bytes
+    of the new version, its commit's condition (that ETag) held, and the tail of the other
+    host's version was cut off. The moved file now has the size of what was moved."""
+    a, b = hosts("part_size=5M")
+    (b.path / "c").write_bytes(b"B" * 1000)
+    assert os.stat(b.path / "c").st_size == 1000  # B's view, cached
+    assert append(a.path / "c", b"A" * 500)
+    os.rename(b.path / "c", b.path / "d")  # right away: B's view of c is 1000 B
+    assert s3.get_object(Bucket=bucket, Key="d")["Body"].read() == b"B" * 1000 + b"A" * 500
+    if append(b.path / "d", b"+B"):
+        assert s3.get_object(Bucket=bucket, Key="d")["Body"].read() == \
+            b"B" * 1000 + b"A" * 500 + b"+B"
+    assert s3.get_object(Bucket=bucket, Key="d")["Body"].read().startswith(
+        b"B" * 1000 + b"A" * 500)
+    nothing_pending(s3, bucket)
