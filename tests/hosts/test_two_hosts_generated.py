@@ -223,6 +223,8 @@ def apply(edits: list[tuple[Any, ...]], base: bytes) -> bytes:
             out += edit[1]
         elif edit[0] == "pwrite":
             offset, data = edit[1], edit[2]
+            if not data:
+                continue  # (a write of nothing does not extend the file)
             if offset > len(out):
                 out += bytes(offset - len(out))
             out[offset:offset + len(data)] = data
@@ -458,7 +460,8 @@ class Run:
             s.broken = s.broken or f"{what}: EIO"
             self.observe(())
             return
-        s.edits.append(edit)
+        if edit[0] == "truncate" or edit[-1]:  # (a write of nothing changes nothing)
+            s.edits.append(edit)
         s.size_now = os.fstat(s.fd).st_size
         self.note(f"{what} on {s.host}:{s.key} -> ok" + (f" ({s.broken})" if s.broken else ""))
         self.observe(())  # writes store nothing (a streamed part is no object)
