@@ -67,6 +67,14 @@ class Gone(S3mpfsError):
     errno = errno.EIO
 
 
+class Stale(S3mpfsError):
+    """The kernel reached a file through an entry that no longer names it (a file whose
+    commit failed, never stored, and so forgotten): the kernel looks the name up again
+    and retries (ESTALE)."""
+
+    errno = errno.ESTALE
+
+
 class NoAttribute(S3mpfsError):
     """No such extended attribute."""
 

@@ -11,6 +11,7 @@ key): `move_file` commits it there first, as fsync would, and then moves it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -34,6 +35,8 @@ class _Handle(Protocol):
 
 
 class _OpenFiles(Protocol):
+    invalidate_attributes: Callable[[int], None]
+
     async def store_now(self, node: Node) -> None: ...
 
     def moved(self, node: Node, key: str, source: ObjectInfo | None,
@@ -57,6 +60,12 @@ async def move_file(names: Names, copier: Copier, files: _OpenFiles, node: Node,
     upload = node.upload
     if upload is None or upload.built_on is not None:  # a stored version moves
         source, copy = await copier.move_version(old_key, new_key, metadata)
+        if upload is None and source.etag != node.etag and source.size != node.size:
+            # Another client stored a new version since this mount's view of the file:
+            # that version moved, and the file takes its size with its ETag (else the
+            # next append or read would take that many bytes of it, and no more).
+            node.size = source.size
+            files.invalidate_attributes(node.inode)
         node.copied(source.etag, copy.etag)
         files.moved(node, new_key, source, copy, only_new=False)
         return

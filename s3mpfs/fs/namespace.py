@@ -27,6 +27,7 @@ from ..errors import (
     NotFound,
     ReadOnly,
     S3mpfsError,
+    Stale,
     Unsupported,
 )
 from ..objects import ObjectInfo
@@ -219,6 +220,12 @@ class Namespace:
         if flags & os.O_ACCMODE == os.O_RDONLY:
             return await self.files.open_read(node, pid)
         self._writable()
+        if node.upload is None and self.table.at(node.path) is not node:
+            # The kernel's entry for a name outlived the file the mount knows by it (a new
+            # file whose commit failed was forgotten, S3 holds what another client put
+            # there): writing it would build on nothing, at a key the name may no longer
+            # have. ESTALE makes the kernel look the name up again and retry the open.
+            raise Stale(f"{node.path}: no longer this name's file; looked up again")
         await self._know_replaced_version(node)
         truncate = bool(flags & os.O_TRUNC)  # an empty file too: its times change (POSIX)
         if truncate:

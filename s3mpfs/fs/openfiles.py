@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import trio
 
 from ..config import MountConfig
-from ..errors import Gone, IsADirectory, S3mpfsError, describe
+from ..errors import Gone, IsADirectory, S3mpfsError, UploadFailed, describe
 from ..objects import ObjectInfo
 from ..s3.reader import ObjectReader
 from ..write.upload import Upload, UploadShared
@@ -52,6 +52,10 @@ class WriteHandle:
     reader: ObjectReader | None = None  # O_RDWR: reads of the stored object
     readable: bool = False  # O_RDWR: writes go to the spool (random mode) from the first
     closed: bool = False  # its opener closed it: it no longer holds the file's commit back
+    # A commit of what it wrote failed (an fsync, refused or broken): those bytes are not
+    # stored and their upload is aborted, so its later writes, fsyncs and close fail with
+    # that error rather than start a version without them (zeros where they were).
+    failed: S3mpfsError | None = None
 
 
 @dataclass
@@ -168,10 +172,11 @@ class OpenFiles:
         key = self.names.file_key(node.path)
         base = ObjectInfo(key, node.size, 0, etag=node.etag) \
             if not truncate and node.size > 0 else None
+        empty = node.etag if not truncate and node.size == 0 and not only_new else ""
         upload = Upload(self.uploads, key, lambda: self._upload_metadata(handle, upload),
                         base, only_new=only_new,
                         replacing=self.names.replaced_version(node),
-                        prefer_random=handle.readable)
+                        prefer_random=handle.readable, empty_base=empty)
         handle.upload = node.upload = upload
         return upload
 
@@ -264,6 +269,8 @@ class OpenFiles:
         continuing the stored object, after a commit)."""
         node = handle.node
         await self._rename_ended(node)
+        if handle.failed is not None:
+            raise handle.failed
         if node.unlinked and node.upload is None:
             raise Gone(f"{node.path} was deleted while being written")
         handle.closed = False
@@ -277,6 +284,8 @@ class OpenFiles:
         descriptor (the upload is completed now); later writes continue it."""
         handle = self.handle(fh)
         await self._rename_ended(handle.node)
+        if isinstance(handle, WriteHandle) and handle.failed is not None:
+            raise handle.failed
         upload = handle.node.upload
         if upload is None:
             return
@@ -327,6 +336,8 @@ class OpenFiles:
         """Commit the node's upload at the last close of the last descriptor writing it
         (or now, for fsync: `durable`)."""
         node = handle.node
+        if handle.failed is not None and not final:
+            raise handle.failed  # (an fsync failed: what it wrote is not stored)
         committing = node.committing
         if node.upload is None and committing is not None and not final:
             # A commit another descriptor's release started (its opener had closed it):
@@ -385,9 +396,15 @@ class OpenFiles:
                 other.follows_writes = True
         node.committing = upload  # stat and listings show it until S3 lists it
         self._committing[node.inode] = node
+        writers = self.write_handles(node)  # (one state, shared by all of them)
         try:
             await upload.close()
-        except Exception:
+        except Exception as exc:
+            if durable:  # the descriptors go on: their writes must not go on without these
+                failure = exc if isinstance(exc, S3mpfsError) else UploadFailed(
+                    f"{node.path}: {describe(exc)}")
+                for writer in writers:
+                    writer.failed = failure
             self.names.table.detach(node.path)  # S3 still holds the previous version
             self.names.forget_listing(node.parent_path)
             raise

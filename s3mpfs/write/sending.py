@@ -44,6 +44,7 @@ class Sending:
     only_new: bool
     replacing: ObjectInfo | None
     copy_source: ObjectInfo | None
+    empty_base: str
     abandoned: bool
     upload_id: str | None
     error: S3mpfsError | None
@@ -77,9 +78,10 @@ class Sending:
 
     @property
     def _built_on(self) -> str:
-        """The ETag of the version whose bytes this one carries (appends, random writes):
-        committing must not replace any other (another host's write since)."""
-        return self.copy_source.etag if self.copy_source is not None else ""
+        """The ETag of the version whose bytes this one carries (appends, random writes),
+        or of the empty one it was opened on: committing must not replace any other
+        (another host's write since)."""
+        return self.copy_source.etag if self.copy_source is not None else self.empty_base
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:

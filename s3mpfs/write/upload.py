@@ -64,19 +64,23 @@ class Upload(Sending):
     def __init__(self, shared: UploadShared, key: str,
                  metadata: Callable[[], dict[str, str]], base: ObjectInfo | None = None,
                  *, only_new: bool = False, replacing: ObjectInfo | None = None,
-                 prefer_random: bool = False) -> None:
+                 prefer_random: bool = False, empty_base: str = "") -> None:
         """`base`: an existing object this upload extends (appends go after its bytes).
         `only_new`: the key held no object when the file was created; committing must
         not replace one another client created since (where the server can tell).
         `replacing`: the version this one replaces (HEADed): its headers are kept.
         `prefer_random`: opened O_RDWR: spool from the first write (random mode) so that
-        every byte stays at hand for reads and rewrites."""
+        every byte stays at hand for reads and rewrites.
+        `empty_base`: the ETag of the empty object the file was opened on (no `base`: it
+        has no bytes to carry); committing must not replace any other version, as for a
+        `base` (another host's append to it since)."""
         self.shared = shared
         self.key = key
         self.base = base
         self.only_new = only_new
         self.replacing = replacing
         self.copy_source: ObjectInfo | None = None  # what copy parts read (with its ETag)
+        self.empty_base = empty_base
         self.bytes_written = 0
         self.truncated = False  # its length was changed (ftruncate) since it began
         self.must_commit = False  # a new or O_TRUNC file: an object even with no bytes
@@ -271,6 +275,8 @@ class Upload(Sending):
         `only_new`: nothing is stored under `key` (the commit must not replace anything)."""
         assert self.retargetable
         self.key, self.only_new = key, only_new
+        if only_new:  # (the empty version it was opened on was deleted by the rename)
+            self.empty_base = ""
         if self.replacing is not None and stored is not None:
             self.replacing = replace(self.replacing, key=key, etag=stored.etag)
         else:
@@ -319,7 +325,7 @@ class Upload(Sending):
                 raise Unsupported(f"{self.key}: emptying a file whose parts are uploading")
             elif size == 0:
                 self.planner.truncate_to_zero()
-                self.base = None
+                self.base, self.empty_base = None, ""  # emptied: it replaces what is there
             elif size > self.size:
                 await self._start_from_base()
                 await self._stream(size, b"")  # a hole up to the new end

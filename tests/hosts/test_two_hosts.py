@@ -97,3 +97,101 @@ def test_a_file_deleted_by_another_host_fails_reads_with_eio(
             os.pread(f.fileno(), 4096, 7 * MiB)
     assert failure.value.errno == errno.EIO
     assert "deleted while open" in a.log_text()
+
+
+def test_a_failed_fsync_fails_the_descriptors_later_writes_and_close(
+    s3: Any, bucket: str, hosts: Any
+) -> None:
+    """Found by test_two_hosts_generated (seeds 1 and 5). An fsync refused because another
+    host created the file meanwhile left the descriptor going on: its next write started a
+    new version of the file with zeros where the refused bytes were, and its next commit
+    stored that, unconditionally, over the other host's file."""
+    a, b = hosts("part_size=5M")
+    fd = os.open(a.path / "new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"A" * 1000)
+    (b.path / "new").write_bytes(b"theirs")  # B creates the name meanwhile
+    with pytest.raises(OSError) as refused:
+        os.fsync(fd)
+    assert refused.value.errno == errno.EIO
+    for call in (lambda: os.write(fd, b"more"), lambda: os.fsync(fd)):
+        try:  # what was written is lost: the descriptor must not go on as if it were not
+            call()
+        except OSError as exc:
+            assert exc.errno == errno.EIO
+    assert close_errno(fd) == errno.EIO  # nothing this descriptor wrote is stored
+    assert s3.get_object(Bucket=bucket, Key="new")["Body"].read() == b"theirs"
+    nothing_pending(s3, bucket)
+
+
+@pytest.mark.parametrize("flags", [os.O_WRONLY | os.O_APPEND, os.O_RDWR],
+                         ids=["append", "read-write"])
+def test_a_version_built_on_an_empty_file_never_drops_another_hosts_write(
+    s3: Any, bucket: str, hosts: Any, flags: int
+) -> None:
+    """Found by test_two_hosts_generated (seeds 4 and 7): a file opened on an empty
+    object was committed with no condition (an empty base has no bytes to carry, and the
+    condition went with those), so it replaced what another host had appended since."""
+    s3.put_object(Bucket=bucket, Key="log", Body=b"")
+    a, b = hosts("part_size=5M")
+    fd = os.open(a.path / "log", flags)  # A builds on the empty version
+    with open(b.path / "log", "ab") as f:  # B appends first, and commits
+        f.write(b"B\n")
+    assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"B\n"
+    assert write_and_close(fd, b"A\n") == errno.EIO
+    assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"B\n"
+    assert "another client changed" in a.log_text()
+    nothing_pending(s3, bucket)
+    # Opened again once A's cached view expires, A appends to what is there.
+    wait_for(lambda: append(a.path / "log", b"A\n"), message="A's append to succeed")
+    assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"B\nA\n"
+
+
+def test_a_new_file_whose_close_failed_is_not_written_again_through_its_old_entry(
+    s3: Any, bucket: str, hosts: Any
+) -> None:
+    """Found by test_two_hosts_generated (seeds 191, 233, 297): after a new file's commit
+    failed (another host created the name), the kernel still had the name's entry for
+    the file that was never stored. Opening it again for writing reached that inode: it
+    was built on no object and committed with no condition (the other host's object
+    replaced, zeros where the failed bytes had been), and after a rename of the name it
+    wrote to the old key. Such an open now fails with ESTALE, on which the kernel looks
+    the name up again and opens the object S3 holds."""
+    a, b = hosts("part_size=5M")
+    fd = os.open(a.path / "new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"A" * 1000)
+    (b.path / "new").write_bytes(b"theirs")
+    assert close_errno(fd) == errno.EIO
+    assert append(a.path / "new", b"+A")  # (right away: the kernel's entry is still there)
+    assert s3.get_object(Bucket=bucket, Key="new")["Body"].read() == b"theirs+A"
+
+    fd = os.open(a.path / "x", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"A" * 1000)
+    (b.path / "x").write_bytes(b"theirs")
+    assert close_errno(fd) == errno.EIO
+    os.rename(a.path / "x", a.path / "y")  # moves B's object
+    assert append(a.path / "y", b"+A")
+    assert s3.get_object(Bucket=bucket, Key="y")["Body"].read() == b"theirs+A"
+    assert "x" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    nothing_pending(s3, bucket)
+
+
+def test_a_rename_through_a_stale_view_keeps_the_size_of_what_it_moved(
+    s3: Any, bucket: str, hosts: Any
+) -> None:
+    """Found by test_two_hosts_generated (seed 27): B renamed a file another host had just
+    appended to. The rename moved the current object, and the file took the copy's ETag,
+    but kept the size of B's older view: an append to it then read back that many bytes
+    of the new version, its commit's condition (that ETag) held, and the tail of the other
+    host's version was cut off. The moved file now has the size of what was moved."""
+    a, b = hosts("part_size=5M")
+    (b.path / "c").write_bytes(b"B" * 1000)
+    assert os.stat(b.path / "c").st_size == 1000  # B's view, cached
+    assert append(a.path / "c", b"A" * 500)
+    os.rename(b.path / "c", b.path / "d")  # right away: B's view of c is 1000 B
+    assert s3.get_object(Bucket=bucket, Key="d")["Body"].read() == b"B" * 1000 + b"A" * 500
+    if append(b.path / "d", b"+B"):
+        assert s3.get_object(Bucket=bucket, Key="d")["Body"].read() == \
+            b"B" * 1000 + b"A" * 500 + b"+B"
+    assert s3.get_object(Bucket=bucket, Key="d")["Body"].read().startswith(
+        b"B" * 1000 + b"A" * 500)
+    nothing_pending(s3, bucket)
