@@ -195,3 +195,35 @@ def test_a_rename_through_a_stale_view_keeps_the_size_of_what_it_moved(
     assert s3.get_object(Bucket=bucket, Key="d")["Body"].read().startswith(
         b"B" * 1000 + b"A" * 500)
     nothing_pending(s3, bucket)
+
+
+def test_a_read_descriptor_reads_one_version_across_another_hosts_append(
+    s3: Any, bucket: str, hosts: Any
+) -> None:
+    """From test_two_hosts_generated (tests/hosts/two_hosts_cases/read-switches-to-an-
+    appended-version.txt): B appends to a file A has open, before A read a byte. A's
+    first read finds the version it opened gone and reads the new one (nothing of the
+    old was returned: SEMANTICS, "Reads over a flaky network"), stopping at the size the
+    kernel knew; once fstat shows the new size, the rest is of that same version. Every
+    byte through the descriptor is of one version, whole, or the read fails with EIO."""
+    a, b = hosts("part_size=5M")
+    first = random_bytes(26034, seed=11)
+    (b.path / "f").write_bytes(first)
+    wait_for(lambda: os.path.getsize(a.path / "f") == len(first), message="A to see f")
+    fd = os.open(a.path / "f", os.O_RDONLY)
+    try:
+        with open(b.path / "f", "ab") as f:
+            f.write(random_bytes(4072, seed=12))
+        second = first + random_bytes(4072, seed=12)
+        head = os.pread(fd, 65536, 24497)
+        assert head == first[24497:]  # (the same bytes in both versions)
+        wait_for(lambda: os.fstat(fd).st_size == len(second), timeout=STORE_DEADLINE,
+                 message="A's fstat to show B's append")
+        try:
+            rest = os.pread(fd, 200001, 12072)
+        except OSError as exc:
+            assert exc.errno == errno.EIO
+        else:
+            assert rest in (first[12072:], second[12072:])
+    finally:
+        os.close(fd)

@@ -600,8 +600,10 @@ class Run:
             return
         stable = self.stable(s.key, s.host, s.opened)
         try:
-            offset = int(where * os.fstat(s.fd).st_size)
+            seen = os.fstat(s.fd).st_size  # the kernel's size of the file, as of now
+            offset = int(where * seen)
             data = os.pread(s.fd, size, offset)
+            seen_after = os.fstat(s.fd).st_size
         except OSError as exc:
             self.note(f"read({sid}, {size} @ {where}) of {s.host}:{s.key} -> {errname(exc)}")
             if exc.errno != errno.EIO:
@@ -614,10 +616,18 @@ class Run:
         self.stats.chunks += 1
         versions = self.history[s.key] + s.ghosts
         digests = [hashlib.sha1(v).digest() for v in versions]
+        def holds(v: bytes) -> bool:
+            """`data` is what version `v` holds there: all of it, or the part up to the
+            size the kernel showed (its size may lag a longer version: a read stops at
+            the end of file it knows, as a local file read before an append would)."""
+            want = v[offset:offset + size]
+            return want == data or (len(data) < len(want) and want.startswith(data)
+                                    and offset + len(data) in (seen, seen_after))
+
         fits = [i for i, v in enumerate(versions) if digests[i] not in s.excluded
-                and v[offset:offset + size] == data]
+                and holds(v)]
         s.excluded |= {d for i, d in enumerate(digests) if i not in fits}
-        alone = [i for i, v in enumerate(versions) if v[offset:offset + size] == data]
+        alone = [i for i, v in enumerate(versions) if holds(v)]
         self.note(f"read({sid}, {size} @ {offset}) of {s.host}:{s.key} -> {len(data)} B, "
                   f"fits versions {fits} of {len(versions)} (alone: {alone}, sizes "
                   f"{[len(v) for v in versions]})")
