@@ -47,6 +47,10 @@ class Names(MetadataReads):
         self.config = config
         self.store = store
         self.being_written = being_written
+        # Tells the kernel to ask for an inode's attributes again (fs/operations.py): S3
+        # showed another version, and the size the kernel caches must not outlive it (it
+        # puts O_APPEND writes there).
+        self.version_changed: Callable[[int], None] = lambda inode: None
         self.defaults = Defaults(config.uid, config.gid, config.file_mode, config.dir_mode)
         now = time.time()
         self.table = InodeTable(Attributes(stat.S_IFDIR | config.dir_mode, config.uid,
@@ -95,8 +99,10 @@ class Names(MetadataReads):
 
     # -- what S3 showed ------------------------------------------------------------------
 
-    def file_node(self, path: str, info: ObjectInfo) -> Node:
-        """Record a file seen in S3 (by HEAD, with its metadata, or by a listing)."""
+    def file_node(self, path: str, info: ObjectInfo, *, tell_kernel: bool = True) -> Node:
+        """Record a file seen in S3 (by HEAD, with its metadata, or by a listing). Another
+        version than the node had makes the kernel ask for its attributes again, unless
+        not `tell_kernel` (a read's own reopen: its short answer tells the kernel)."""
         node = self.table.at(path)
         if node is not None and (node.written is not None or node.meta_dirty or node.meta_writing):
             return node  # being written, or attributes not stored yet: ours are newer
@@ -109,6 +115,7 @@ class Names(MetadataReads):
         else:  # same content: keep the attributes; a HEAD confirms them if in doubt
             attrs, known = node.attrs, node.meta_known and _same_version(node, info)
         read_at = None  # when the metadata cached was read from S3, if now known
+        before = (node.inode, node.size, node.etag) if node is not None else None
         if node is not None and node.last_modified is None and known:
             read_at = int(info.mtime) + 1  # we wrote it: true as of that second
             node.stored_meta = None  # what it had before (the ETag may be the same)
@@ -124,6 +131,9 @@ class Names(MetadataReads):
         if read_at is not None:
             node.settled = int(read_at) > int(info.mtime)
             self.table.read(node, read_at, LISTING_TTL)
+        if tell_kernel and before is not None and before[0] == node.inode and before != (
+                node.inode, node.size, node.etag):
+            self.version_changed(node.inode)
         return node
 
     def _keep_head(self, node: Node, info: ObjectInfo | None) -> None:

@@ -117,6 +117,7 @@ class S3Operations(pyfuse3.Operations):
         self.ns = namespace
         self.hidden = 0 if namespace.config.allow_suid else SET_ID_BITS
         namespace.files.invalidate_attributes = _invalidate_attributes
+        namespace.names.version_changed = _invalidate_attributes
         # A handle's inode until its first readdir, then the snapshot of its listing.
         self._dir_handles: dict[int, int | list[tuple[str, Node]]] = {}
         self._next_dir_fh = 1

@@ -38,7 +38,7 @@ class Versions:
         if info is None or info.etag == node.etag:
             return
         size = node.size
-        self.names.file_node(node.path, info)
+        self.names.file_node(node.path, info, tell_kernel=False)
         if node.size != size:
             self.invalidate_attributes(node.inode)
 
@@ -61,7 +61,7 @@ class Versions:
         if info is None:
             return None
         grown = info.size > node.size
-        self.names.file_node(node.path, info)
+        self.names.file_node(node.path, info, tell_kernel=False)
         node.cached_etag = info.etag  # the pages the kernel caches now are of this one
         if grown:  # (a shorter answer than asked shrinks the kernel's size by itself)
             self.invalidate_attributes(node.inode)

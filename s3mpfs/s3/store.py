@@ -224,11 +224,20 @@ class S3Store:
         """Bytes [start, end) of an object, all of one version: `etag`'s when given (a
         replaced object then fails with PreconditionFailed, never mixes versions), else
         the first answer's. A body that breaks off is resumed (s3/ranged.py). A version
-        this mount stored a moment ago is read from what it sent (s3/recent.py)."""
-        kept = self.recent.get(key, start, end, etag)
-        if kept is not None:
-            return kept
-        return await self._ranged.get(key, start, end, etag)
+        this mount stored a moment ago is read from what it sent (s3/recent.py).
+        With `etag`, all of [start, end) is returned or nothing: who names a version
+        knows its size, so a version that ends before `end` is not the one believed (a
+        stale size beside a newer ETag) and fails with PreconditionFailed too, rather
+        than come back short and be taken for the whole."""
+        data = self.recent.get(key, start, end, etag)
+        if data is None:
+            data = await self._ranged.get(key, start, end, etag)
+        if etag and len(data) < end - start:
+            raise ClientError({"Error": {"Code": "PreconditionFailed", "Message":
+                                         f"version {etag} ends at byte {start + len(data)}, "
+                                         f"not {end}"},
+                               "ResponseMetadata": {"HTTPStatusCode": 412}}, "GetObject")
+        return data
 
     async def put_object(self, key: str, data: bytes, metadata: dict[str, str], *,
                          only_new: bool = False, replacing: ObjectInfo | None = None,

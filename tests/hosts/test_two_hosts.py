@@ -227,3 +227,4 @@ def test_a_read_descriptor_reads_one_version_across_another_hosts_append(
             assert rest in (first[12072:], second[12072:])
     finally:
         os.close(fd)
+
