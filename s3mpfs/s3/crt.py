@@ -292,7 +292,7 @@ class CrtClient:
                    refreshable=hasattr(session_credentials, "refresh_needed"))
 
     def s3_signing_config(self) -> Any:
-        """The signing of this client's requests, for awscrt's S3 client (s3/blockgets.py)."""
+        """The signing of this client's requests, for awscrt's S3 client (s3/bulk.py)."""
         return auth.AwsSigningConfig(
             algorithm=auth.AwsSigningAlgorithm.V4, credentials_provider=self._provider,
             region=self.region, service="s3",

@@ -3,7 +3,7 @@
 botocore and s3/crt.py retry a GET that fails before its answer. A body that breaks off
 after the answer started (a connection reset, a truncated body, a read timeout) is
 resumed here from the byte it reached, with botocore's backoff, at most `retries` times
-per range (a block through awscrt's S3 client, s3/blockgets.py, arrives whole or not at
+per range (a block through awscrt's S3 client, s3/bulk.py, arrives whole or not at
 all, and is asked for again whole). Every attempt names the version it reads (`If-Match`
 its ETag: the caller's, or the one the first answer showed), and every answer is checked
 before its bytes are kept: the ETag (a server that ignores `If-Match` must not slip
@@ -136,8 +136,7 @@ class RangedGets:
                 got = min(len(body), len(view))
                 view[:got] = memoryview(body)[:got]
         elif self._crt is not None:
-            async with self._limiter:  # as many in flight as through boto3's threads
-                block = await self._crt.get_block(r.key, params, len(view))
+            block = await self._crt.get_block(r.key, params, len(view))
             if block is not None:
                 answer, body = block
                 got = min(len(body), len(view))

@@ -1,8 +1,8 @@
 """Which requests go through awscrt (s3/crt.py) rather than boto3, and sending them there.
 
 HEAD, listings and small GETs and PUTs (bodies under crt.MAX_BODY) go through awscrt
-unless S3MPFS_HTTP=boto3, and so do read blocks over https (s3/blockgets.py; over http too
-with S3MPFS_HTTP=crt); parts, everything else, and anything s3/crt.py cannot express (it
+unless S3MPFS_HTTP=boto3, and so do read blocks and parts over https (s3/bulk.py; over
+http too with S3MPFS_HTTP=crt); everything else, and anything s3/crt.py cannot express (it
 answers None) go through boto3 in `s3/store.py`. `CrtRoute` takes the
 same boto3-style parameters the store would give boto3 and answers in boto3's shape, so
 the store's callers cannot tell the two paths apart: failures raise the botocore
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -20,7 +21,7 @@ import trio
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from ..config import MountConfig
-from . import blockgets, crt, listxml
+from . import bulk, crt, listxml
 from .integrity import Integrity, Sent
 from .stats import MountStats
 
@@ -35,21 +36,29 @@ class CrtRoute:
     """Requests through one awscrt client, under their own limiter."""
 
     def __init__(self, client: crt.CrtClient, stats: MountStats,
-                 blocks: blockgets.BlockGets | None = None) -> None:
+                 bulk_requests: bulk.BulkRequests | None = None,
+                 bulk_limiter: trio.CapacityLimiter | None = None,
+                 bulk_cap: int = 32 << 20) -> None:
         self._crt = client
         self.stats = stats
-        self._blocks = blocks  # GETs of crt.MAX_BODY and more (read blocks), or None
+        self._bulk = bulk_requests  # bodies of crt.MAX_BODY and more, or None: boto3
+        # Bodies in flight: as many as through boto3's threads (the store's limiter).
+        self._bulk_limiter = bulk_limiter or trio.CapacityLimiter(8)
+        # Bytes of parts awscrt may hold copies of at once; more go through boto3.
+        self._bulk_cap = bulk_cap
+        self._bulk_bytes = 0
         # Requests through awscrt hold no worker thread: a HEAD costs a connection and
         # a few kilobytes, so a listing's HEADs can have many more in flight (s3fs: 20).
         self._limiter = trio.CapacityLimiter(CRT_CONCURRENCY)
 
     @classmethod
-    def create(cls, boto_client: Any, config: MountConfig, stats: MountStats, *,
-               check_mode: bool = False) -> CrtRoute | None:
+    def create(cls, boto_client: Any, config: MountConfig, stats: MountStats,
+               bulk_limiter: trio.CapacityLimiter, *, check_mode: bool = False
+               ) -> CrtRoute | None:
         """The route for a mount's boto3 client; None when every request is to go
         through boto3: the mount-time check, S3MPFS_HTTP=boto3, a proxy, no awscrt or
-        no credentials (see crt.CrtClient.create). Read blocks go through it over https,
-        or with S3MPFS_HTTP=crt (see s3/blockgets.py)."""
+        no credentials (see crt.CrtClient.create). Read blocks and parts go through it
+        over https, or with S3MPFS_HTTP=crt (see s3/bulk.py)."""
         mode = os.environ.get("S3MPFS_HTTP", "")
         if check_mode or mode == "boto3":
             return None
@@ -67,9 +76,9 @@ class CrtRoute:
                                       read_timeout=config.read_timeout)
         if client is None:
             return None
-        blocks = (blockgets.create(client, config.read_ahead)
-                  if client.tls_context is not None or mode == "crt" else None)
-        return cls(client, stats, blocks)
+        bulk_requests = (bulk.create(client, config.read_ahead)
+                         if client.tls_context is not None or mode == "crt" else None)
+        return cls(client, stats, bulk_requests, bulk_limiter, config.memory_limit // 2)
 
     async def call(self, operation: str, method: str, key: str, params: dict[str, Any],
                    body: bytes | None = None, query: str = "",
@@ -82,21 +91,31 @@ class CrtRoute:
             return None
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s (crt)", operation, key)
-        failure: Exception | None = None
-        answer: dict[str, Any] = {}
-        try:
+
+        async def request() -> dict[str, Any]:
             await self._acquire()
             try:
-                answer, data = await self._crt.request(operation, method, key, headers, body,
-                                                       query, expect_size)
+                answer, data = await self._crt.request(operation, method, key, headers,
+                                                       body, query, expect_size)
             finally:
                 self._limiter.release()
             answer["Body"] = data
+            return answer
+
+        return await self._counted(operation, key, len(body or b""), request)
+
+    async def _counted(self, operation: str, key: str, sent: int,
+                       request: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """`request()`'s answer, counted in `stats` as the boto3 path counts its requests
+        (s3/stats.py), once answered; its failure raised as the botocore exception the
+        boto3 path would raise."""
+        failure: Exception | None = None
+        try:
+            answer = await request()
         except crt.CrtRequestError as exc:
             answer = {"ResponseMetadata": {"RetryAttempts": exc.retries}}
             failure = self._botocore_error(operation, exc)
-        # Counted as the boto3 path counts its requests (s3/stats.py), once answered.
-        self.stats.record(operation, key, answer, failure, len(body or b""))
+        self.stats.record(operation, key, answer, failure, sent)
         if failure is not None:
             raise failure
         return answer
@@ -143,35 +162,49 @@ class CrtRoute:
                         ) -> tuple[dict, bytes] | None:
         """A GetObject of a range of crt.MAX_BODY or more (`params` name it, at most
         `size` bytes) through awscrt's S3 client: (answer, body); None: use boto3 (no
-        block client, or parameters s3/crt.py cannot express). Failures raise the
+        such client, or parameters s3/crt.py cannot express). Failures raise the
         botocore exceptions the boto3 path would."""
         headers = crt.headers_for(params)
-        if self._blocks is None or headers is None:
+        if self._bulk is None or headers is None:
             return None
         if log.isEnabledFor(logging.DEBUG):
             log.debug("GetObject %s (crt s3)", key)
-        failure: Exception | None = None
-        answer: dict[str, Any] = {}
+        bulk_requests = self._bulk
         body = b""
-        try:
-            answer, body = await self._blocks.get(key, headers, size)
-        except crt.CrtRequestError as exc:
-            answer = {"ResponseMetadata": {"RetryAttempts": exc.retries}}
-            failure = self._botocore_error("GetObject", exc)
-        self.stats.record("GetObject", key, answer, failure, 0)
-        if failure is not None:
-            raise failure
+
+        async def request() -> dict[str, Any]:
+            nonlocal body
+            async with self._bulk_limiter:
+                answer, body = await bulk_requests.get(key, headers, size)
+            return answer
+
+        answer = await self._counted("GetObject", key, 0, request)
         return answer, body
 
     def sends(self, method: str, size: int) -> bool:
-        """Whether a request of this boto3 method carrying `size` bytes goes through here."""
-        return method in _OPERATIONS and size < crt.MAX_BODY
+        """Whether a request of this boto3 method carrying `size` bytes may go through
+        here (`send` may still answer None: boto3)."""
+        return method in _OPERATIONS and (size < crt.MAX_BODY or self._bulk is not None)
 
     async def send(self, method: str, data: bytes, kwargs: dict[str, Any],
                    integrity: Integrity) -> tuple[dict, Sent] | None:
         """A PutObject or UploadPart (boto3's `method` and parameters) carrying `data`
-        with the checksum `integrity` gives it; None if s3/crt.py cannot express it (use
-        boto3). The caller checks the answer against what was sent."""
+        with the checksum `integrity` gives it; None if it is to go through boto3 (s3/crt.py
+        cannot express it, or awscrt holds as many bytes of parts as it may). The caller
+        checks the answer against what was sent."""
+        bulk = len(data) >= crt.MAX_BODY
+        if bulk and self._bulk_bytes + len(data) > self._bulk_cap:
+            return None
+        # awscrt's S3 client copies a body into its own buffer for the time it is sent:
+        # those copies are bounded here, beside the parts' memory_limit.
+        self._bulk_bytes += len(data) if bulk else 0
+        try:
+            return await self._send(method, data, kwargs, integrity, bulk=bulk)
+        finally:
+            self._bulk_bytes -= len(data) if bulk else 0
+
+    async def _send(self, method: str, data: bytes, kwargs: dict[str, Any],
+                    integrity: Integrity, *, bulk: bool) -> tuple[dict, Sent] | None:
         if len(data) > 256 * 1024:  # zlib/hashlib release the GIL in a worker thread
             sent = await trio.to_thread.run_sync(integrity.prepare, data)
         else:
@@ -183,9 +216,23 @@ class CrtRoute:
         with_value = crt.add_checksum_value({**params, **sent.params}, data)
         if with_value is None:
             return None
-        resp = await self.call(_OPERATIONS[method], "PUT", kwargs["Key"], with_value,
-                               body=data, query=query)
-        return None if resp is None else (resp, sent)
+        operation, key = _OPERATIONS[method], kwargs["Key"]
+        if not bulk:
+            resp = await self.call(operation, "PUT", key, with_value, body=data,
+                                   query=query)
+            return None if resp is None else (resp, sent)
+        headers = crt.headers_for(with_value)
+        if headers is None or self._bulk is None:
+            return None
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s (crt s3)", operation, key)
+        bulk_requests = self._bulk
+
+        async def request() -> dict[str, Any]:
+            async with self._bulk_limiter:
+                return await bulk_requests.put(operation, key, query, headers, data)
+
+        return await self._counted(operation, key, len(data), request), sent
 
 
 def _proxied(boto_client: Any) -> bool:

@@ -61,9 +61,10 @@ class S3Store:
         self.integrity = Integrity(config.checksum)
         self.conditions = Conditions()  # what the server honours, per request (probed)
         self._tags_at_completion: dict[str, list[dict[str, str]]] = {}  # by upload id
-        # HEAD, listings and small GETs and PUTs go through awscrt (s3/routing.py); None:
-        # everything through boto3.
-        self._crt = CrtRoute.create(self._client, config, self.stats, check_mode=check_mode)
+        # HEAD, listings and small GETs and PUTs go through awscrt (s3/routing.py), and
+        # bodies over https under this same limiter; None: everything through boto3.
+        self._crt = CrtRoute.create(self._client, config, self.stats, self._limiter,
+                                    check_mode=check_mode)
         self._ranged = RangedGets(self._client, self.bucket, self._limiter, self.stats,
                                   self._crt, config.retries, self.params.sse_c)
         self.recent = RecentBodies()  # small bodies stored through this mount, by ETag

@@ -75,6 +75,23 @@ def cp(src: Path, dst: Path, timeout: float = 180) -> subprocess.CompletedProces
                           timeout=timeout)
 
 
+# Parts go through boto3 over http, through awscrt's S3 client over https
+# (s3/bulk.py); S3MPFS_HTTP=crt takes the second route over the tests' http.
+ROUTES = pytest.mark.parametrize("route", ["boto3", "crt"])
+
+
+def route_env(route: str) -> dict[str, str] | None:
+    return {"S3MPFS_HTTP": "crt"} if route == "crt" else None
+
+
+def assert_parts_route(proxy: S3Proxy, route: str) -> None:
+    """Every UploadPart went the way `route` names (by the client's user agent)."""
+    agents = {r.headers.get("user-agent", "").partition("/")[0]
+              for r in proxy.of_kind("UploadPart")}
+    expected = "CRTS3NativeClient" if route == "crt" else "Boto3"
+    assert agents == {expected}, agents
+
+
 def etag_parts(etag: str) -> int | None:
     """'"<md5>-13"' -> 13; None for a single-part ETag."""
     match = re.fullmatch(r'"?[0-9a-f]{32}-(\d+)"?', etag)
@@ -139,8 +156,9 @@ TRANSIENT_ACTIONS = (FAULT_500, FAULT_503, RESET_BEFORE)
 TRANSIENT_SEED = 137
 
 
+@ROUTES
 def test_100mib_cp_survives_transient_faults(
-    s3_server: str, s3: Any, bucket: str, mount: Any, tmp_path: Path
+    s3_server: str, s3: Any, bucket: str, mount: Any, tmp_path: Path, route: str
 ) -> None:
     size = 100 * MiB + 3
     src = random_file(tmp_path / "src.bin", size, seed=1)
@@ -148,11 +166,12 @@ def test_100mib_cp_survives_transient_faults(
         for kind in TRANSIENT_KINDS:
             for action in TRANSIENT_ACTIONS:  # together: 5% of each kind's requests
                 proxy.add_fault(kind, action, share=0.05 / len(TRANSIENT_ACTIONS))
-        m = mount(bucket, via(proxy))
+        m = mount(bucket, via(proxy), env=route_env(route))
         result = cp(src, m.path / "big.bin")
         assert result.returncode == 0, result.stderr
         m.unmount()
         faults = proxy.faults()
+    assert_parts_route(proxy, route)
 
     assert_object(s3, bucket, "big.bin", src, parts=13)
     assert_settled(s3, bucket)
@@ -191,6 +210,8 @@ class GoneAfterCommitProxy(S3Proxy):
 AMBIGUOUS = [
     # The server stored the part, the client saw a reset and sends it again.
     pytest.param("UploadPart", RESET_AFTER, {"nth": 2}, S3Proxy, id="part-reset-after"),
+    pytest.param("UploadPart-crt", RESET_AFTER, {"nth": 2}, S3Proxy,
+                 id="part-reset-after-crt"),
     # S3 committed the upload; the retry answers 200 again (moto) or NoSuchUpload (S3).
     pytest.param("CompleteMultipartUpload", ERROR_200_AFTER, {}, S3Proxy,
                  id="complete-error200-after-commit-idempotent"),
@@ -211,10 +232,11 @@ def test_ambiguous_fault_is_retried_and_the_object_is_right(
     s3_server: str, s3: Any, bucket: str, mount: Any, tmp_path: Path,
     kind: str, action: str, trigger: dict[str, int], proxy_class: type[S3Proxy],
 ) -> None:
+    kind, _, route = kind.partition("-")
     src = random_file(tmp_path / "src.bin", 12 * MiB + 1, seed=2)
     with proxy_class(s3_server) as proxy:
         rule = proxy.add_fault(kind, action, times=1, **trigger)
-        m = mount(bucket, via(proxy), "part_size=5M")
+        m = mount(bucket, via(proxy), "part_size=5M", env=route_env(route))
         result = cp(src, m.path / "f.bin")
         assert result.returncode == 0, result.stderr + m.log_text()
         m.unmount()
@@ -229,6 +251,7 @@ def test_ambiguous_fault_is_retried_and_the_object_is_right(
     later = [r for r in proxy.of_kind(kind) if r.seq > faulted[0].seq]
     if kind == "UploadPart":
         assert faulted[0].part_number in [r.part_number for r in later]  # sent again
+        assert_parts_route(proxy, route or "boto3")
     elif proxy_class is GoneAfterCommitProxy:
         # The retry found the upload gone; s3mpfs checked that the object is its own.
         assert [r.status for r in later] == [404]
@@ -237,12 +260,13 @@ def test_ambiguous_fault_is_retried_and_the_object_is_right(
         assert [r.status for r in later] == [200]
 
 
+@ROUTES
 def test_stalled_part_times_out_and_is_retried(
-    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path, route: str
 ) -> None:
     src = random_file(tmp_path / "src.bin", 12 * MiB + 1, seed=3)
     rule = proxy.add_fault("UploadPart", STALL, nth=2, times=1, stall_seconds=30)
-    m = mount(bucket, via(proxy), "part_size=5M", "read_timeout=2")
+    m = mount(bucket, via(proxy), "part_size=5M", "read_timeout=2", env=route_env(route))
 
     result = cp(src, m.path / "f.bin", timeout=60)
     assert result.returncode == 0, result.stderr + m.log_text()
@@ -252,6 +276,7 @@ def test_stalled_part_times_out_and_is_retried(
                                    if r.seq > stalled.seq]
     assert_object(s3, bucket, "f.bin", src, parts=3)
     assert_settled(s3, bucket)
+    assert_parts_route(proxy, route)
 
 
 def test_truncated_read_fails_cleanly_or_retries(
@@ -279,21 +304,22 @@ def test_truncated_read_fails_cleanly_or_retries(
 # --------------------------------------------------------------- 3. permanent failure
 
 
-def fail_part_4(proxy: S3Proxy, s3: Any, bucket: str, mount: Any,
-                tmp_path: Path) -> tuple[Any, subprocess.CompletedProcess[str], str]:
+def fail_part_4(proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path,
+                route: str = "boto3") -> tuple[Any, subprocess.CompletedProcess[str], str]:
     """cp of a 22 MiB file over an old version while part 4 always fails (retries=2);
     returns the mount, cp's result and the old version's sha256."""
     old = put_old_version(s3, bucket, "doc.bin")
     src = random_file(tmp_path / "src.bin", 22 * MiB, seed=5)
     proxy.add_fault("UploadPart", FAULT_500, part_number=4)
-    m = mount(bucket, via(proxy), "part_size=5M", "retries=2")
+    m = mount(bucket, via(proxy), "part_size=5M", "retries=2", env=route_env(route))
     return m, cp(src, m.path / "doc.bin"), old
 
 
+@ROUTES
 def test_permanent_part_failure_aborts_and_keeps_the_old_version(
-    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path, route: str
 ) -> None:
-    m, result, old = fail_part_4(proxy, s3, bucket, mount, tmp_path)
+    m, result, old = fail_part_4(proxy, s3, bucket, mount, tmp_path, route)
     assert result.returncode != 0
     assert "Input/output error" in result.stderr, result.stderr
     assert sha256_object(s3, bucket, "doc.bin") == old
@@ -306,6 +332,7 @@ def test_permanent_part_failure_aborts_and_keeps_the_old_version(
     assert len(lines) == 1, lines
     # The mount goes on: the key still reads as the old version through it.
     assert hashlib.sha256((m.path / "doc.bin").read_bytes()).hexdigest() == old
+    assert_parts_route(proxy, route)
 
 
 def test_permanent_failure_log_line_says_why(

@@ -3,6 +3,10 @@ README states ("Memory"), however many files are written at once:
 
     peak RSS <= RSS at rest + memory_limit + (upload_concurrency + 2) * part_size
                 + 2 MiB per file being written at once
+                + memory_limit / 2 over https
+
+Over https parts go through awscrt's S3 client (s3/bulk.py), which holds a copy of each
+part it sends, at most memory_limit / 2 at once (S3MPFS_HTTP=crt takes that route here).
 
 Part data anywhere on the write path is charged to `memory_limit` (parts in flight, the part
 each file is filling; first parts kept for rewrites go to the spool). The last term is the
@@ -34,18 +38,22 @@ def status_kib(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
-def bound_kib(at_rest_kib: int, writers: int) -> int:
+def bound_kib(at_rest_kib: int, writers: int, route: str) -> int:
     """The README's bound, in KiB."""
-    return at_rest_kib + (LIMIT + (CONCURRENCY + 2) * PART + writers * PER_WRITER) // 1024
+    copies = LIMIT // 2 if route == "crt" else 0
+    return at_rest_kib + (LIMIT + (CONCURRENCY + 2) * PART + writers * PER_WRITER
+                          + copies) // 1024
 
 
+@pytest.mark.parametrize("route", ["boto3", "crt"])
 @pytest.mark.parametrize("writers", [4, 16])
 def test_peak_memory_with_many_writers_stays_within_the_bound(
-    s3: Any, bucket: str, mount: Any, tmp_path: Path, writers: int
+    s3: Any, bucket: str, mount: Any, tmp_path: Path, writers: int, route: str
 ) -> None:
     src = random_file(tmp_path / "src.bin", 24 * MiB + 1, seed=writers)  # 5 parts each
     m = mount(bucket, "part_size=5M", f"memory_limit={LIMIT // MiB}M",
-              f"upload_concurrency={CONCURRENCY}")
+              f"upload_concurrency={CONCURRENCY}",
+              env={"S3MPFS_HTTP": "crt"} if route == "crt" else None)
     pid = m.proc.pid
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS (start-up aside)
     at_rest = status_kib(pid, "VmRSS")
@@ -53,7 +61,7 @@ def test_peak_memory_with_many_writers_stays_within_the_bound(
     assert [p.wait(timeout=300) for p in procs] == [0] * writers, m.log_text()
     peak = status_kib(pid, "VmHWM")
     print(f"{writers} writers: at rest {at_rest // 1024} MiB, peak {peak // 1024} MiB, "
-          f"bound {bound_kib(at_rest, writers) // 1024} MiB")
+          f"bound {bound_kib(at_rest, writers, route) // 1024} MiB")
     sizes = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert all(sizes.get(f"f{i}") == src.stat().st_size for i in range(writers)), sizes
-    assert peak <= bound_kib(at_rest, writers), (peak, at_rest)
+    assert peak <= bound_kib(at_rest, writers, route), (peak, at_rest)
