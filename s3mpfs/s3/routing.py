@@ -78,7 +78,7 @@ class CrtRoute:
             return None
         bulk_requests = (bulk.create(client, config.read_ahead)
                          if client.tls_context is not None or mode == "crt" else None)
-        return cls(client, stats, bulk_requests, bulk_limiter, config.memory_limit // 2)
+        return cls(client, stats, bulk_requests, bulk_limiter, config.memory_limit // 4)
 
     async def call(self, operation: str, method: str, key: str, params: dict[str, Any],
                    body: bytes | None = None, query: str = "",

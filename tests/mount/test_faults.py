@@ -84,6 +84,12 @@ def route_env(route: str) -> dict[str, str] | None:
     return {"S3MPFS_HTTP": "crt"} if route == "crt" else None
 
 
+def route_options(route: str) -> list[str]:
+    """Mount options that let every part in flight take `route`: awscrt holds copies of
+    at most memory_limit / 4 bytes of parts at once, and sends more through boto3."""
+    return ["memory_limit=256M"] if route == "crt" else []
+
+
 def assert_parts_route(proxy: S3Proxy, route: str) -> None:
     """Every UploadPart went the way `route` names (by the client's user agent)."""
     agents = {r.headers.get("user-agent", "").partition("/")[0]
@@ -166,7 +172,7 @@ def test_100mib_cp_survives_transient_faults(
         for kind in TRANSIENT_KINDS:
             for action in TRANSIENT_ACTIONS:  # together: 5% of each kind's requests
                 proxy.add_fault(kind, action, share=0.05 / len(TRANSIENT_ACTIONS))
-        m = mount(bucket, via(proxy), env=route_env(route))
+        m = mount(bucket, via(proxy), *route_options(route), env=route_env(route))
         result = cp(src, m.path / "big.bin")
         assert result.returncode == 0, result.stderr
         m.unmount()
@@ -236,7 +242,8 @@ def test_ambiguous_fault_is_retried_and_the_object_is_right(
     src = random_file(tmp_path / "src.bin", 12 * MiB + 1, seed=2)
     with proxy_class(s3_server) as proxy:
         rule = proxy.add_fault(kind, action, times=1, **trigger)
-        m = mount(bucket, via(proxy), "part_size=5M", env=route_env(route))
+        m = mount(bucket, via(proxy), "part_size=5M", *route_options(route),
+                  env=route_env(route))
         result = cp(src, m.path / "f.bin")
         assert result.returncode == 0, result.stderr + m.log_text()
         m.unmount()
@@ -266,7 +273,8 @@ def test_stalled_part_times_out_and_is_retried(
 ) -> None:
     src = random_file(tmp_path / "src.bin", 12 * MiB + 1, seed=3)
     rule = proxy.add_fault("UploadPart", STALL, nth=2, times=1, stall_seconds=30)
-    m = mount(bucket, via(proxy), "part_size=5M", "read_timeout=2", env=route_env(route))
+    m = mount(bucket, via(proxy), "part_size=5M", "read_timeout=2", *route_options(route),
+              env=route_env(route))
 
     result = cp(src, m.path / "f.bin", timeout=60)
     assert result.returncode == 0, result.stderr + m.log_text()
@@ -311,7 +319,8 @@ def fail_part_4(proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path
     old = put_old_version(s3, bucket, "doc.bin")
     src = random_file(tmp_path / "src.bin", 22 * MiB, seed=5)
     proxy.add_fault("UploadPart", FAULT_500, part_number=4)
-    m = mount(bucket, via(proxy), "part_size=5M", "retries=2", env=route_env(route))
+    m = mount(bucket, via(proxy), "part_size=5M", "retries=2", *route_options(route),
+              env=route_env(route))
     return m, cp(src, m.path / "doc.bin"), old
 
 

@@ -3,10 +3,10 @@ README states ("Memory"), however many files are written at once:
 
     peak RSS <= RSS at rest + memory_limit + (upload_concurrency + 2) * part_size
                 + 2 MiB per file being written at once
-                + memory_limit / 2 over https
+                + memory_limit / 4 over https
 
 Over https parts go through awscrt's S3 client (s3/bulk.py), which holds a copy of each
-part it sends, at most memory_limit / 2 at once (S3MPFS_HTTP=crt takes that route here).
+part it sends, at most memory_limit / 4 at once (S3MPFS_HTTP=crt takes that route here).
 
 Part data anywhere on the write path is charged to `memory_limit` (parts in flight, the part
 each file is filling; first parts kept for rewrites go to the spool). The last term is the
@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from helpers import random_file
+from s3proxy import HOLD, S3Proxy
 
 pytestmark = pytest.mark.mount
 
@@ -40,7 +41,7 @@ def status_kib(pid: int, field: str) -> int:
 
 def bound_kib(at_rest_kib: int, writers: int, route: str) -> int:
     """The README's bound, in KiB."""
-    copies = LIMIT // 2 if route == "crt" else 0
+    copies = LIMIT // 4 if route == "crt" else 0
     return at_rest_kib + (LIMIT + (CONCURRENCY + 2) * PART + writers * PER_WRITER
                           + copies) // 1024
 
@@ -65,3 +66,25 @@ def test_peak_memory_with_many_writers_stays_within_the_bound(
     sizes = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert all(sizes.get(f"f{i}") == src.stat().st_size for i in range(writers)), sizes
     assert peak <= bound_kib(at_rest, writers, route), (peak, at_rest)
+
+
+def test_awscrt_holds_copies_of_at_most_a_quarter_of_memory_limit(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
+    """Three 5 MiB parts held in flight through awscrt's S3 client (15 MiB of copies, the
+    cap is 64M / 4 = 16 MiB): the fourth part in flight goes through boto3, and the
+    object is whole."""
+    src = random_file(tmp_path / "src.bin", 25 * MiB, seed=3)  # 5 parts
+    hold = proxy.add_fault("UploadPart", HOLD, times=3)
+    m = mount(bucket, f"endpoint_url={proxy.url}", "part_size=5M", "upload_concurrency=4",
+              env={"S3MPFS_HTTP": "crt"})
+    writer = subprocess.Popen(["cp", str(src), str(m.path / "f.bin")])
+    try:
+        proxy.wait_for(lambda _: len(proxy.of_kind("UploadPart")) >= 4, timeout=60)
+        parts = proxy.of_kind("UploadPart")  # the mount-time probe's left out
+        agents = [r.headers.get("user-agent", "").partition("/")[0] for r in parts[:4]]
+        assert agents == ["CRTS3NativeClient"] * 3 + ["Boto3"], agents
+    finally:
+        proxy.release(hold)
+        assert writer.wait(timeout=120) == 0, m.log_text()
+    assert s3.get_object(Bucket=bucket, Key="f.bin")["Body"].read() == src.read_bytes()
