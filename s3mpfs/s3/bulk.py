@@ -82,18 +82,23 @@ class BulkRequests:
         """A PutObject or UploadPart (`query` names the part) carrying `data`: the
         boto3-shaped answer. Fails with crt.CrtRequestError."""
         path = self._crt.path(key) + (f"?{query}" if query else "")
+        # Over http the payload's SHA256 is signed (see crt.CrtClient.signing_for):
+        # hashed in a worker thread, which hashlib lets run without the GIL.
+        signing = await trio.to_thread.run_sync(self._crt.signing_for, data)
 
         def attempt() -> Any:
             request = http.HttpRequest("PUT", path, http.HttpHeaders(
                 [("Host", self._crt.host), ("Content-Length", str(len(data))), *headers]),
                 io.BytesIO(data))  # read once, into the client's buffer
-            return self._attempt(operation, s3.S3RequestType.DEFAULT, request, len(data))
+            return self._attempt(operation, s3.S3RequestType.DEFAULT, request, len(data),
+                                 signing)
 
         (answer, _), retries = await self._crt.retrying(operation, attempt)
         answer["ResponseMetadata"] = {"RetryAttempts": retries}
         return answer
 
-    async def _attempt(self, operation: str, kind: Any, request: Any, size: int
+    async def _attempt(self, operation: str, kind: Any, request: Any, size: int,
+                       signing: Any = None
                        ) -> tuple[dict[str, Any], list[tuple[int, bytes]]]:
         """One request of `size` bytes of body: (boto3-shaped answer, the body's parts
         as (offset, bytes))."""
@@ -117,7 +122,7 @@ class BulkRequests:
         done = trio.Event()
         limit = self._crt.connect_timeout + self._crt.read_timeout + (size >> 20)
         meta = self._client.make_request(
-            type=kind, request=request, part_size=self.part_size,
+            type=kind, request=request, part_size=self.part_size, signing_config=signing,
             operation_name=operation if kind == s3.S3RequestType.DEFAULT else None,
             on_headers=on_headers, on_body=on_body, on_done=on_done)
         # Shielded: the request runs in awscrt's threads until it is done, so it is

@@ -132,6 +132,14 @@ def crc32(data: bytes) -> int:
     return zlib.crc32(data)
 
 
+def crc32c(data: bytes) -> int:
+    """CRC32C in C: awscrt's uses the SSE4.2 instruction, about 8x faster than zlib's
+    CRC32 (0.06 against 0.4 CPU-s per GiB here). Needs awscrt (`available()`)."""
+    from awscrt.checksums import crc32c as compute
+
+    return compute(data)
+
+
 def headers_for(params: dict[str, Any]) -> list[tuple[str, str]] | None:
     """HTTP headers for boto3-style request parameters; None if one is not known here."""
     out: list[tuple[str, str]] = []
@@ -175,8 +183,6 @@ def add_checksum_value(params: dict[str, Any], data: bytes) -> dict[str, Any] | 
 
 
 def _crc32c(data: bytes) -> tuple[int, int]:
-    from awscrt.checksums import crc32c
-
     return crc32c(data), 4
 
 
@@ -300,6 +306,15 @@ class CrtClient:
             signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
             use_double_uri_encode=False, should_normalize_uri_path=False)
 
+    def signing_for(self, body: bytes | None) -> Any:
+        """How a request carrying `body` is signed. Over plain http a body's SHA256 is
+        signed, as botocore does there: it is what keeps a party on the path from
+        changing the bytes undetected (a CRC can be forged). Over https TLS protects
+        them, and the payload is not hashed (UNSIGNED-PAYLOAD), as botocore does."""
+        if self.tls_context is not None or not body:
+            return self._signing
+        return self._signing.replace(signed_body_value=hashlib.sha256(body).hexdigest())
+
     def path(self, key: str) -> str:
         if not key:  # the bucket itself (listings)
             return self._base.rstrip("/") or "/"
@@ -389,7 +404,7 @@ class CrtClient:
         with trio.CancelScope(deadline=trio.current_time() + limit, shield=True) as scope:
             try:
                 connection = await self._connection()
-                signed = auth.aws_sign_request(request, self._signing)
+                signed = auth.aws_sign_request(request, self.signing_for(body))
                 if self._static:  # C only, tens of microseconds: no trio round trip
                     signed.result()
                 else:

@@ -271,9 +271,17 @@ class S3Store:
         a checksum the user chose explicitly."""
         key = f"{prefix}{PROBE_DIR}probe-{uuid.uuid4().hex}"
         body = uuid.uuid4().bytes * 4
-        sent = self.integrity.prepare(body)
-        resp = await self._call(self._client.put_object, Key=key, Body=body,
-                                **self.params.plain(), **sent.params)
+        try:
+            resp = await self._probe_put(key, body)
+        except ClientError as exc:
+            # A server that refuses the flexible checksum `auto` chose (400 or 501, not
+            # just ignores it) gets Content-MD5, which every server takes.
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status not in (400, 501) or not self.integrity.algorithm or \
+                    not self.integrity.fall_back(f"a test upload with its checksum was "
+                                                 f"refused ({s3_error_code(exc)})"):
+                raise
+            resp = await self._probe_put(key, body)
         try:
             wanted = self.integrity.response_key
             self.integrity.learn(echoes=wanted is None or wanted in resp,
@@ -283,6 +291,11 @@ class S3Store:
         finally:
             with trio.CancelScope(shield=True):
                 await self._call(self._client.delete_object, Key=key)
+
+    async def _probe_put(self, key: str, body: bytes) -> dict:
+        sent = self.integrity.prepare(body)
+        return await self._call(self._client.put_object, Key=key, Body=body,
+                                **self.params.plain(), **sent.params)
 
     async def get_object(self, key: str) -> bytes:
         def fetch() -> bytes:

@@ -31,7 +31,7 @@ from helpers import (
     wait_for,
     wait_for_mode,
 )
-from s3proxy import CORRUPT, FAULT_501, S3Proxy
+from s3proxy import CORRUPT, FAULT_400, FAULT_501, S3Proxy
 from test_faults import assert_object, assert_settled, cp, log_lines, via
 
 pytestmark = pytest.mark.mount
@@ -62,6 +62,40 @@ def test_default_falls_back_to_content_md5_where_checksums_are_ignored(
         if r.key and not r.key.startswith(".s3mpfs/"):
             assert "content-md5" in r.headers, (r.kind, r.key, r.headers)
     assert len(log_lines(m, "falls back") + log_lines(m, "Content-MD5 from now on")) == 1
+
+
+def test_default_falls_back_to_content_md5_where_crc32c_is_refused(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path
+) -> None:
+    """A server that answers 400 to a CRC32C it does not support (rather than ignoring
+    it): the mount-time probe finds it, and the mount sends Content-MD5 from then on."""
+    refusal = proxy.add_fault("PutObject", FAULT_400, header="x-amz-checksum-crc32c",
+                              key_contains=".s3mpfs/probe-", error_code="InvalidRequest")
+    src = random_file(tmp_path / "src.bin", 12 * MiB + 7, seed=1)
+    m = mount(bucket, via(proxy), "part_size=5M")
+    assert refusal.fired == 1
+    assert cp(src, m.path / "big.bin").returncode == 0, m.log_text()
+    assert_object(s3, bucket, "big.bin", src, parts=3)
+    for r in proxy.of_kind("UploadPart"):
+        assert "content-md5" in r.headers and "x-amz-checksum-crc32c" not in r.headers
+    [line] = log_lines(m, "Content-MD5 from now on")
+    assert "refused (InvalidRequest)" in line, line
+
+
+def test_default_sends_crc32c_where_the_server_echoes_it(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path, s3_backend: Any
+) -> None:
+    if not s3_backend.flexible_checksums:
+        pytest.skip("the server ignores flexible checksums (the fallback is tested above)")
+    src = random_file(tmp_path / "src.bin", 12 * MiB + 7, seed=5)
+    m = mount(bucket, via(proxy), "part_size=5M")
+    assert cp(src, m.path / "big.bin").returncode == 0, m.log_text()
+    assert_object(s3, bucket, "big.bin", src, parts=3)
+    parts = proxy.of_kind("UploadPart")
+    assert len(parts) == 3
+    assert all("x-amz-checksum-crc32c" in r.headers and "content-md5" not in r.headers
+               for r in parts), [r.headers for r in parts]
+    assert not log_lines(m, "Content-MD5 from now on")
 
 
 def test_a_part_damaged_on_its_way_is_sent_again(
