@@ -99,10 +99,13 @@ class Names(MetadataReads):
 
     # -- what S3 showed ------------------------------------------------------------------
 
-    def file_node(self, path: str, info: ObjectInfo, *, tell_kernel: bool = True) -> Node:
+    def file_node(self, path: str, info: ObjectInfo, *, tell_kernel: bool = True,
+                  whole_head: bool = True) -> Node:
         """Record a file seen in S3 (by HEAD, with its metadata, or by a listing). Another
         version than the node had makes the kernel ask for its attributes again, unless
-        not `tell_kernel` (a read's own reopen: its short answer tells the kernel)."""
+        not `tell_kernel` (a read's own reopen: its short answer tells the kernel). Not
+        `whole_head`: `info` holds only the user metadata (a stat index's), not the
+        other headers a new version keeps, so it is not kept as the node's HEAD."""
         node = self.table.at(path)
         if node is not None and (node.written is not None or node.meta_dirty or node.meta_writing):
             return node  # being written, or attributes not stored yet: ours are newer
@@ -127,7 +130,7 @@ class Names(MetadataReads):
         node.meta_known = known
         if info.metadata is not None:
             read_at = time.time()
-            self._keep_head(node, info)
+            self._keep_head(node, info, whole=whole_head)
         if read_at is not None:
             node.settled = int(read_at) > int(info.mtime)
             self.table.read(node, read_at, LISTING_TTL)
@@ -136,11 +139,11 @@ class Names(MetadataReads):
             self.version_changed(node.inode)
         return node
 
-    def _keep_head(self, node: Node, info: ObjectInfo | None) -> None:
-        """Keep the HEAD, and the metadata as read, on the node, and only on the
-        HEADS_KEPT latest ones (memory): the stat index entry of an older one is encoded
-        from its attributes (fs/statwriter.py)."""
-        node.head = info
+    def _keep_head(self, node: Node, info: ObjectInfo | None, *, whole: bool = True) -> None:
+        """Keep the HEAD (if `whole`), and the metadata as read, on the node, and only on
+        the HEADS_KEPT latest ones (memory): the stat index entry of an older one is
+        encoded from its attributes (fs/statwriter.py)."""
+        node.head = info if whole else None
         node.stored_meta = None if info is None else (info.etag, info.metadata)
         self._with_head.pop(node.inode, None)
         if info is None:
@@ -154,9 +157,7 @@ class Names(MetadataReads):
     def _from_index(self, path: str, info: ObjectInfo) -> None:
         """Metadata a stat index gave for the listed version: as a HEAD's, except that
         the index has no other headers, which a new version then HEADs to keep."""
-        node = self.file_node(path, info)
-        if node.head is info:
-            node.head = None
+        self.file_node(path, info, whole_head=False)
 
     def replaced_version(self, node: Node) -> ObjectInfo | None:
         """The HEAD of the object a new version of `node` replaces, if it is current."""
