@@ -107,15 +107,19 @@ class CrtRoute:
     async def _counted(self, operation: str, key: str, sent: int,
                        request: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         """`request()`'s answer, counted in `stats` as the boto3 path counts its requests
-        (s3/stats.py), once answered; its failure raised as the botocore exception the
-        boto3 path would raise."""
+        (s3/stats.py): in flight while it runs; its failure raised as the botocore
+        exception the boto3 path would raise."""
         failure: Exception | None = None
+        self.stats.request_sent(operation, key)
         try:
             answer = await request()
         except crt.CrtRequestError as exc:
             answer = {"ResponseMetadata": {"RetryAttempts": exc.retries}}
             failure = self._botocore_error(operation, exc)
-        self.stats.record(operation, key, answer, failure, sent)
+        except BaseException:  # cancelled: not answered, and no longer in flight
+            self.stats.answered(operation, key, {}, None)
+            raise
+        self.stats.answered(operation, key, answer, failure, sent)
         if failure is not None:
             raise failure
         return answer

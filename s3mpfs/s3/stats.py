@@ -102,16 +102,18 @@ class MountStats:
 
         return call
 
-    def record(self, operation: str, key: str, answer: Any, exc: Exception | None,
-               size: int = 0) -> None:
-        """A request made without `counted` (s3/routing.py's, through awscrt), once answered
-        (`answer`, which carries its retries as boto3's do) or failed (`exc`): counted as
-        `counted` counts it."""
-        per_key = operation in PART_OPERATIONS
+    def request_sent(self, operation: str, key: str) -> None:
+        """A request made without `counted` (s3/routing.py's, through awscrt) is sent:
+        counted, and in flight (a part shows in `s3mpfs status`) until `answered`."""
         with self._lock:
             self.requests[operation] += 1
-            if per_key:
+            if operation in PART_OPERATIONS:
                 self._in_flight[key] += 1
+
+    def answered(self, operation: str, key: str, answer: Any, exc: Exception | None,
+                 size: int = 0) -> None:
+        """The end of a request `request_sent` reported: answered (`answer`, which carries
+        its retries as boto3's do) or failed (`exc`), counted as `counted` counts it."""
         if exc is not None:
             answer = getattr(exc, "response", None) or answer
         self._answered(operation, key, answer, 0 if exc else size, exc)
