@@ -45,6 +45,7 @@ def assert_carries_key(requests: list[Recorded], key: bytes) -> None:
         assert got == expected, f"{rec.kind} {rec.key} part={rec.part_number}: {got}"
 
 
+@pytest.mark.parametrize("route", ["boto3", "crt"])
 def test_sse_c_key_on_every_data_request(
     s3_backend: Any,
     s3: Any,
@@ -53,11 +54,16 @@ def test_sse_c_key_on_every_data_request(
     mount: Any,
     tmp_path: Path,
     sse_c_key: tuple[bytes, Path],
+    route: str,
 ) -> None:
+    """Every request on the object's data carries the key, whichever way its body goes:
+    parts and blocks through boto3 (http), or through awscrt's S3 client (https;
+    S3MPFS_HTTP=crt here)."""
     key, key_file = sse_c_key
     src = random_file(tmp_path / "src.bin", 12 * MiB, seed=12)
     options = (f"endpoint_url={proxy.url}", f"sse_c_key_file={key_file}", "part_size=5M", "debug")
-    writer = mount(bucket, *options)
+    env = {"S3MPFS_HTTP": "crt"} if route == "crt" else None
+    writer = mount(bucket, *options, env=env)
     os.mkdir(writer.path / "secret")
 
     subprocess.run(["cp", str(src), str(writer.path / KEY)], check=True, timeout=120)
@@ -67,7 +73,7 @@ def test_sse_c_key_on_every_data_request(
     assert read_back.returncode == 0, read_back.stdout + read_back.stderr
 
     # A second mount knows nothing yet: stat and reads must HEAD and GET with the key.
-    reader = mount(bucket, *options)
+    reader = mount(bucket, *options, env=env)
     assert os.stat(reader.path / KEY).st_size == 12 * MiB
     stat = subprocess.run(
         ["stat", "-c", "%s %F", str(reader.path / KEY)], capture_output=True, text=True, timeout=30
@@ -92,6 +98,8 @@ def test_sse_c_key_on_every_data_request(
     assert of("PutObject") == []
     assert len(of("GetObject")) >= 2  # both mounts read it
     assert len(of("HeadObject")) >= 1  # the second mount's stat
+    agents = {r.headers.get("user-agent", "").partition("/")[0] for r in of("UploadPart")}
+    assert agents == {"CRTS3NativeClient" if route == "crt" else "Boto3"}, agents
     for kind in (
         "CreateMultipartUpload",
         "UploadPart",
