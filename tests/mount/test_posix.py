@@ -178,6 +178,10 @@ def test_xattrs_are_stored_in_s3fs_form(s3: Any, bucket: str, mount: Any) -> Non
     with pytest.raises(OSError) as other:
         os.setxattr(path, "trusted.x", b"1")
     assert other.value.errno in (errno.EOPNOTSUPP, errno.EPERM)
+    for name in ("security.selinux", "system.posix_acl_access", "trusted.x"):  # `ls -l`'s
+        with pytest.raises(OSError) as absent:
+            os.getxattr(path, name)
+        assert absent.value.errno == errno.ENODATA, name
     with pytest.raises(OSError) as big:
         os.setxattr(path, "user.big", b"x" * 3000)
     assert big.value.errno == errno.ENOSPC
