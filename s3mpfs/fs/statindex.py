@@ -151,6 +151,10 @@ class IndexEntries(Mapping[str, Entry]):
         entry: Entry = json.loads(self.texts[name])
         return entry
 
+    def get(self, name: str, default: Any = None) -> Any:  # Mapping's goes by a KeyError
+        text = self.texts.get(name)
+        return default if text is None else json.loads(text)
+
     def __contains__(self, name: object) -> bool:
         return name in self.texts
 

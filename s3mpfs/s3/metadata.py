@@ -170,8 +170,12 @@ _SHARED: dict[tuple[Any, ...], Attributes] = {}
 
 def stored_type(metadata: dict[str, str] | None) -> int:
     """The file type bits of the stored mode (0: none, or no mode)."""
-    meta = {k.lower(): v for k, v in (metadata or {}).items()}
-    return stat.S_IFMT(_int(meta.get("mode"), 0o177777) or 0)
+    if not metadata:
+        return 0
+    value = metadata.get("mode")  # S3 gives metadata names in lower case
+    if value is None:
+        value = next((v for k, v in metadata.items() if k.lower() == "mode"), None)
+    return stat.S_IFMT(_int(value, 0o177777) or 0)
 
 
 def encode(attrs: Attributes) -> dict[str, str]:
