@@ -152,9 +152,7 @@ class Namespace:
         failure); a self-contained one goes on: its descriptors read and write it, as
         POSIX has it for an open file, and its last close stores nothing."""
         if node.upload is not None and not node.upload.self_contained:
-            node.size = node.upload.size  # what open descriptors still see (fstat)
-            await node.upload.abandon("file was deleted while being written")
-            node.upload = None
+            await self.files.lose_writes(node)
 
     def _removed(self, node: Node) -> None:
         """The node's name is gone (unlinked or removed); open descriptors keep it."""

@@ -56,15 +56,16 @@ class WriteHandle:
     # stored and their upload is aborted, so its later writes, fsyncs and close fail with
     # that error rather than start a version without them (zeros where they were).
     failed: S3mpfsError | None = None
+    lost: bool = False  # see OpenFiles.lose_writes
 
 
 @dataclass
 class ReadHandle:
     node: Node
     reader: ObjectReader
-    while_written: bool = False  # opened while the file was being written
     opener_pid: int = 0
     follows_writes: bool = False  # it read a random-mode file's writes: its next version
+    lost: bool = False  # see OpenFiles.lose_writes
 
 
 Handle = WriteHandle | ReadHandle
@@ -138,8 +139,7 @@ class OpenFiles:
             and not h.follows_writes and not self._writes(node, h.opener_pid)
             for h in self._handles.values())
         reader = self.versions.reader(node, cached=keep_cache)
-        fh = self._add(ReadHandle(node, reader, node.upload is not None, pid,
-                                  follows_writes=own))
+        fh = self._add(ReadHandle(node, reader, pid, follows_writes=own))
         return fh, bypass, keep_cache and not bypass
 
     async def open_write(self, node: Node, pid: int, *, truncate: bool, must_commit: bool,
@@ -205,6 +205,8 @@ class OpenFiles:
         node = handle.node
         await self._rename_ended(node)
         await self._commit_ended(node)  # its new version, once stored
+        if handle.lost:
+            raise Gone(f"{node.path} was deleted while being written")
         upload = node.upload
         if upload is not None and upload.random is not None:
             if isinstance(handle, ReadHandle):
@@ -219,9 +221,6 @@ class OpenFiles:
                 log.info("%s is read while being written: what was written so far is "
                          "stored now (as fsync would), so that the read sees it", node.path)
                 await self.store_now(node)
-        if isinstance(handle, ReadHandle) and handle.while_written and node.unlinked \
-                and node.upload is None:
-            raise Gone(f"{node.path} was deleted while being written")
         reader = self._current_reader(handle)
         return await reader.read(offset, length) if reader is not None else b""
 
@@ -271,7 +270,7 @@ class OpenFiles:
         await self._rename_ended(node)
         if handle.failed is not None:
             raise handle.failed
-        if node.unlinked and node.upload is None:
+        if handle.lost or node.unlinked and node.upload is None:
             raise Gone(f"{node.path} was deleted while being written")
         handle.closed = False
         await self.settled(node)  # continue the version being stored
@@ -372,15 +371,7 @@ class OpenFiles:
         if node.unlinked:  # deleted meanwhile: nothing to store
             if durable:
                 return  # (fsync of an unlinked file: its descriptors go on with it)
-            handle.upload = None
-            if node.upload is upload:
-                node.upload = None
-            node.size = upload.size  # what its other descriptors still see (fstat)
-            await upload.abandon("file was deleted while being written")  # (not a failure)
-            for other in self._handles.values():  # what was written is gone: their reads
-                if isinstance(other, ReadHandle) and other.node is node:  # fail (EIO),
-                    other.while_written = True  # never read the version before
-            self.invalidate_attributes(node.inode)
+            await self.lose_writes(node)
             return
         handle.upload = None
         if node.upload is upload:
@@ -418,6 +409,26 @@ class OpenFiles:
         # a rename moved the version since: its ETag is the copy's, not `result`'s)
         if node.meta_dirty:  # attributes changed after the object was created
             self.attributes.write_soon(node)
+
+    async def lose_writes(self, node: Node) -> None:
+        """The file's name is gone (unlink, or a rename onto it) while it is being written,
+        and what was written will never be stored: its upload ends, as the program asked
+        (not a failure). Every descriptor of the file loses it alike, from now on: reads
+        through any of them fail (EIO), never serving the stored version (it is not what
+        was written, and is being deleted), and writes fail too (`_state`); fstat shows
+        the size the file had."""
+        upload = node.upload
+        if upload is None:
+            return
+        node.size = upload.size
+        node.upload = None
+        for handle in self._handles.values():
+            if handle.node is node:
+                handle.lost = True
+                if isinstance(handle, WriteHandle) and handle.upload is upload:
+                    handle.upload = None
+        await upload.abandon("file was deleted while being written")
+        self.invalidate_attributes(node.inode)
 
     async def _commit_ended(self, node: Node) -> None:
         """Wait for the node's commit, if one runs, and take its outcome at once: the
