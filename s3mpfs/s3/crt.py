@@ -40,10 +40,8 @@ import trio
 try:
     from awscrt import auth, http
     from awscrt import io as crt_io
-    from awscrt.checksums import crc32 as _crt_crc32
 except ImportError:  # pragma: no cover - awscrt is a dependency; boto3 does everything then
     http = None  # type: ignore[assignment]
-    _crt_crc32 = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -123,23 +121,6 @@ def available() -> bool:
     return http is not None
 
 
-def crc32(data: bytes) -> int:
-    """CRC32 in C (awscrt's, hardware-assisted) when available, else zlib's."""
-    if _crt_crc32 is not None:
-        return _crt_crc32(data)
-    import zlib
-
-    return zlib.crc32(data)
-
-
-def crc32c(data: bytes) -> int:
-    """CRC32C in C: awscrt's uses the SSE4.2 instruction, about 8x faster than zlib's
-    CRC32 (0.06 against 0.4 CPU-s per GiB here). Needs awscrt (`available()`)."""
-    from awscrt.checksums import crc32c as compute
-
-    return compute(data)
-
-
 def headers_for(params: dict[str, Any]) -> list[tuple[str, str]] | None:
     """HTTP headers for boto3-style request parameters; None if one is not known here."""
     out: list[tuple[str, str]] = []
@@ -166,33 +147,6 @@ def headers_for(params: dict[str, Any]) -> list[tuple[str, str]] | None:
     if not all(value.isascii() for _, value in out):
         return None  # boto3's way with non-ASCII metadata is kept by sending it there
     return out
-
-
-def add_checksum_value(params: dict[str, Any], data: bytes) -> dict[str, Any] | None:
-    """Parameters naming a ChecksumAlgorithm without its value (boto3 computes CRC32C
-    and CRC64NVME itself) get the value, computed in C; None if this cannot be done."""
-    algorithm = params.get("ChecksumAlgorithm")
-    if not algorithm or f"Checksum{algorithm}" in params:
-        return params
-    compute = _COMPUTE.get(algorithm)
-    if compute is None:
-        return None
-    value, width = compute(data)
-    return {**params, f"Checksum{algorithm}":
-            base64.b64encode(value.to_bytes(width, "big")).decode()}
-
-
-def _crc32c(data: bytes) -> tuple[int, int]:
-    return crc32c(data), 4
-
-
-def _crc64nvme(data: bytes) -> tuple[int, int]:
-    from awscrt.checksums import crc64nvme
-
-    return crc64nvme(data), 8
-
-
-_COMPUTE = {"CRC32C": _crc32c, "CRC64NVME": _crc64nvme}
 
 
 def members(headers: dict[str, str]) -> dict[str, Any]:

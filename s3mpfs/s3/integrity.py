@@ -21,12 +21,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UploadFailed
-from . import crt
+from . import checksums
 
 if TYPE_CHECKING:
     from ..objects import CompletedPart
@@ -59,7 +58,7 @@ class Integrity:
     def __init__(self, option: str) -> None:
         self.explicit = option != "auto"
         if option == "auto":  # awscrt is a dependency; without it, zlib's CRC32
-            option = "crc32c" if crt.available() else "crc32"
+            option = "crc32c" if checksums.crc32c_available() else "crc32"
         self.name = option
         self.etag_is_md5 = False  # the server's ETags are MD5s of what it stored
 
@@ -75,23 +74,18 @@ class Integrity:
 
     def prepare(self, data: bytes) -> Sent:
         """Checksum parameters for a request carrying `data`. Computed in the caller's
-        worker thread with zlib, hashlib and awscrt, which release the GIL on large
-        buffers: always in a header, never left to botocore (over https it would send
-        the body aws-chunked with a trailing checksum, which some servers refuse)."""
+        worker thread (s3/checksums.py releases the GIL on large buffers); always sent
+        in a header, never left to botocore (over https it would send the body
+        aws-chunked with a trailing checksum, which some servers refuse)."""
         if self.name == "md5":
             digest = hashlib.md5(data).digest()  # noqa: S324 - Content-MD5 is what S3 wants
             return Sent({"ContentMD5": base64.b64encode(digest).decode()}, digest.hex())
-        if self.name == "crc32":
-            value = zlib.crc32(data).to_bytes(4, "big")
-        elif self.name == "crc32c":
-            value = crt.crc32c(data).to_bytes(4, "big")
-        elif self.name in ("sha1", "sha256"):
-            value = hashlib.new(self.name, data).digest()
-        elif self.algorithm:
-            return Sent({"ChecksumAlgorithm": self.algorithm}, None)
-        else:
+        if not self.algorithm:
             return Sent({}, None)
-        return Sent({f"Checksum{self.algorithm}": base64.b64encode(value).decode(),
+        computed = checksums.value(self.algorithm, data)
+        if computed is None:  # (only without awscrt, a dependency): botocore computes it
+            return Sent({"ChecksumAlgorithm": self.algorithm}, None)
+        return Sent({f"Checksum{self.algorithm}": computed,
                      "ChecksumAlgorithm": self.algorithm}, None)  # S3 names it in its answer
 
     def check(self, response: dict[str, Any], etag: str, sent: Sent, what: str) -> None:

@@ -18,9 +18,7 @@ kept and the mount says so once. Nothing here imports boto3: the store hands its
 
 from __future__ import annotations
 
-import base64
 import ctypes
-import hashlib
 import http.client
 import logging
 import random
@@ -33,7 +31,7 @@ import trio
 import urllib3.exceptions
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import crt
+from . import checksums, crt
 from .routing import CrtRoute
 from .stats import MountStats
 
@@ -204,7 +202,7 @@ class RangedGets:
         if r.checksum is None:
             return None
         algorithm, expected = r.checksum
-        computed = _compute(algorithm, memoryview(r.buffer)[:r.stop - r.start])
+        computed = checksums.value(algorithm, memoryview(r.buffer)[:r.stop - r.start])
         return None if computed is None or computed == expected else computed
 
     def _wrong_checksum(self, r: _Range) -> None:
@@ -273,23 +271,3 @@ def _object_checksum(answer: dict) -> tuple[str, str] | None:
         if value and "-" not in str(value):
             return algorithm, str(value)
     return None
-
-
-def _compute(algorithm: str, data: memoryview) -> str | None:
-    """The base64 checksum S3 gives for `data`; None for an algorithm not at hand."""
-    if algorithm in ("SHA1", "SHA256"):
-        return base64.b64encode(hashlib.new(algorithm.lower(), data).digest()).decode()
-    try:
-        if algorithm == "CRC32":
-            value, width = crt.crc32(data), 4
-        elif algorithm == "CRC32C":
-            from awscrt.checksums import crc32c
-            value, width = crc32c(data), 4
-        elif algorithm == "CRC64NVME":
-            from awscrt.checksums import crc64nvme
-            value, width = crc64nvme(data), 8
-        else:
-            return None
-    except ImportError:
-        return None
-    return base64.b64encode(value.to_bytes(width, "big")).decode()

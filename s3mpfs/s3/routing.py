@@ -36,14 +36,13 @@ class CrtRoute:
     """Requests through one awscrt client, under their own limiter."""
 
     def __init__(self, client: crt.CrtClient, stats: MountStats,
-                 bulk_requests: bulk.BulkRequests | None = None,
-                 bulk_limiter: trio.CapacityLimiter | None = None,
-                 bulk_cap: int = 32 << 20) -> None:
+                 bulk_requests: bulk.BulkRequests | None,
+                 bulk_limiter: trio.CapacityLimiter, bulk_cap: int) -> None:
         self._crt = client
         self.stats = stats
         self._bulk = bulk_requests  # bodies of crt.MAX_BODY and more, or None: boto3
         # Bodies in flight: as many as through boto3's threads (the store's limiter).
-        self._bulk_limiter = bulk_limiter or trio.CapacityLimiter(8)
+        self._bulk_limiter = bulk_limiter
         # Bytes of parts awscrt may hold copies of at once; more go through boto3.
         self._bulk_cap = bulk_cap
         self._bulk_bytes = 0
@@ -217,9 +216,10 @@ class CrtRoute:
                                                                  "PartNumber")}
         query = (f"partNumber={kwargs['PartNumber']}&uploadId="
                  f"{quote(kwargs['UploadId'], safe='')}" if "UploadId" in kwargs else "")
-        with_value = crt.add_checksum_value({**params, **sent.params}, data)
-        if with_value is None:
-            return None
+        with_value = {**params, **sent.params}
+        if with_value.get("ChecksumAlgorithm") and \
+                f"Checksum{with_value['ChecksumAlgorithm']}" not in with_value:
+            return None  # (a value boto3 must compute)
         operation, key = _OPERATIONS[method], kwargs["Key"]
         if not bulk:
             resp = await self.call(operation, "PUT", key, with_value, body=data,
