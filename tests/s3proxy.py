@@ -211,6 +211,7 @@ class Recorded:
     upstream_status: int | None = None
     seq: int = 0
     time: float = field(default_factory=time.monotonic)
+    wall: float = field(default_factory=lambda: time.time())  # arrival, as SigV4 dates it
 
     @property
     def part_number(self) -> int | None:

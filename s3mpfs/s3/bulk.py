@@ -84,7 +84,7 @@ class BulkRequests:
         path = self._crt.path(key) + (f"?{query}" if query else "")
         # Over http the payload's SHA256 is signed (see crt.CrtClient.signing_for):
         # hashed in a worker thread, which hashlib lets run without the GIL.
-        signing = await trio.to_thread.run_sync(self._crt.signing_for, data)
+        signing = await trio.to_thread.run_sync(self._crt.part_signing_for, data)
 
         def attempt() -> Any:
             request = http.HttpRequest("PUT", path, http.HttpHeaders(

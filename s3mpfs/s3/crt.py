@@ -30,8 +30,9 @@ import logging
 import os
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -215,6 +216,8 @@ class CrtClient:
             signed_body_value=auth.AwsSignedBodyValue.UNSIGNED_PAYLOAD,
             signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
             use_double_uri_encode=False, should_normalize_uri_path=False)
+        self._dated = 0.0  # when the configs below were dated (time.time())
+        self._configs = (self._signing, self._signing)
         self._socket_options = crt_io.SocketOptions()
         self._socket_options.connect_timeout_ms = int(connect_timeout * 1000)
         self._socket_options.domain = (crt_io.SocketDomain.IPv6 if ":" in self.hostname
@@ -261,13 +264,36 @@ class CrtClient:
             use_double_uri_encode=False, should_normalize_uri_path=False)
 
     def signing_for(self, body: bytes | None) -> Any:
-        """How a request carrying `body` is signed. Over plain http a body's SHA256 is
-        signed, as botocore does there: it is what keeps a party on the path from
-        changing the bytes undetected (a CRC can be forged). Over https TLS protects
-        them, and the payload is not hashed (UNSIGNED-PAYLOAD), as botocore does."""
-        if self.tls_context is not None or not body:
-            return self._signing
-        return self._signing.replace(signed_body_value=hashlib.sha256(body).hexdigest())
+        """How a request carrying `body` is signed, dated now. Over plain http a body's
+        SHA256 is signed, as botocore does there: it is what keeps a party on the path
+        from changing the bytes undetected (a CRC can be forged); the signer hashes it in
+        C. Over https TLS protects them, and the payload is not hashed
+        (UNSIGNED-PAYLOAD), as botocore does."""
+        unsigned, hashed = self._dated_configs()
+        return unsigned if self.tls_context is not None or not body else hashed
+
+    def part_signing_for(self, body: bytes) -> Any:
+        """`signing_for` a part sent by awscrt's S3 client (s3/bulk.py), which signs
+        UNSIGNED-PAYLOAD unless given the hash: computed here, in the caller's worker
+        thread (hashlib releases the GIL)."""
+        unsigned, _ = self._dated_configs()
+        if self.tls_context is not None:
+            return unsigned
+        return unsigned.replace(signed_body_value=hashlib.sha256(body).hexdigest())
+
+    def _dated_configs(self) -> tuple[Any, Any]:
+        """The signing configs (UNSIGNED-PAYLOAD; the body hashed by the signer), dated
+        this second. An awscrt config carries the date it signs with, fixed when it is
+        made, and S3 refuses a signature more than 15 minutes off (RequestTimeTooSkewed):
+        they are made again once a second (a SigV4 date's resolution), not per request
+        (30 µs of Python each, a tenth of a small file's PutObject). Called from the trio
+        thread and from workers: a race makes them twice, harmlessly."""
+        now = time.time()
+        if not 0 <= now - self._dated < 1:
+            unsigned = self._signing.replace(date=datetime.fromtimestamp(now, UTC))
+            self._configs = (unsigned, unsigned.replace(signed_body_value=None))
+            self._dated = now
+        return self._configs
 
     def path(self, key: str) -> str:
         if not key:  # the bucket itself (listings)

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -119,6 +120,36 @@ def test_over_http_every_body_is_signed(
     for r in bodies:
         assert re.fullmatch("[0-9a-f]{64}", r.headers.get("x-amz-content-sha256", "")), \
             (r.kind, r.key, r.headers)
+    assert_parts_route(proxy, route)
+
+
+@ROUTES
+def test_every_request_is_dated_when_it_is_sent(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any, tmp_path: Path, route: str
+) -> None:
+    """SigV4 signs a date (x-amz-date) and S3 refuses a signature more than 15 minutes
+    off (RequestTimeTooSkewed, 403): a mount dating its requests when it started fails
+    every request a quarter of an hour later. Requests of every kind and route (HEAD,
+    LIST, small PUT and GET through awscrt's HTTP client; parts and read blocks through
+    boto3 or awscrt's S3 client), made seconds after the mount started, must carry the
+    second they were sent."""
+    big = random_file(tmp_path / "big.bin", 12 * MiB + 1, seed=8)
+    m = mount(bucket, via(proxy), "part_size=5M", *route_options(route),
+              env=route_env(route))
+    started = time.time()
+    wait_for(lambda: time.time() > started + 3, message="3 s past the mount's start")
+    proxy.clear()
+    assert cp(big, m.path / "big.bin").returncode == 0, m.log_text()
+    (m.path / "small.txt").write_bytes(b"small" * 100)
+    assert not (m.path / "absent").exists()
+    assert sha256_file(m.path / "big.bin") == sha256_file(big)
+    assert (m.path / "small.txt").read_bytes() == b"small" * 100
+    kinds = {r.kind for r in proxy.requests}
+    assert {"UploadPart", "PutObject", "GetObject"} <= kinds, kinds
+    for r in proxy.requests:
+        sent = datetime.strptime(r.headers.get("x-amz-date", ""), "%Y%m%dT%H%M%SZ")
+        assert abs(sent.replace(tzinfo=UTC).timestamp() - r.wall) <= 2, \
+            (r.kind, r.key, r.headers.get("x-amz-date"), r.headers.get("user-agent"))
     assert_parts_route(proxy, route)
 
 
