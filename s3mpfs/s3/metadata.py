@@ -61,7 +61,9 @@ class Attributes:
 
     def touched(self, now: int, *, mtime: bool = True) -> Attributes:
         """These attributes with ctime (and mtime, unless not `mtime`) `now` (ns)."""
-        return replace(self, ctime=now, mtime=now if mtime else self.mtime)
+        # (built directly: dataclasses.replace costs 10 µs, paid by every file written)
+        return Attributes(self.mode, self.uid, self.gid, now if mtime else self.mtime,
+                          self.atime, now, self.rdev, self.xattrs)
 
     @property
     def is_dir(self) -> bool:

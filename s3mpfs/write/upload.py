@@ -27,7 +27,7 @@ from ..errors import (
 )
 from ..objects import CompletedPart, ObjectInfo, ObjectStore
 from .budget import MemoryBudget, Reservation
-from .parts import Part, PartPlanner, copy_parts
+from .parts import PartPlanner, copy_parts
 from .resend import SentParts
 from .rewrite import RandomWrites
 from .sending import Sending
@@ -96,7 +96,8 @@ class Upload(Sending):
         self.sent = SentParts(shared.spool, key)  # sent parts a write may still change
         self.filling = Reservation(shared.budget)  # the budget of the part being filled
         self._sending: dict[int, trio.Event] = {}  # part number -> its last upload ended
-        self._send, self._receive = trio.open_memory_channel[tuple[Part, bool, int]](0)
+        # (typed in Sending: subscripting here builds a generic alias for every file)
+        self._send, self._receive = trio.open_memory_channel(0)
         self._lock = trio.Lock()  # one write or close at a time, in arrival order
         self._done = trio.Event()
         self._closed = False
