@@ -274,7 +274,16 @@ class OpenFiles:
             raise Gone(f"{node.path} was deleted while being written")
         handle.closed = False
         await self.settled(node)  # continue the version being stored
-        upload = node.upload or self._start_upload(handle, truncate=False)
+        upload = node.upload
+        if upload is None:
+            if node.stored_etag and node.etag != node.stored_etag:
+                # Stored by this mount (fsync, another descriptor's close), then replaced
+                # by another client, which a listing showed since: the writes of a
+                # descriptor opened before would build on a version it never saw.
+                raise UploadFailed(f"{node.path}: another client replaced this file after "
+                                   "this mount stored it; writes through a descriptor "
+                                   "opened before are refused (they would drop that version)")
+            upload = self._start_upload(handle, truncate=False)
         handle.upload = upload
         return upload
 
@@ -377,6 +386,8 @@ class OpenFiles:
         if node.upload is upload:
             node.upload = None
         if not needed:
+            if any(h is not handle for h in self.write_handles(node)):
+                node.stored_etag = node.etag  # what descriptors still open go on from (_state)
             await upload.discard()
             if node.meta_dirty:  # e.g. touch: opened for writing, only futimens()
                 self.attributes.write_soon(node)

@@ -146,6 +146,28 @@ def test_a_version_built_on_an_empty_file_never_drops_another_hosts_write(
     assert s3.get_object(Bucket=bucket, Key="log")["Body"].read() == b"B\nA\n"
 
 
+@pytest.mark.parametrize("flags", [os.O_WRONLY | os.O_TRUNC, os.O_RDWR | os.O_TRUNC],
+                         ids=["write-only", "read-write"])
+def test_a_descriptor_kept_open_after_fsync_never_writes_over_another_hosts_version(
+    s3: Any, bucket: str, hosts: Any, flags: int
+) -> None:
+    """Found by a long run of test_two_hosts_generated on Ceph RGW (seed 11238). A stores
+    its file with fsync and keeps the descriptor; B replaces the file; A's mount sees B's
+    version (a stat, a listing). A's next writes started a new version built on B's,
+    which A's descriptor never saw, and its close stored it over B's (on a server that
+    ignores If-Match, the HEAD before the PUT found the version it was built on)."""
+    a, b = hosts("part_size=5M")
+    fd = os.open(a.path / "f", flags | os.O_CREAT, 0o644)
+    os.write(fd, b"A" * 100)
+    os.fsync(fd)  # stored; the descriptor goes on from that version
+    (b.path / "f").write_bytes(b"B" * 3000)  # B replaces it
+    wait_for(lambda: os.stat(a.path / "f").st_size == 3000, timeout=STORE_DEADLINE,
+             message="A to see B's version")
+    assert write_and_close(fd, b"more of A's") == errno.EIO
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"B" * 3000
+    nothing_pending(s3, bucket)
+
+
 def test_a_new_file_whose_close_failed_is_not_written_again_through_its_old_entry(
     s3: Any, bucket: str, hosts: Any
 ) -> None:
