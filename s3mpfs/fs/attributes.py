@@ -35,6 +35,19 @@ class AttributeWriter:
         self.names = names
         self.copier = copier
         self.nursery = nursery
+        self._storing: dict[int, trio.Event] = {}  # inode -> set when its store ends
+
+    def storing(self, node: Node) -> bool:
+        return node.inode in self._storing
+
+    async def settled(self, node: Node) -> None:
+        """Wait until no request storing the node's attributes is in flight: a copy of a
+        file onto itself (or a marker written again) that ends after an unlink, rmdir or
+        rename of it would bring the object back, or stamp old attributes on what was
+        renamed over it. New stores start only while `meta_dirty`, which those clear
+        first."""
+        while (ended := self._storing.get(node.inode)) is not None:
+            await ended.wait()
 
     def encode_now(self, node: Node) -> dict[str, str]:
         """The node's attributes for an object being written: what was pending goes in."""
@@ -83,6 +96,7 @@ class AttributeWriter:
                         or self.names.table.at(node.path) is not node:
                     return  # carried by a rename, an upload or a commit, or deleted
                 node.meta_dirty = False
+                ended = self._storing[node.inode] = trio.Event()
                 try:
                     await self._store(node)
                 except Exception as exc:
@@ -91,6 +105,9 @@ class AttributeWriter:
                     log.warning("could not store the attributes of %s (%s)", node.path,
                                 problem)
                     continue
+                finally:
+                    del self._storing[node.inode]
+                    ended.set()
                 if not node.meta_dirty:
                     return  # stored (a change made meanwhile goes in after the next wait)
             if node.meta_dirty and self.names.table.at(node.path) is node:

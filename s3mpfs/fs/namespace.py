@@ -119,6 +119,8 @@ class Namespace:
         if not node.is_dir:
             raise NotADirectory(node.path)
         await self.names.check_empty(node.path)
+        node.meta_dirty = False  # its attributes go with it (see AttributeWriter.settled)
+        await self.attributes.settled(node)
         await self.store.delete(self.names.dir_key(node.path))
         self.names.forget_dir(node.path)
         self._removed(node)
@@ -135,9 +137,9 @@ class Namespace:
         node = await self.lookup(parent_inode, name)
         if node.is_dir:
             raise IsADirectory(node.path)
-        await self.files.settled(node)  # a commit running first: deleted after, not before
+        node.meta_dirty = False  # its attributes go with it: no store of them starts now
+        await self.files.settled(node)  # a commit or store running first: deleted after
         await self._end_written(node)
-        node.meta_dirty = False
         node.unlinked = True  # no commit starts while it is deleted (it would come back)
         try:
             await self.store.delete(self.names.file_key(node.path))
@@ -465,6 +467,7 @@ class Namespace:
                     await move_file(self.names, self.copier, self.files, inside,
                                     new_path + inside.path[len(old_path):], replaced=False,
                                     metadata=pending)
+            await self.attributes.settled(node)  # (its marker written again meanwhile)
             await move_directory(self.names, self.copier, self.config.upload_concurrency,
                                  node, new_path, metadata)
         else:

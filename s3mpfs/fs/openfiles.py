@@ -451,14 +451,17 @@ class OpenFiles:
             self._committed(node, upload)
 
     async def settled(self, node: Node) -> None:
-        """Wait until no rename or commit of the file runs: a new upload (what the file's
-        next version is built from) starts only from the version they leave, never beside
-        one being stored (both would be built on the version before, and one lost)."""
+        """Wait until no rename, commit or attribute store of the file runs: a new upload
+        (what the file's next version is built from) starts only from the version they
+        leave, never beside one being stored (both would be built on the version before,
+        and one lost), and an unlink deletes only once nothing can store it again."""
         while True:
             if node.inode in self._renaming:
                 await self._rename_ended(node)
             elif node.upload is None and node.committing is not None:
                 await self._commit_ended(node)
+            elif self.attributes.storing(node):
+                await self.attributes.settled(node)
             else:
                 return
 
@@ -488,6 +491,7 @@ class OpenFiles:
             for node in nodes:
                 if node is not None:
                     await self._commit_ended(node)
+                    await self.attributes.settled(node)
             yield
         finally:
             for inode, event in events.items():

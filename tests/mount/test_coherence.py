@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -604,3 +605,41 @@ def _in_syscall(thread: threading.Thread, number: int) -> bool:
             return status.read().split()[0] == str(number)
     except (OSError, IndexError):
         return False
+
+
+@pytest.mark.parametrize("how", ["unlink", "rename"])
+def test_a_file_is_removed_only_once_the_copy_storing_its_attributes_ended(
+    s3: Any, bucket: str, proxy: S3Proxy, mount: Any, how: str
+) -> None:
+    """A chmod of a closed file is stored shortly after by a copy of the object onto
+    itself. An unlink (or a rename away) made while that copy was in flight deleted the
+    object beside it: a server that ends the copy after the delete brings the file back
+    (CopyObject reads, then writes). The removal now waits for the copy to end. The copy
+    is held at the proxy; the removal runs in a thread and is given 2 s to send its
+    DeleteObject early (the old code sent it at once)."""
+    m = mount(bucket, f"endpoint_url={proxy.url}")
+    path = m.path / "f"
+    path.write_bytes(b"data")
+    rule = proxy.add_fault("CopyObject", HOLD, key_contains="f")
+    os.chmod(path, 0o600)
+    wait_for(lambda: proxy.of_kind("CopyObject"), message="the attribute copy held")
+    remover = threading.Thread(target=os.unlink if how == "unlink" else
+                               lambda p: os.rename(p, m.path / "g"), args=(path,))
+    remover.start()
+    try:  # (a window for the wrong order: nothing is expected to happen in it)
+        wait_for(lambda: [r for r in proxy.of_kind("DeleteObject") if r.key == "f"],
+                 timeout=2)
+    except AssertionError:
+        pass
+    released = time.monotonic()
+    proxy.release(rule)
+    remover.join(timeout=30)
+    assert not remover.is_alive()
+    early = [r for r in proxy.of_kind("DeleteObject") if r.key == "f" and r.time < released]
+    assert not early, "the object was deleted while the copy storing its mode ran"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+            if not o["Key"].startswith(".s3mpfs/")}
+    assert keys == (set() if how == "unlink" else {"g"})
+    if how == "rename":
+        assert stat.S_IMODE(os.stat(m.path / "g").st_mode) == 0o600
+        assert body(s3, bucket, "g") == b"data"
