@@ -280,9 +280,12 @@ class OpenFiles:
                 # Stored by this mount (fsync, another descriptor's close), then replaced
                 # by another client, which a listing showed since: the writes of a
                 # descriptor opened before would build on a version it never saw.
-                raise UploadFailed(f"{node.path}: another client replaced this file after "
-                                   "this mount stored it; writes through a descriptor "
-                                   "opened before are refused (they would drop that version)")
+                handle.failed = UploadFailed(
+                    f"{node.path}: another client replaced this file after this mount "
+                    "stored it; writes through a descriptor opened before are refused "
+                    "(they would drop that version)")
+                log.error("%s", handle.failed)  # (once: its later calls fail with it)
+                raise handle.failed
             upload = self._start_upload(handle, truncate=False)
         handle.upload = upload
         return upload

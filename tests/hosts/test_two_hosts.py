@@ -163,8 +163,12 @@ def test_a_descriptor_kept_open_after_fsync_never_writes_over_another_hosts_vers
     (b.path / "f").write_bytes(b"B" * 3000)  # B replaces it
     wait_for(lambda: os.stat(a.path / "f").st_size == 3000, timeout=STORE_DEADLINE,
              message="A to see B's version")
-    assert write_and_close(fd, b"more of A's") == errno.EIO
+    with pytest.raises(OSError) as refused:
+        os.write(fd, b"more of A's")
+    assert refused.value.errno == errno.EIO
+    assert close_errno(fd) == errno.EIO  # (what it wrote is not stored)
     assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"B" * 3000
+    assert "another client replaced this file" in a.log_text()
     nothing_pending(s3, bucket)
 
 
