@@ -11,7 +11,8 @@ key): `move_file` commits it there first, as fsync would, and then moves it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -41,6 +42,36 @@ class _OpenFiles(Protocol):
 
     def moved(self, node: Node, key: str, source: ObjectInfo | None,
               copy: ObjectInfo | None, *, only_new: bool) -> None: ...
+
+
+class RenameGate:
+    """Which files a rename is moving now: their reads, writes and commits wait for it
+    to end (fs/openfiles.py), since they would reach a key being moved."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, trio.Event] = {}  # inode -> set when its rename ends
+
+    def holds(self, node: Node) -> bool:
+        return node.inode in self._held
+
+    async def ended(self, node: Node) -> None:
+        while (event := self._held.get(node.inode)) is not None:
+            await event.wait()
+
+    @asynccontextmanager
+    async def holding(self, nodes: list[Node]) -> AsyncIterator[None]:
+        """Hold these files for one rename, once any other rename of them ended."""
+        events: dict[int, trio.Event] = {}
+        try:
+            for node in nodes:
+                if node.inode not in events:
+                    await self.ended(node)
+                    events[node.inode] = self._held[node.inode] = trio.Event()
+            yield
+        finally:
+            for inode, event in events.items():
+                del self._held[inode]
+                event.set()
 
 
 async def move_file(names: Names, copier: Copier, files: _OpenFiles, node: Node,

@@ -24,8 +24,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import trio
-
 from ..config import MountConfig
 from ..errors import Gone, IsADirectory, S3mpfsError, UploadFailed, describe
 from ..objects import ObjectInfo
@@ -33,7 +31,7 @@ from ..s3.reader import ObjectReader
 from ..write.upload import Upload, UploadShared
 from .attributes import AttributeWriter
 from .inodes import Node
-from .moves import follow_move
+from .moves import RenameGate, follow_move
 from .names import Names
 from .processes import holds_for_writing, process_of
 from .versions import Versions
@@ -80,7 +78,7 @@ class OpenFiles:
         self.attributes = attributes
         self._handles: dict[int, Handle] = {}
         self._committing: dict[int, Node] = {}  # inode -> node whose commit is running
-        self._renaming: dict[int, trio.Event] = {}  # inode -> set when its rename ends
+        self.renames = RenameGate()
         self._next_fh = 1
         # Tells the kernel to forget an inode's cached attributes (set by fs/operations.py).
         self.invalidate_attributes: Callable[[int], None] = lambda inode: None
@@ -203,7 +201,7 @@ class OpenFiles:
         other processes reading a streaming file)."""
         handle = self.handle(fh)
         node = handle.node
-        await self._rename_ended(node)
+        await self.renames.ended(node)
         await self._commit_ended(node)  # its new version, once stored
         if handle.lost:
             raise Gone(f"{node.path} was deleted while being written")
@@ -267,7 +265,7 @@ class OpenFiles:
         """The file's state being written, which this handle now changes (a new one,
         continuing the stored object, after a commit)."""
         node = handle.node
-        await self._rename_ended(node)
+        await self.renames.ended(node)
         if handle.failed is not None:
             raise handle.failed
         if handle.lost or node.unlinked and node.upload is None:
@@ -294,7 +292,7 @@ class OpenFiles:
         """A durable point: the object holds everything written so far, through every
         descriptor (the upload is completed now); later writes continue it."""
         handle = self.handle(fh)
-        await self._rename_ended(handle.node)
+        await self.renames.ended(handle.node)
         if isinstance(handle, WriteHandle) and handle.failed is not None:
             raise handle.failed
         upload = handle.node.upload
@@ -327,7 +325,7 @@ class OpenFiles:
         """close() of a descriptor: commit what was written and report the outcome."""
         handle = self.handle(fh)
         if isinstance(handle, WriteHandle):
-            await self._rename_ended(handle.node)
+            await self.renames.ended(handle.node)
             await self._commit(handle, final=False)
 
     async def release(self, fh: int) -> None:
@@ -337,7 +335,7 @@ class OpenFiles:
             handle.reader.close()
         if isinstance(handle, WriteHandle):
             try:
-                await self._rename_ended(handle.node)
+                await self.renames.ended(handle.node)
                 await self._commit(handle, final=True)
             except Exception as exc:
                 log.debug("release of %s: %s", handle.node.path, describe(exc))
@@ -459,8 +457,8 @@ class OpenFiles:
         leave, never beside one being stored (both would be built on the version before,
         and one lost), and an unlink deletes only once nothing can store it again."""
         while True:
-            if node.inode in self._renaming:
-                await self._rename_ended(node)
+            if self.renames.holds(node):
+                await self.renames.ended(node)
             elif node.upload is None and node.committing is not None:
                 await self._commit_ended(node)
             elif self.attributes.storing(node):
@@ -483,27 +481,15 @@ class OpenFiles:
 
     @asynccontextmanager
     async def renaming(self, *nodes: Node | None) -> AsyncIterator[None]:
-        """While a rename moves these files: commits running end first, and no read,
-        write or commit of them starts (it would reach a key being moved)."""
-        events: dict[int, trio.Event] = {}
-        try:
-            for node in nodes:
-                if node is not None and node.inode not in events:
-                    await self._rename_ended(node)
-                    events[node.inode] = self._renaming[node.inode] = trio.Event()
-            for node in nodes:
-                if node is not None:
-                    await self._commit_ended(node)
-                    await self.attributes.settled(node)
+        """While a rename moves these files: commits and attribute stores running end
+        first, and no read, write or commit of them starts (it would reach a key being
+        moved)."""
+        held = [node for node in nodes if node is not None]
+        async with self.renames.holding(held):
+            for node in held:
+                await self._commit_ended(node)
+                await self.attributes.settled(node)
             yield
-        finally:
-            for inode, event in events.items():
-                del self._renaming[inode]
-                event.set()
-
-    async def _rename_ended(self, node: Node) -> None:
-        while (event := self._renaming.get(node.inode)) is not None:
-            await event.wait()
 
     async def store_now(self, node: Node) -> None:
         """Commit the file's state now, as fsync would: a reader wants bytes of a file
