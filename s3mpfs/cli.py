@@ -8,7 +8,6 @@ only once the child has mounted (or reports the child's error).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
 import errno
 import logging
@@ -23,6 +22,7 @@ import trio
 from . import __version__
 from .config import MountConfig, build_config, options_help, split_options
 from .errors import ConfigError, S3mpfsError, describe
+from .run import memory
 
 log = logging.getLogger("s3mpfs")
 
@@ -197,27 +197,10 @@ def _asks_for_option_help(args: list[str]) -> bool:
     return any(name == "help" for name, _ in split_options(groups))
 
 
-def _release_freed_parts() -> None:
-    """Make glibc give freed part buffers back to the OS at once. By default it raises
-    its mmap threshold after the first big free and then keeps 8-16 MiB parts on the
-    heap, where fragmentation across worker threads grows the resident size.
-
-    The threshold sits just above FUSE's 1 MiB WRITE requests: their buffers (one per
-    request, 1,024 per GiB) are recycled on the heap instead of being mapped, faulted in
-    and unmapped every time; parts (5 MiB and up) are still mapped and returned at once.
-    The trim threshold keeps glibc from returning and re-faulting the heap's top."""
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 2 << 20)  # M_MMAP_THRESHOLD = 2 MiB, fixed
-        libc.mallopt(-1, 16 << 20)  # M_TRIM_THRESHOLD = 16 MiB
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
-
-
 def _run(config: MountConfig, ready_fd: int | None = None) -> int:
     from .mount import serve
 
-    _release_freed_parts()
+    memory.tune(config.endpoint_url)
 
     pending = [ready_fd] if ready_fd is not None else []
 

@@ -23,7 +23,7 @@ from .errors import S3mpfsError, describe, s3_error_code
 from .fs.kernel import tune_read_ahead
 from .fs.namespace import Namespace
 from .fs.operations import S3Operations
-from .run import control, metrics
+from .run import control, memory, metrics
 from .s3.gaps import Gaps, probe_gaps
 from .s3.integrity import ChecksumIgnored
 from .s3.optioncheck import OptionRefused, check_options
@@ -203,6 +203,7 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
                              "mount point, and is /dev/fuse usable?") from None
         nursery.start_soon(_stop_on_signal)
         nursery.start_soon(_sweep, registry)
+        nursery.start_soon(memory.return_freed_memory)
         log.info("mounted %s on %s", config.prefix_display, config.mountpoint)
         _freeze_startup_objects()
         ready()
