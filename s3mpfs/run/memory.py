@@ -23,12 +23,10 @@ back once it exceeds IDLE_FREE_MAX, so an idle mount does not sit on its peak
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
+from collections.abc import Callable
 
 import trio
-
-log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
@@ -47,13 +45,21 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _libc() -> ctypes.CDLL | None:
+    """glibc, or None (another libc: its defaults stay)."""
     try:
         libc = ctypes.CDLL(None)
-        libc.mallopt, libc.malloc_trim, libc.mallinfo2  # noqa: B018 - glibc >= 2.33?
+        libc.mallopt  # noqa: B018
     except (OSError, AttributeError):
-        return None  # not glibc, or an old one: its defaults stay
-    libc.mallinfo2.restype = _MallInfo2
+        return None
     return libc
+
+
+def _mallinfo2(libc: ctypes.CDLL) -> Callable[[], _MallInfo2] | None:
+    """glibc's mallinfo2 (2.33 and later), which says how much of the heap is free."""
+    function = getattr(libc, "mallinfo2", None)
+    if function is not None:
+        function.restype = _MallInfo2
+    return function
 
 
 def reuses_big_buffers(endpoint_url: str | None) -> bool:
@@ -67,7 +73,7 @@ def tune(endpoint_url: str | None) -> None:
     libc = _libc()
     if libc is None:
         return
-    if reuses_big_buffers(endpoint_url):
+    if reuses_big_buffers(endpoint_url) and _mallinfo2(libc) is not None:
         libc.mallopt(M_ARENA_MAX, 1)
         libc.mallopt(M_MMAP_THRESHOLD, REUSED_MMAP_THRESHOLD)
         libc.mallopt(M_TRIM_THRESHOLD, REUSED_TRIM_THRESHOLD)
@@ -76,19 +82,14 @@ def tune(endpoint_url: str | None) -> None:
         libc.mallopt(M_TRIM_THRESHOLD, MAPPED_TRIM_THRESHOLD)
 
 
-def free_in_heap() -> int:
-    """Bytes the heap holds free (0 without glibc's mallinfo2)."""
-    libc = _libc()
-    return libc.mallinfo2().fordblks if libc is not None else 0
-
-
 async def return_freed_memory() -> None:
     """Every CHECK_EVERY seconds: past IDLE_FREE_MAX free bytes in the heap, give the
     free pages back (malloc_trim, in a worker thread: it walks the heap)."""
     libc = _libc()
-    if libc is None:
-        return
+    mallinfo2 = _mallinfo2(libc) if libc is not None else None
+    if libc is None or mallinfo2 is None:
+        return  # (and tune() left the buffers mapped)
     while True:
         await trio.sleep(CHECK_EVERY)
-        if libc.mallinfo2().fordblks > IDLE_FREE_MAX:
+        if mallinfo2().fordblks > IDLE_FREE_MAX:
             await trio.to_thread.run_sync(libc.malloc_trim, 0)
