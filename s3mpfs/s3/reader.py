@@ -27,6 +27,7 @@ class _Block:
         self.ready = trio.Event()
         self.data: bytes | memoryview = b""
         self.error: BaseException | None = None
+        self.fetching = trio.CancelScope()  # cancelled when no read can want it any more
 
 
 # Looks the object up again: its (size, ETag) now, or None if it is gone.
@@ -123,9 +124,12 @@ class ObjectReader:
 
     async def _fetch(self, index: int, block: _Block) -> None:
         start = index * self.block_size
+        block.error = ReadFailed(f"read of {self.key} was closed")  # until data came
         try:
-            block.data = await self.store.get_range(
-                self.key, start, min(start + self.block_size, self.size), self.etag)
+            with block.fetching:
+                block.data = await self.store.get_range(
+                    self.key, start, min(start + self.block_size, self.size), self.etag)
+                block.error = None
         except Exception as exc:
             block.error = exc
         finally:
@@ -159,6 +163,10 @@ class ObjectReader:
             log.error("%s", message)
 
     def close(self) -> None:
+        """No read comes after this: blocks still being fetched (read-ahead the reader
+        never reached) are cancelled rather than paid for, retries and all."""
+        for block in self._blocks.values():
+            block.fetching.cancel()
         self._blocks.clear()
 
 

@@ -1,0 +1,47 @@
+"""ObjectReader's read-ahead, with a store that answers block 0 and never the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from s3mpfs.s3.reader import READ_AHEAD_BLOCKS, ObjectReader
+
+BLOCK = 1024
+
+
+class SlowStore:
+    """Block 0 at once; every other block waits until it is cancelled (recorded)."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.cancelled: list[int] = []
+
+    async def get_range(self, key: str, start: int, end: int, etag: str = "") -> bytes:
+        if start == 0:
+            return bytes(end - start)
+        self.started.append(start // BLOCK)
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.cancelled.append(start // BLOCK)
+        raise AssertionError("unreachable")
+
+
+async def test_closing_a_reader_cancels_the_read_ahead_it_never_reached() -> None:
+    """Read-ahead a program never reads (it closed the file) is not paid for: its GETs
+    and their retries stop at close(), not after the last retry."""
+    store: Any = SlowStore()
+    async with trio.open_nursery() as nursery:
+        reader = ObjectReader(store, nursery, "k", 8 * BLOCK, BLOCK, '"e"')
+        assert await reader.read(0, 100) == bytes(100)
+        with trio.fail_after(5):
+            while len(store.started) < READ_AHEAD_BLOCKS:
+                await trio.sleep(0)
+        assert store.cancelled == []
+        reader.close()
+        with trio.fail_after(5):
+            while sorted(store.cancelled) != sorted(store.started):
+                await trio.sleep(0)
+    assert sorted(store.cancelled) == list(range(1, 1 + READ_AHEAD_BLOCKS))
