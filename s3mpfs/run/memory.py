@@ -23,10 +23,11 @@ back once it exceeds IDLE_FREE_MAX, so an idle mount does not sit on its peak
 from __future__ import annotations
 
 import ctypes
-import os
 from collections.abc import Callable
 
 import trio
+
+from ..s3 import routing
 
 MiB = 1 << 20
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
@@ -62,18 +63,12 @@ def _mallinfo2(libc: ctypes.CDLL) -> Callable[[], _MallInfo2] | None:
     return function
 
 
-def reuses_big_buffers(endpoint_url: str | None) -> bool:
-    """Whether parts and blocks are recycled on the heap: over plain http, where they are
-    ours alone (not with S3MPFS_HTTP=crt, which sends them through awscrt's S3 client)."""
-    return (endpoint_url or "").startswith("http://") and os.environ.get("S3MPFS_HTTP") != "crt"
-
-
 def tune(endpoint_url: str | None) -> None:
     """Before any thread starts (the arena limit applies to threads made after it)."""
     libc = _libc()
     if libc is None:
         return
-    if reuses_big_buffers(endpoint_url) and _mallinfo2(libc) is not None:
+    if not routing.carries_bodies(endpoint_url) and _mallinfo2(libc) is not None:
         libc.mallopt(M_ARENA_MAX, 1)
         libc.mallopt(M_MMAP_THRESHOLD, REUSED_MMAP_THRESHOLD)
         libc.mallopt(M_TRIM_THRESHOLD, REUSED_TRIM_THRESHOLD)

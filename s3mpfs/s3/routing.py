@@ -32,6 +32,14 @@ CRT_CONCURRENCY = 64  # requests in flight through awscrt (HEADs of a listing, s
 _OPERATIONS = {"put_object": "PutObject", "upload_part": "UploadPart"}
 
 
+def carries_bodies(endpoint_url: str | None) -> bool:
+    """Whether read blocks and parts go through awscrt's S3 client (s3/bulk.py), whose
+    threads allocate their own buffers: over https (no endpoint_url is AWS's https), or
+    over http with S3MPFS_HTTP=crt; never with S3MPFS_HTTP=boto3."""
+    mode = os.environ.get("S3MPFS_HTTP", "")
+    return mode != "boto3" and (mode == "crt" or not (endpoint_url or "").startswith("http://"))
+
+
 class CrtRoute:
     """Requests through one awscrt client, under their own limiter."""
 
@@ -76,7 +84,7 @@ class CrtRoute:
         if client is None:
             return None
         bulk_requests = (bulk.create(client, config.read_ahead)
-                         if client.tls_context is not None or mode == "crt" else None)
+                         if carries_bodies(config.endpoint_url) else None)
         return cls(client, stats, bulk_requests, bulk_limiter, config.memory_limit // 4)
 
     async def call(self, operation: str, method: str, key: str, params: dict[str, Any],
