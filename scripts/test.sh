@@ -29,9 +29,10 @@ fi
 # Programs some tests run, installed from Debian's packages when missing (one apt-get):
 # ffmpeg (with ffprobe) for the muxer tests in tests/mount/test_random_writes.py, restic
 # for the restore through a flaky network in tests/mount/test_reads.py, git for `git add`
-# in tests/mount/test_request_counts.py.
+# in tests/mount/test_request_counts.py, strace for the getxattr calls of `ls -l` in
+# tests/mount/test_posix.py.
 wanted=()
-for tool in ffmpeg restic git; do
+for tool in ffmpeg restic git strace; do
     command -v "$tool" >/dev/null 2>&1 || wanted+=("$tool")
 done
 if (( ${#wanted[@]} )); then
