@@ -73,9 +73,10 @@ async def check_bucket(config: MountConfig) -> None:
         raise MountError(bucket_problem(config, exc)) from None
 
 
-async def probe_server(store: S3Store, config: MountConfig) -> None:
-    """Learn what the server verifies and honours before the first file is written, and
-    refuse a mount whose options the server refuses (every file would fail)."""
+async def probe_server(store: S3Store, config: MountConfig) -> Gaps:
+    """Learn what the server verifies, honours and lacks before the first file is
+    written, and refuse a mount whose options the server refuses (every file would
+    fail)."""
     try:
         await check_options(store, config)
     except OptionRefused as exc:
@@ -83,14 +84,20 @@ async def probe_server(store: S3Store, config: MountConfig) -> None:
     except Exception as exc:
         log.warning("could not check whether this server takes the options of new objects "
                     "(%s)", describe(exc))
+    found: list[Gaps] = []
+
+    async def gaps_probe() -> None:
+        found.append(await find_gaps(store, config))
+
     try:
-        await store.probe(config.prefix)
+        await store.probe(config.prefix, alongside=gaps_probe)
     except ChecksumIgnored as exc:
         raise MountError(str(exc)) from None
     except Exception as exc:
         log.warning("could not check what this server verifies (%s); sending %s checksums "
                     "and falling back to Content-MD5 if they are ignored", describe(exc),
                     store.integrity.name)
+    return found[0] if found else await find_gaps(store, config)
 
 
 FUSE_DEVICE = "/dev/fuse"
@@ -171,8 +178,7 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
     store = S3Store(config, stats=stats)
     gaps = Gaps()
     if not config.read_only:
-        await probe_server(store, config)
-        gaps = await find_gaps(store, config)
+        gaps = await probe_server(store, config)
     async with trio.open_nursery() as nursery:
         registry = UploadRegistry(store, config.prefix)
         nursery.start_soon(registry.keep_renewed)

@@ -86,11 +86,24 @@ _FALLBACKS = {
 async def probe(store: Any, key: str, body: bytes) -> Conditions:
     """Learn every condition of `store` (the S3Store) with `key`, an object of ours
     holding `body`, which this may replace with the same bytes and leaves for the caller
-    to delete. Each multipart probe has an upload of its own, aborted at the end."""
-    client, sse_c = store._client, store.params.sse_c()
-    source = {"CopySource": {"Bucket": store.bucket, "Key": key},
-              "CopySourceIfMatch": WRONG_ETAG, **store.params.sse_c("CopySource")}
+    to delete. The requests run in four independent chains at once (a mount waits for
+    the longest, 7 requests, not for all 20 in a row): PutObject's and GetObject's on
+    `key`; the copies, which only read it; and each CompleteMultipartUpload on a key
+    of its own (a Complete that ignores its condition replaces the object it names,
+    which must not be the one the PutObject chain checks ETags of)."""
     found = Conditions()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_probe_puts, store, key, body, found)
+        nursery.start_soon(_probe_copies, store, key, body, found)
+        for name, condition in (("complete_if_match", {"IfMatch": WRONG_ETAG}),
+                                ("complete_if_none_match", {"IfNoneMatch": "*"})):
+            nursery.start_soon(_probe_complete, store, f"{key}-{name}", body, name,
+                               condition, found)
+    return found
+
+
+async def _probe_puts(store: Any, key: str, body: bytes, found: Conditions) -> None:
+    client = store._client
     found.put_if_none_match = await _refused(store, client.put_object, Key=key, Body=body,
                                              IfNoneMatch="*", **store.params.plain())
     found.put_if_match = await _refused(
@@ -99,40 +112,67 @@ async def probe(store: Any, key: str, body: bytes) -> Conditions:
         store, client.put_object, Key=key, Body=body, IfMatch=(await store.head(key)).etag,
         **store.params.plain())
     found.get_if_match = await _refused(store, client.get_object, Key=key, IfMatch=WRONG_ETAG,
-                                        **sse_c)
+                                        **store.params.sse_c())
+
+
+def _copy_source(store: Any, key: str) -> dict[str, Any]:
+    """`key` as the source of a copy that must not happen (its ETag is made up)."""
+    return {"CopySource": {"Bucket": store.bucket, "Key": key},
+            "CopySourceIfMatch": WRONG_ETAG, **store.params.sse_c("CopySource")}
+
+
+async def _probe_copies(store: Any, key: str, body: bytes, found: Conditions) -> None:
+    """CopyObject and UploadPartCopy from `key`, which neither changes (an upload of
+    `key` that is never completed)."""
+    client = store._client
     copy = f"{key}-copy"
     found.copy_if_match = await _refused(
-        store, client.copy_object, Key=copy, **source, **store.params.plain())
+        store, client.copy_object, Key=copy, **_copy_source(store, key),
+        **store.params.plain())
     if not found.copy_if_match:
         await store.delete(copy)
-    for name, condition in (("complete_if_match", {"IfMatch": WRONG_ETAG}),
-                            ("complete_if_none_match", {"IfNoneMatch": "*"}),
-                            ("part_copy_if_match", None)):
+    upload_id, _ = await _upload_of(store, key, body)
+    try:
+        found.part_copy_if_match = await _refused(
+            store, client.upload_part_copy, Key=key, UploadId=upload_id, PartNumber=2,
+            **_copy_source(store, key), **store.params.sse_c())
+    finally:
+        await _abort(store, key, upload_id)
+
+
+async def _probe_complete(store: Any, key: str, body: bytes, name: str,
+                          condition: dict[str, str], found: Conditions) -> None:
+    """CompleteMultipartUpload with `condition` on `key`, made to hold `body` first and
+    deleted at the end."""
+    client, sse_c = store._client, store.params.sse_c()
+    try:
+        await store._call(client.put_object, Key=key, Body=body, **store.params.plain())
         upload_id, part_etag = await _upload_of(store, key, body)
+        parts = {"Parts": [{"PartNumber": 1, "ETag": part_etag}]}
         try:
-            if condition is None:
-                refused = await _refused(
-                    store, client.upload_part_copy, Key=key, UploadId=upload_id,
-                    PartNumber=2, **source, **sse_c)
-            else:
-                refused = await _refused(
-                    store, client.complete_multipart_upload, Key=key, UploadId=upload_id,
-                    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part_etag}]},
-                    **condition, **sse_c)
+            refused = await _refused(
+                store, client.complete_multipart_upload, Key=key, UploadId=upload_id,
+                MultipartUpload=parts, **condition, **sse_c)
             if refused and name == "complete_if_match":  # and the right ETag must pass
                 refused = await _accepted(
                     store, client.complete_multipart_upload, Key=key, UploadId=upload_id,
-                    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part_etag}]},
-                    IfMatch=(await store.head(key)).etag, **sse_c)
+                    MultipartUpload=parts, IfMatch=(await store.head(key)).etag, **sse_c)
             setattr(found, name, refused)
-        finally:  # whatever the answer, nothing of the probe stays pending
-            with trio.CancelScope(shield=True):
-                try:
-                    await store._call(client.abort_multipart_upload, Key=key,
-                                      UploadId=upload_id)
-                except ClientError:
-                    pass  # completed (the condition was ignored)
-    return found
+        finally:
+            await _abort(store, key, upload_id)
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.delete(key)
+
+
+async def _abort(store: Any, key: str, upload_id: str) -> None:
+    """Whatever the answer, nothing of the probe stays pending."""
+    with trio.CancelScope(shield=True):
+        try:
+            await store._call(store._client.abort_multipart_upload, Key=key,
+                              UploadId=upload_id)
+        except ClientError:
+            pass  # completed (the condition was ignored)
 
 
 async def _upload_of(store: Any, key: str, body: bytes) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import io
 import logging
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import boto3
@@ -264,11 +264,13 @@ class S3Store:
         await self._send(self._client.put_object, data, f"PutObject of {key}", Key=key,
                          **self.params.plain())
 
-    async def probe(self, prefix: str) -> None:
+    async def probe(self, prefix: str,
+                    alongside: Callable[[], Awaitable[None]] | None = None) -> None:
         """Learn, with a small object of our own under PREFIX.s3mpfs/, what the server
         verifies (flexible checksums, ETags that are MD5s) and which conditions each
         request honours (s3/conditions.py). Raises ChecksumIgnored if the server ignores
-        a checksum the user chose explicitly."""
+        a checksum the user chose explicitly. `alongside` (another probe, which needs
+        the checksum settled) runs at the same time as the conditions'."""
         key = f"{prefix}{PROBE_DIR}probe-{uuid.uuid4().hex}"
         body = uuid.uuid4().bytes * 4
         try:
@@ -286,7 +288,10 @@ class S3Store:
             wanted = self.integrity.response_key
             self.integrity.learn(echoes=wanted is None or wanted in resp,
                                  etag=resp.get("ETag", ""), body=body)
-            self.conditions = await conditions.probe(self, key, body)
+            async with trio.open_nursery() as nursery:
+                if alongside is not None:
+                    nursery.start_soon(alongside)
+                self.conditions = await conditions.probe(self, key, body)
             self.conditions.log_fallbacks()
         finally:
             with trio.CancelScope(shield=True):
