@@ -104,7 +104,7 @@ KINDS = ("replace", "excl", "append", "rmw", "read")
 KIND_WEIGHTS = (3, 2, 4, 3, 3)
 MAX_SESSIONS = 4
 READ_SIZES = (4096, 65_536, 200_001, MiB + 5)
-SEEDS = {"moto": "0-29", "rgw": "0-11"}  # about 45 s each on a 2-core machine
+SEEDS = {"moto": "0-19", "rgw": "0-7"}  # about 35 s each on a 2-core machine
 STEPS = 60
 WRITE_KINDS = ("replace", "excl", "append", "rmw")
 

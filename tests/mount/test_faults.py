@@ -329,8 +329,9 @@ def test_stalled_part_times_out_and_is_retried(
 ) -> None:
     src = random_file(tmp_path / "src.bin", 12 * MiB + 1, seed=3)
     rule = proxy.add_fault("UploadPart", STALL, nth=2, times=1, stall_seconds=30)
-    m = mount(bucket, via(proxy), "part_size=5M", "read_timeout=2", *route_options(route),
-              env=route_env(route))
+    # awscrt's deadline for a part is connect_timeout + read_timeout + 1 s per MiB
+    m = mount(bucket, via(proxy), "part_size=5M", "read_timeout=2", "connect_timeout=1",
+              *route_options(route), env=route_env(route))
 
     result = cp(src, m.path / "f.bin", timeout=60)
     assert result.returncode == 0, result.stderr + m.log_text()

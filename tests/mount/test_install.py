@@ -38,6 +38,8 @@ def run(argv: list[Any], cwd: Path, env: dict[str, str],
     return result
 
 
+@pytest.mark.moto_only("installing the wheel does not depend on the server (every other "
+                       "mount test runs on both)")
 def test_wheel_installs_and_mounts(tmp_path: Path, s3: Any, bucket: str,
                                    s3_server: str) -> None:
     source = tmp_path / "source"  # a copy: building leaves build/ and *.egg-info behind

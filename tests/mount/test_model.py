@@ -325,7 +325,7 @@ class MountMachine(RuleBasedStateMachine):
 # red run is reproducible; S3MPFS_MODEL_EXPLORE=N runs N fresh random examples instead.
 EXPLORE = int(os.environ.get("S3MPFS_MODEL_EXPLORE", "0"))
 MACHINE_SETTINGS = settings(
-    max_examples=EXPLORE or 15,
+    max_examples=EXPLORE or 10,
     stateful_step_count=25,
     deadline=None,
     derandomize=not EXPLORE,
