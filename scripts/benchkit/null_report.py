@@ -114,7 +114,9 @@ def write_null_report(path: Path, bench: Bench, big: dict[str, dict[str, ToolRes
         f"- Command: `{command}`",
         f"- Big file: {human(size)} of random bytes in tmpfs (/dev/shm); small files: "
         f"{SMALL_SIZE} bytes each; {runs} run(s) per tool, interleaved; figures are medians "
-        "(range in brackets)",
+        "(range in brackets); each big-file transfer starts from an empty page cache "
+        "(`drop_caches`, as root: written files stay cached, and a full memory made later "
+        "runs pay the kernel's reclaim)",
         *([f"- Note: {args.note}"] if args.note else []),
         f"- Machine: {facts.get('nproc')} CPUs ({facts.get('cpu', '?')}), "
         f"{facts.get('memory', '?')} memory, Linux {facts.get('kernel')}, {facts.get('os')}; "

@@ -135,7 +135,7 @@ class Boto3(Tool):
         out = tempfile.TemporaryFile()
         done = check(run_timed(
             [*python_module("benchkit", self.child), direction, bench.endpoint,
-             self.bucket, KEY, str(path)], env=with_scripts(bench.env), stdout=out),
+             self.bucket, KEY, str(path)], env=with_scripts(bench.env), stdout=out, cold=True),
             f"{self.name} {direction}")
         srv1 = bench.server_cpu()
         out.seek(0)
@@ -185,7 +185,7 @@ class Rclone(Tool):
         bench = self.bench
         srv0 = bench.server_cpu()
         done = check(run_timed(["rclone", "copyto", "--retries", "1", src, dst],
-                               env=rclone_env(bench)), "rclone copyto")
+                               env=rclone_env(bench), cold=True), "rclone copyto")
         srv1 = bench.server_cpu()
         return Sample(done.seconds, done.max_rss_kib, done.cpu, None, delta(srv1, srv0))
 
