@@ -28,6 +28,7 @@ class _Block:
         self.data: bytes | memoryview = b""
         self.error: BaseException | None = None
         self.fetching = trio.CancelScope()  # cancelled when no read can want it any more
+        self.waiting = 0  # reads waiting for it
 
 
 # Looks the object up again: its (size, ETag) now, or None if it is gone.
@@ -104,7 +105,11 @@ class ObjectReader:
         chunks = []
         for index in range(first, last + 1):
             block = self._start(index)
-            await block.ready.wait()
+            block.waiting += 1
+            try:
+                await block.ready.wait()
+            finally:
+                block.waiting -= 1
             if block.error is not None:
                 self._blocks.pop(index, None)
                 raise block.error
@@ -163,10 +168,13 @@ class ObjectReader:
             log.error("%s", message)
 
     def close(self) -> None:
-        """No read comes after this: blocks still being fetched (read-ahead the reader
-        never reached) are cancelled rather than paid for, retries and all."""
+        """No new read comes through this reader: blocks still being fetched that no read
+        waits for (read-ahead never reached) are cancelled rather than paid for, retries
+        and all. A read still waiting (the descriptor's reader was just renewed beside
+        it) gets its block."""
         for block in self._blocks.values():
-            block.fetching.cancel()
+            if not block.waiting:
+                block.fetching.cancel()
         self._blocks.clear()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
+import trio.testing
 
 from s3mpfs.s3.reader import READ_AHEAD_BLOCKS, ObjectReader
 
@@ -45,3 +46,29 @@ async def test_closing_a_reader_cancels_the_read_ahead_it_never_reached() -> Non
             while sorted(store.cancelled) != sorted(store.started):
                 await trio.sleep(0)
     assert sorted(store.cancelled) == list(range(1, 1 + READ_AHEAD_BLOCKS))
+
+
+async def test_closing_a_reader_leaves_a_read_waiting_for_its_block_alone() -> None:
+    """A descriptor's reader is renewed (closed) while another READ of it still waits
+    for a block: that read gets its bytes, not a cancelled fetch's EIO."""
+    release = trio.Event()
+
+    class HeldStore:
+        async def get_range(self, key: str, start: int, end: int, etag: str = "") -> bytes:
+            if start:
+                await release.wait()
+            return bytes([start // BLOCK]) * (end - start)
+
+    store: Any = HeldStore()
+    async with trio.open_nursery() as nursery:
+        reader = ObjectReader(store, nursery, "k", 8 * BLOCK, BLOCK, '"e"')
+        got: list[bytes | memoryview] = []
+
+        async def read_block_one() -> None:
+            got.append(await reader.read(BLOCK, 10))
+
+        nursery.start_soon(read_block_one)
+        await trio.testing.wait_all_tasks_blocked()
+        reader.close()
+        release.set()
+    assert [bytes(g) for g in got] == [b"\x01" * 10]
