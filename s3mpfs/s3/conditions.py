@@ -126,11 +126,14 @@ async def _probe_copies(store: Any, key: str, body: bytes, found: Conditions) ->
     `key` that is never completed)."""
     client = store._client
     copy = f"{key}-copy"
-    found.copy_if_match = await _refused(
-        store, client.copy_object, Key=copy, **_copy_source(store, key),
-        **store.params.plain())
-    if not found.copy_if_match:
-        await store.delete(copy)
+    try:
+        found.copy_if_match = await _refused(
+            store, client.copy_object, Key=copy, **_copy_source(store, key),
+            **store.params.plain())
+    finally:
+        if not found.copy_if_match:  # it may have copied, even if this chain then failed
+            with trio.CancelScope(shield=True):
+                await store.delete(copy)
     upload_id, _ = await _upload_of(store, key, body)
     try:
         found.part_copy_if_match = await _refused(
