@@ -136,27 +136,6 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
-
-
-def _reexec_with_huge_pages(args: list[str]) -> None:
-    """Run the mount in a process whose malloc puts its large blocks (parts being cut,
-    2 MiB and up) on transparent huge pages: joining an 8 MiB part then costs 4 page
-    faults instead of 2,048 (3.4 ms instead of 12.7 ms here). glibc reads the tunable
-    only at start-up, hence the exec (same pid; glibc >= 2.35, ignored by older ones)."""
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" in tunables or os.environ.get("S3MPFS_NO_REEXEC"):
-        return
-    env = dict(os.environ)
-    env["GLIBC_TUNABLES"] = f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables \
-        else HUGE_PAGES_TUNABLE
-    env["S3MPFS_NO_REEXEC"] = "1"
-    try:
-        os.execve(sys.executable, [sys.executable, "-m", "s3mpfs", *args], env)
-    except OSError:
-        pass  # go on without
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("uploads", "cleanup"):
@@ -170,8 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if _asks_for_option_help(args):
         print(options_help())
         return 0
-    if argv is None and not {"-h", "--help", "--version", "-V"} & set(args):
-        _reexec_with_huge_pages(args)
     parsed = _mount_parser().parse_args(args)
     try:
         config = build_config(parsed.target, parsed.mountpoint, parsed.options,

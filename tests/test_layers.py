@@ -1,8 +1,9 @@
 """The package's layering, read from its own imports (TYPE_CHECKING ones included): no
 import circle between modules, and no import from a lower layer to a higher one.
 
-Layers, bottom up (docs/ARCHITECTURE.md): `errors`, `objects` -> `values` -> `config` -> `s3/` ->
-`write/` -> `fs/` and `run/` (side by side, neither imports the other) -> `mount` -> `cli`.
+Layers, bottom up (docs/ARCHITECTURE.md): `errors`, `objects` -> `values` -> `config` -> `s3/`
+-> `write/` -> `fs/` and `run/` (side by side, neither imports the other) -> `mount` -> `cli`
+-> `launch`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ FLOORS = {
     "s3mpfs.write": 3,
     "s3mpfs.fs": 4, "s3mpfs.run": 4,
     "s3mpfs.mount": 5,
-    "s3mpfs.cli": 6, "s3mpfs.manual": 6, "s3mpfs.__main__": 7,
+    "s3mpfs.cli": 6, "s3mpfs.manual": 6, "s3mpfs.launch": 7, "s3mpfs.__main__": 8,
 }
 
 

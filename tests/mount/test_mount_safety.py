@@ -257,3 +257,19 @@ def test_without_syslog_the_background_mount_logs_to_a_file(
         subprocess.run([FUSERMOUNT, "-u", str(mnt)], check=False, timeout=30)
     wait_for(lambda: "unmounted" in log_file.read_text(), timeout=30,
              message="the daemon's last line")
+
+
+def test_a_mount_runs_with_huge_pages_and_imports_its_modules_once(
+    mount: Any, bucket: str
+) -> None:
+    """The mount re-executes itself with glibc's huge-pages tunable (s3mpfs/launch.py),
+    before importing trio, awscrt or boto3: those are imported by the exec'd process only."""
+    m = mount(bucket, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    environ = (Path("/proc") / str(m.proc.pid) / "environ").read_bytes().split(b"\0")
+    assert any(b"glibc.malloc.hugetlb=1" in entry for entry in environ
+               if entry.startswith(b"GLIBC_TUNABLES=")), environ
+    imports = [line for line in m.log_text().splitlines() if line.startswith("import time:")]
+    assert imports
+    for module in ("trio", "awscrt", "boto3"):
+        top_level = [line for line in imports if line.rpartition("|")[2].strip() == module]
+        assert len(top_level) == 1, (module, top_level)
