@@ -5,8 +5,9 @@ file rewrites the object with a server-side copy onto itself (`s3/copying.py`); 
 directory's live in its `dir/` marker, which is simply written again. Tools set mtime,
 owner and mode one call at a time (and rsync renames right after), so a change waits
 METADATA_DELAY to be coalesced with the next ones into one copy, or carried by the
-rename. A failed store is retried while it stays pending, then given up: the mount
-then shows what S3 holds again, never attributes S3 does not have.
+rename. A failed store is retried while it stays pending, then given up (at once when
+the server does not implement the copy: no retry would change that): the mount then
+shows what S3 holds again, never attributes S3 does not have.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import trio
 
 from ..errors import describe, root_cause
 from ..s3.copying import Copier
+from ..s3.gaps import not_implemented
 from ..s3.metadata import encode
 from ..s3.store import DIRECTORY_TYPE, S3Store
 from .inodes import Node
@@ -104,6 +106,8 @@ class AttributeWriter:
                     problem = describe(root_cause(exc))
                     log.warning("could not store the attributes of %s (%s)", node.path,
                                 problem)
+                    if not_implemented(root_cause(exc)):
+                        break  # a refusal, not a failure: asking again changes nothing
                     continue
                 finally:
                     del self._storing[node.inode]

@@ -31,7 +31,7 @@ from helpers import (
     wait_for,
     wait_for_mode,
 )
-from s3proxy import CORRUPT, FAULT_400, FAULT_501, S3Proxy
+from s3proxy import CORRUPT, FAULT_400, FAULT_500, FAULT_501, S3Proxy
 from test_faults import assert_object, assert_settled, cp, log_lines, via
 
 pytestmark = pytest.mark.mount
@@ -236,6 +236,25 @@ def test_attributes_that_cannot_be_stored_are_not_shown_as_stored(
         == str(0o100644)
     line = log_lines(m, "could not store the attributes of unstorable", "showing what S3 holds")
     assert line and "NotImplemented (HTTP 501)" in line[0]
+    # a refusal is not retried: one try, then the mount gives up
+    assert len(log_lines(m, "could not store the attributes of unstorable (")) == 1
+
+
+def test_attributes_whose_copy_failed_are_stored_by_a_retry(
+    proxy: S3Proxy, s3: Any, bucket: str, mount: Any
+) -> None:
+    """A failure (not a refusal) is tried again: two attempts of the copy fail, the
+    attribute writer's second try stores the mode."""
+    s3.put_object(Bucket=bucket, Key="flaky", Body=b"data", Metadata={"mode": str(0o100644)})
+    proxy.add_fault("CopyObject", FAULT_500, times=2)
+    m = mount(bucket, via(proxy), "retries=2")
+    os.chmod(m.path / "flaky", 0o600)
+    wait_for(lambda: s3.head_object(Bucket=bucket, Key="flaky")["Metadata"]["mode"]
+             == str(0o100600), timeout=STORE_DEADLINE, message="the retry to store the mode")
+    assert len(log_lines(m, "could not store the attributes of flaky (")) == 1
+    assert not log_lines(m, "gave up")
+    assert stat.S_IMODE(os.stat(m.path / "flaky").st_mode) == 0o600
+    assert s3.get_object(Bucket=bucket, Key="flaky")["Body"].read() == b"data"
 
 
 def test_rename_refused_entirely_fails_cleanly(
