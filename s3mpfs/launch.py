@@ -8,16 +8,27 @@ import os
 import sys
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
-_NOT_MOUNTS = {"uploads", "cleanup", "status", "unmount", "-h", "--help", "--version", "-V"}
+_SUBCOMMANDS = {"uploads", "cleanup", "status", "unmount"}
+_ANSWERS = {"-h", "--help", "--version", "-V"}
 
 
 def main() -> int:
     args = sys.argv[1:]
-    if not _NOT_MOUNTS & set(args) and not any("help" in arg for arg in args):
+    if _mounts(args):
         _reexec_with_huge_pages(args)
     from .cli import main as cli_main
 
     return cli_main(args)
+
+
+def _mounts(args: list[str]) -> bool:
+    """Whether the command line asks for a mount: not a subcommand, not a question
+    (`--help`, `--version`, `-o help`)."""
+    if args and args[0] in _SUBCOMMANDS or _ANSWERS & set(args):
+        return False
+    groups = [b for a, b in zip(args, args[1:], strict=False) if a == "-o"]
+    groups += [a[2:] for a in args if a.startswith("-o") and len(a) > 2]
+    return not any(item.strip() == "help" for group in groups for item in group.split(","))
 
 
 def _reexec_with_huge_pages(args: list[str]) -> None:
