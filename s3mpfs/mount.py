@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import pyfuse3
 import trio
@@ -28,7 +29,7 @@ from .s3.gaps import Gaps, probe_gaps
 from .s3.integrity import ChecksumIgnored
 from .s3.optioncheck import OptionRefused, check_options
 from .s3.stats import MountStats
-from .s3.store import S3Store
+from .s3.store import S3Store, new_session
 from .write.budget import MemoryBudget
 from .write.registry import UploadRegistry
 from .write.spool import SpoolSpace
@@ -64,9 +65,10 @@ def bucket_problem(config: MountConfig, exc: BaseException) -> str:
     return f"cannot use bucket {name!r}: {text}"
 
 
-async def check_bucket(config: MountConfig) -> None:
-    """Fail within seconds, with one clear line, if the bucket cannot be used."""
-    store = S3Store(config, check_mode=True)
+async def check_bucket(config: MountConfig, session: Any = None) -> None:
+    """Fail within seconds, with one clear line, if the bucket cannot be used (with a
+    client of `session`, the mount's boto3 session, if given)."""
+    store = S3Store(config, check_mode=True, session=session)
     try:
         await store.check_bucket()
     except Exception as exc:
@@ -173,9 +175,10 @@ async def serve(config: MountConfig, ready: Callable[[], None] = lambda: None) -
         raise MountError(f"cannot use cache_dir={config.cache_dir}: {exc.strerror}; "
                          "choose another with -o cache_dir=... or cache_size=0") from None
     check_metrics_address(config)
-    await check_bucket(config)
+    session = new_session(config)
+    await check_bucket(config, session)
     stats = MountStats()
-    store = S3Store(config, stats=stats)
+    store = S3Store(config, stats=stats, session=session)
     gaps = Gaps()
     if not config.read_only:
         gaps = await probe_server(store, config)

@@ -50,14 +50,15 @@ class S3Store:
     """ObjectStore on boto3. One client, shared by all worker threads."""
 
     def __init__(self, config: MountConfig, *, check_mode: bool = False,
-                 stats: MountStats | None = None) -> None:
+                 stats: MountStats | None = None, session: Any = None) -> None:
         self.config = config
         self.stats = stats or MountStats()  # every request is counted here
         self.bucket = config.bucket
         self.params = RequestParams(config)  # every request parameter is built there
         threads = config.upload_concurrency + 8  # parts in flight plus reads and metadata
         self._limiter = trio.CapacityLimiter(threads)
-        self._client = make_client(config, pool=threads, check_mode=check_mode)
+        self._client = make_client(config, pool=threads, check_mode=check_mode,
+                                   session=session)
         self.integrity = Integrity(config.checksum)
         self.conditions = Conditions()  # what the server honours, per request (probed)
         self._tags_at_completion: dict[str, list[dict[str, str]]] = {}  # by upload id
@@ -440,16 +441,18 @@ def _log_request(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
                   f" part {kwargs['PartNumber']}" if "PartNumber" in kwargs else "")
 
 
-@functools.cache
-def _session(profile: str | None) -> Any:
-    """One boto3 session per profile: its clients share the service model it loaded (the
-    mount's check and its store: 40 ms and 30,000 objects of start-up saved)."""
-    return boto3.session.Session(profile_name=profile)
+def new_session(config: MountConfig) -> Any:
+    """A boto3 session for the mount's profile. Clients made from one session share the
+    service model it loaded: the mount's bucket check and its store use one (60 ms and
+    30,000 objects of start-up saved)."""
+    return boto3.session.Session(profile_name=config.profile)
 
 
-def make_client(config: MountConfig, *, pool: int = 10, check_mode: bool = False) -> Any:
-    """The boto3 S3 client. `check_mode` gives short timeouts and one retry, for the
-    mount-time reachability check that must answer within seconds."""
+def make_client(config: MountConfig, *, pool: int = 10, check_mode: bool = False,
+                session: Any = None) -> Any:
+    """The boto3 S3 client, from `session` (else a new one). `check_mode` gives short
+    timeouts and one retry, for the mount-time reachability check that must answer
+    within seconds."""
     client_config = Config(
         region_name=config.region,
         max_pool_connections=max(pool, 10),
@@ -462,8 +465,8 @@ def make_client(config: MountConfig, *, pool: int = 10, check_mode: bool = False
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    client = _session(config.profile).client("s3", endpoint_url=config.endpoint_url,
-                                             config=client_config)
+    session = session or new_session(config)
+    client = session.client("s3", endpoint_url=config.endpoint_url, config=client_config)
     if _HASHED_SIGNER in botocore_auth.AUTH_TYPE_MAPS:
         for operation in ("UploadPart", "PutObject"):
             client.meta.events.register_first(f"choose-signer.s3.{operation}", _hash_in_thread)
