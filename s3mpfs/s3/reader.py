@@ -61,8 +61,9 @@ class ObjectReader:
         as version `etag` (a copy in parts has an ETag of its own). Blocks fetched are
         kept; those in flight may have asked the old key as it went: fetched again."""
         self.key, self.etag = key, etag
-        self._blocks = {index: block for index, block in self._blocks.items()
-                        if block.ready.is_set() and block.error is None}
+        for index, block in list(self._blocks.items()):
+            if not block.ready.is_set() or block.error is not None:
+                self._drop(index)
 
     @property
     def served(self) -> bool:
@@ -84,7 +85,7 @@ class ObjectReader:
                 if current is None:
                     raise
                 self.size, self.etag = current
-                self._blocks.clear()
+                self._drop_all()
                 data = await self._read(offset, length)
         except Exception as exc:
             raise self._read_error(exc) from None
@@ -111,7 +112,8 @@ class ObjectReader:
             finally:
                 block.waiting -= 1
             if block.error is not None:
-                self._blocks.pop(index, None)
+                if self._blocks.get(index) is block:  # (fetched again on the next read)
+                    del self._blocks[index]
                 raise block.error
             start = index * self.block_size
             chunks.append(memoryview(block.data)[max(offset - start, 0):end - start])
@@ -141,8 +143,24 @@ class ObjectReader:
             block.ready.set()
 
     def _evict(self, current: int) -> None:
-        for index in [i for i in self._blocks if i < current - 1 or i > current + KEEP_BLOCKS]:
+        """Blocks outside the window around `current` go once fetched. One still being
+        fetched stays (read-ahead overtaken by a later block that came first, while its
+        own GET is retried): the next read of it waits for that fetch rather than start
+        another, and every fetch stays where close() finds it."""
+        for index in [i for i, block in self._blocks.items() if block.ready.is_set()
+                      and (i < current - 1 or i > current + KEEP_BLOCKS)]:
             del self._blocks[index]
+
+    def _drop(self, index: int) -> None:
+        """Forget a block: its fetch is cancelled unless a read waits for it (that read
+        gets it)."""
+        block = self._blocks.pop(index)
+        if not block.waiting:
+            block.fetching.cancel()
+
+    def _drop_all(self) -> None:
+        for index in list(self._blocks):
+            self._drop(index)
 
     def _read_error(self, exc: BaseException) -> S3mpfsError | BaseException:
         """The error a failed read gives (EIO), after one log line naming the file."""
@@ -172,10 +190,7 @@ class ObjectReader:
         waits for (read-ahead never reached) are cancelled rather than paid for, retries
         and all. A read still waiting (the descriptor's reader was just renewed beside
         it) gets its block."""
-        for block in self._blocks.values():
-            if not block.waiting:
-                block.fetching.cancel()
-        self._blocks.clear()
+        self._drop_all()
 
 
 def _replaced(exc: BaseException) -> bool:

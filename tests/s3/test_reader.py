@@ -72,3 +72,66 @@ async def test_closing_a_reader_leaves_a_read_waiting_for_its_block_alone() -> N
         reader.close()
         release.set()
     assert [bytes(g) for g in got] == [b"\x01" * 10]
+
+
+class OneSlowBlock:
+    """Every block at once but block 1, which waits for `release` (fetches recorded,
+    and the cancelled ones)."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+        self.fetched: list[int] = []
+        self.cancelled: list[int] = []
+
+    async def get_range(self, key: str, start: int, end: int, etag: str = "") -> bytes:
+        self.fetched.append(start // BLOCK)
+        if start == BLOCK:
+            try:
+                await self.release.wait()
+            except trio.Cancelled:
+                self.cancelled.append(1)
+                raise
+        return bytes([start // BLOCK]) * (end - start)
+
+
+async def overtake(reader: ObjectReader) -> None:
+    """Read-ahead starts blocks 1 and 2; block 2 comes first and reads move past 1."""
+    assert bytes(await reader.read(0, 10)) == b"\x00" * 10
+    assert bytes(await reader.read(2 * BLOCK, 10)) == b"\x02" * 10
+    assert bytes(await reader.read(3 * BLOCK, 10)) == b"\x03" * 10
+
+
+async def test_a_block_overtaken_by_later_ones_is_fetched_once() -> None:
+    """A read-ahead block whose GET is slow (retried) while later blocks arrive and are
+    read: the read that reaches it waits for that fetch; no second GET of it."""
+    store = OneSlowBlock()
+    async with trio.open_nursery() as nursery:
+        reader = ObjectReader(store, nursery, "k", 8 * BLOCK, BLOCK, '"e"')  # type: ignore[arg-type]
+        await overtake(reader)
+        got: list[bytes] = []
+
+        async def read_block_one() -> None:
+            got.append(bytes(await reader.read(BLOCK, 10)))
+
+        nursery.start_soon(read_block_one)
+        await trio.testing.wait_all_tasks_blocked()
+        store.release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        reader.close()
+    assert got == [b"\x01" * 10]
+    assert store.fetched.count(1) == 1, store.fetched
+
+
+async def test_closing_a_reader_cancels_an_overtaken_block_too() -> None:
+    """No fetch outlives its reader's close() unless a read waits for it, overtaken or
+    not (its retries would go on being paid for after the file was closed)."""
+    store = OneSlowBlock()
+    async with trio.open_nursery() as nursery:
+        reader = ObjectReader(store, nursery, "k", 8 * BLOCK, BLOCK, '"e"')  # type: ignore[arg-type]
+        await overtake(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        reader.close()
+        with trio.fail_after(5):
+            while not store.cancelled:
+                await trio.sleep(0)
+    assert store.cancelled == [1]
