@@ -25,11 +25,12 @@ from .fs.kernel import tune_read_ahead
 from .fs.namespace import Namespace
 from .fs.operations import S3Operations
 from .run import control, memory, metrics
+from .s3.client import new_session
 from .s3.gaps import Gaps, probe_gaps
 from .s3.integrity import ChecksumIgnored
 from .s3.optioncheck import OptionRefused, check_options
 from .s3.stats import MountStats
-from .s3.store import S3Store, new_session
+from .s3.store import S3Store
 from .write.budget import MemoryBudget
 from .write.registry import UploadRegistry
 from .write.spool import SpoolSpace
