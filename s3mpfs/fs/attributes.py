@@ -21,8 +21,8 @@ from ..s3.copying import Copier
 from ..s3.gaps import not_implemented
 from ..s3.metadata import encode
 from ..s3.store import DIRECTORY_TYPE, S3Store
-from .inodes import Node
 from .names import Names
+from .node import Node
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ import trio
 
 from ..objects import ObjectInfo
 from ..s3.store import S3Store, is_not_found
-from .inodes import InodeTable, Node, join
+from .inodes import InodeTable, join
 from .listings import Listings
+from .node import Node
 from .statindex import StatIndex
 
 METADATA_CONCURRENCY = 64  # HEADs in flight when metadata is fetched for many names

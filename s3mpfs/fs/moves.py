@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from ..objects import ObjectInfo
     from ..s3.copying import Copier
     from ..s3.reader import ObjectReader
-    from .inodes import Node
     from .names import Names
+    from .node import Node
 
 
 class _Handle(Protocol):

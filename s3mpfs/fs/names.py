@@ -25,9 +25,10 @@ from ..s3.metadata import Attributes, Defaults, decode, nanoseconds, stored_type
 from ..s3.store import S3Store
 from ..write.registry import REGISTRY_DIR
 from .foreign import PATH_MAX, Foreign
-from .inodes import InodeTable, Node, join
+from .inodes import InodeTable, join
 from .listings import LISTING_TTL, Listing, Listings, Window
 from .metadata_reads import MetadataReads
+from .node import Node
 from .statindex import ListedFiles, StatIndex
 
 MAX_NAME = 255  # bytes, what POSIX tools expect of one path component

@@ -37,9 +37,9 @@ from ..s3.store import DIRECTORY_TYPE, S3Store
 from ..write.parts import PartPlanner
 from ..write.upload import Upload, UploadShared
 from .attributes import AttributeWriter
-from .inodes import Node
 from .moves import move_directory, move_file
 from .names import Names
+from .node import Node
 from .openfiles import OpenFiles
 from .statwriter import StatWriter
 

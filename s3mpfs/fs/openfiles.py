@@ -30,9 +30,9 @@ from ..objects import ObjectInfo
 from ..s3.reader import ObjectReader
 from ..write.upload import Upload, UploadShared
 from .attributes import AttributeWriter
-from .inodes import Node
 from .moves import RenameGate, follow_move
 from .names import Names
+from .node import Node
 from .processes import holds_for_writing, process_of
 from .versions import Versions
 

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from ..errors import NotADirectory, S3mpfsError, describe, errno_for
-from .inodes import Node
 from .namespace import XATTR_NAMESPACE, Namespace
+from .node import Node
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])

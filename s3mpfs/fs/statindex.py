@@ -36,7 +36,7 @@ from ..objects import ObjectInfo
 from ..s3.metadata import OWNED
 from ..s3.store import S3Store, is_not_found
 from ..write.registry import REGISTRY_DIR
-from .inodes import Node
+from .node import Node
 
 log = logging.getLogger(__name__)
 

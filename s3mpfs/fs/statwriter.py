@@ -20,8 +20,9 @@ import trio
 
 from ..errors import describe
 from ..s3.metadata import encode
-from .inodes import Node, join
+from .inodes import join
 from .names import Names
+from .node import Node
 from .statindex import (
     MIN_BATCH,
     Entry,

@@ -12,8 +12,8 @@ from ..config import MountConfig
 from ..errors import describe
 from ..s3.reader import ObjectReader
 from ..write.upload import UploadShared
-from .inodes import Node
 from .names import Names
+from .node import Node
 
 log = logging.getLogger(__name__)
 

@@ -151,6 +151,13 @@ def decode(metadata: dict[str, str] | None, *, directory: bool, last_modified: f
     mode = _MODES.setdefault(mode, mode)
     if xattrs:
         return Attributes(mode, uid, gid, mtime, atime, ctime, rdev, xattrs)
+    return shared_attributes(mode, uid, gid, mtime, atime, ctime, rdev)
+
+
+def shared_attributes(mode: int, uid: int, gid: int, mtime: int, atime: int, ctime: int,
+                      rdev: int) -> Attributes:
+    """Attributes without extended attributes: the object equal ones decoded lately got."""
+    mode = _MODES.setdefault(mode, mode)
     key = (mode, uid, gid, mtime, atime, ctime, rdev)
     shared = _SHARED.get(key)
     if shared is None:

@@ -25,7 +25,8 @@ the start of each phase) or ru_maxrss of the client process. CPU seconds of the 
 of the moto server are recorded per phase, to show where the time goes on this machine.
 
 `--million` runs instead the million-entry listing (million.py): nulls3 holds 10
-directories of 100,000 empty objects (`--million-shape`), and each mount (s3mpfs unless
+directories of 100,000 empty objects (`--million-shape`; `--million-distinct`: each with its
+own size, ETag and times), and each mount (s3mpfs unless
 `--tools` names others) is timed through `ls -lR` twice and `ls -f` of one directory, with
 the requests, the daemon's peak RSS and, for s3mpfs, the inodes it holds.
 

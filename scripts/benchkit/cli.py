@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--million-shape", type=parse_shape, default=(10, 100_000),
                         metavar="DIRSxFILES", help="--million: directories and objects "
                         "in each (default 10x100000)")
+    parser.add_argument("--million-distinct", action="store_true",
+                        help="--million: each object its own size, ETag and times "
+                        "(else all alike and empty)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")

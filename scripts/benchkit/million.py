@@ -1,6 +1,7 @@
 """The million-entry listing (`--million`): the daemon's memory and requests for `ls -lR` of
 DIRS directories of FILES empty objects each (10 x 100,000 by default), made by nulls3 at
-start-up (`--populate`), not by a million PutObjects.
+start-up (`--populate`), not by a million PutObjects; with `--million-distinct`, each object
+has its own size, ETag and times, as a real tree has.
 
 For each FUSE tool (s3mpfs unless `--tools` names others; s3fs and rclone mount HEAD or
 stat every entry too, so they take as long or longer), on one fresh mount: a cold
@@ -96,9 +97,9 @@ def _step(bench: Bench, tool: FuseTool, m: FuseMount, step: str, argv: list[str]
     return result
 
 
-def table(steps: list[MillionStep], dirs: int, files: int) -> str:
+def table(steps: list[MillionStep], dirs: int, files: int, distinct: bool = False) -> str:
     rows = [f"`ls -lR` of {dirs} directories of {files:,} objects ({dirs * files:,} entries) "
-            "on nulls3, loopback", "",
+            f"on nulls3, loopback{', each its own' if distinct else ''}", "",
             "| tool | step | seconds | lines | requests | peak RSS (MiB) | RSS after (MiB) "
             "| held |", "|---|---|---:|---:|---|---:|---:|---|"]
     for s in steps:
@@ -115,8 +116,9 @@ def run_million(args: argparse.Namespace, cleanup: Cleanup) -> int:
     tools = [t for t in all_tools(bench) if t.name in wanted and isinstance(t, FuseTool)]
     if not tools:
         raise SystemExit("--million measures FUSE tools: s3mpfs, s3fs, rclone-mount")
-    populate = [f"bench-{t.name}/d{j}/:{files}" for t in tools for j in range(dirs)]
-    log(f"nulls3 with {dirs} x {files:,} keys per tool ({len(tools)} tools)")
+    kind = ":distinct" if args.million_distinct else ""
+    populate = [f"bench-{t.name}/d{j}/:{files}{kind}" for t in tools for j in range(dirs)]
+    log(f"nulls3 with {dirs} x {files:,} keys per tool ({len(tools)} tools){kind}")
     bench.start_nulls3(args.delay_ms, populate)
     steps: list[MillionStep] = []
     failed = False
@@ -132,5 +134,5 @@ def run_million(args: argparse.Namespace, cleanup: Cleanup) -> int:
         except (Unavailable, BenchError, OSError, subprocess.SubprocessError) as exc:
             log(f"million {tool.label}: FAILED: {exc}")
             failed = True
-    print(table(steps, dirs, files))
+    print(table(steps, dirs, files, args.million_distinct))
     return 1 if failed else 0

@@ -1,7 +1,7 @@
 """A local S3 endpoint that keeps no data: the client, not the server, is what gets measured.
 
     cd scripts && python -m nulls3 [--port 0] [--tls CERT.pem KEY.pem] [--delay-ms 0]
-        [--populate BUCKET/PREFIX:COUNT]
+        [--populate BUCKET/PREFIX:COUNT[:distinct]]
 
 (or `PYTHONPATH=scripts python -m nulls3 ...` from the repository's root). It prints its
 port on stdout once listening and serves until stdin closes (or forever with --forever).
@@ -29,8 +29,9 @@ UploadPart, UploadPartCopy, ListParts, CompleteMultipartUpload, AbortMultipartUp
 ListMultipartUploads. One thread per connection, HTTP/1.1 keep-alive, Expect: 100-continue,
 chunked and aws-chunked bodies.
 
---populate BUCKET/PREFIX:COUNT (repeatable) creates COUNT empty objects PREFIXf0000000...
-at start-up: a million-key listing without a million PutObjects.
+--populate BUCKET/PREFIX:COUNT[:distinct] (repeatable) creates COUNT empty objects
+PREFIXf0000000... at start-up: a million-key listing without a million PutObjects. With
+`:distinct`, each has its own size, ETag, LastModified and mtime header.
 
 --delay-ms N adds N ms before every answer (a round trip to a distant server).
 

@@ -25,8 +25,9 @@ def main() -> int:
                         "or http+DELAY_MS; its port is printed after the first")
     parser.add_argument("--bucket", action="append", default=[], help="create this bucket")
     parser.add_argument("--populate", action="append", default=[],
-                        metavar="BUCKET/PREFIX:COUNT",
-                        help="create COUNT empty objects PREFIXf0000000... (and the bucket)")
+                        metavar="BUCKET/PREFIX:COUNT[:distinct]",
+                        help="create COUNT empty objects PREFIXf0000000... (and the bucket); "
+                        "with :distinct, each with its own size, ETag and times")
     parser.add_argument("--forever", action="store_true", help="do not watch stdin")
     args = parser.parse_args()
     tls = (args.tls[0], args.tls[1]) if args.tls else None
@@ -41,10 +42,11 @@ def main() -> int:
     for name in args.bucket:
         server.state.buckets[name] = Bucket(time.time())
     for spec in args.populate:
-        where, _, count = spec.rpartition(":")
+        distinct = spec.endswith(":distinct")
+        where, _, count = spec.removesuffix(":distinct").rpartition(":")
         name, _, prefix = where.partition("/")
         bucket = server.state.buckets.setdefault(name, Bucket(time.time()))
-        bucket.populate(prefix, int(count), time.time())
+        bucket.populate(prefix, int(count), time.time(), distinct)
     for s in servers:
         s.start()
     print(" ".join(str(s.port) for s in servers), flush=True)

@@ -57,18 +57,26 @@ class Bucket:
             bisect.insort(self.keys, key)
         self.objects[key] = obj
 
-    def populate(self, prefix: str, count: int, mtime: float) -> None:
-        """`count` empty objects PREFIX + f0000000...: a large listing without one PutObject
-        per key. They share one header dict (s3fs-style metadata, so a HEAD shows a mode)."""
+    def populate(self, prefix: str, count: int, mtime: float, distinct: bool = False) -> None:
+        """`count` objects PREFIX + f0000000...: a large listing without one PutObject per
+        key. They are empty and share one header dict (s3fs-style metadata, so a HEAD shows
+        a mode), or (`distinct`) each has its own size, ETag, LastModified and `mtime`
+        header with nanoseconds, as a tree a backup tool copied (GETs serve the pattern)."""
         headers = {"content-type": "binary/octet-stream", "x-amz-meta-mode": "33188",
                    "x-amz-meta-mtime": str(int(mtime))}
         etag = '"d41d8cd98f00b204e9800998ecf8427e"'  # the MD5 of no bytes
         width = max(7, len(str(count - 1)))
         new = [f"{prefix}f{i:0{width}d}" for i in range(count)]
-        for key in new:
+        for i, key in enumerate(new):
             if key not in self.objects:
                 self.keys.append(key)
-            self.objects[key] = Obj(0, etag, mtime, headers)
+            if distinct:
+                own = int(mtime) - 3600 - i
+                self.objects[key] = Obj(
+                    i % 100_000 + 1, '"' + hashlib.md5(key.encode()).hexdigest() + '"',  # noqa: S324
+                    float(own), dict(headers, **{"x-amz-meta-mtime": f"{own}.{i % 10**9:09d}"}))
+            else:
+                self.objects[key] = Obj(0, etag, mtime, headers)
         self.keys.sort()
 
     def delete(self, key: str) -> None:
