@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import trio
 
 from . import __version__
-from .config import MountConfig, build_config, options_help, split_options
+from .argv import asks_for_option_help
+from .config import MountConfig, build_config, options_help
 from .errors import ConfigError, S3mpfsError, describe
 from .run import memory
 
@@ -29,7 +30,6 @@ log = logging.getLogger("s3mpfs")
 # Where background mounts log when no log_file= is given. The variable exists for the
 # tests, which cannot read the machine's journal: they point it at a socket of their own.
 SYSLOG_ENV = "S3MPFS_SYSLOG_SOCKET"
-SUBCOMMANDS = ("uploads", "cleanup", "status", "unmount")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .run.status import main as status_main
 
         return status_main(args)
-    if _asks_for_option_help(args):
+    if asks_for_option_help(args):
         print(options_help())
         return 0
     parsed = _mount_parser().parse_args(args)
@@ -165,13 +165,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.foreground:
         return _run(config)
     return _daemonize(config, notice)
-
-
-def _asks_for_option_help(args: list[str]) -> bool:
-    """`-o help` (or `-ohelp`, or help among other options), as mount.fuse3 passes it."""
-    groups = [b for a, b in zip(args, args[1:], strict=False) if a == "-o"]
-    groups += [a[2:] for a in args if a.startswith("-o") and len(a) > 2]
-    return any(name == "help" for name, _ in split_options(groups))
 
 
 def _run(config: MountConfig, ready_fd: int | None = None) -> int:

@@ -16,6 +16,7 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .argv import split_options
 from .errors import ConfigError
 from .values import (
     GiB,
@@ -143,19 +144,6 @@ def default_cache_dir() -> str:
     if os.geteuid() == 0:
         return "/var/cache/s3mpfs"
     return os.path.join(os.path.expanduser("~"), ".cache", "s3mpfs")
-
-
-def split_options(groups: list[str]) -> list[tuple[str, str | None]]:
-    """['a=1,b', 'c'] -> [('a', '1'), ('b', None), ('c', None)]."""
-    pairs: list[tuple[str, str | None]] = []
-    for group in groups:
-        for item in group.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            name, sep, value = item.partition("=")
-            pairs.append((name.strip(), value if sep else None))
-    return pairs
 
 
 def build_config(

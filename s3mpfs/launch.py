@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import sys
 
+from .argv import SUBCOMMANDS, asks_for_option_help
+
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
-_SUBCOMMANDS = {"uploads", "cleanup", "status", "unmount"}
 _ANSWERS = {"-h", "--help", "--version", "-V"}
 
 
@@ -24,11 +25,9 @@ def main() -> int:
 def _mounts(args: list[str]) -> bool:
     """Whether the command line asks for a mount: not a subcommand, not a question
     (`--help`, `--version`, `-o help`)."""
-    if args and args[0] in _SUBCOMMANDS or _ANSWERS & set(args):
+    if args and args[0] in SUBCOMMANDS or _ANSWERS & set(args):
         return False
-    groups = [b for a, b in zip(args, args[1:], strict=False) if a == "-o"]
-    groups += [a[2:] for a in args if a.startswith("-o") and len(a) > 2]
-    return not any(item.strip() == "help" for group in groups for item in group.split(","))
+    return not asks_for_option_help(args)
 
 
 def _reexec_with_huge_pages(args: list[str]) -> None:

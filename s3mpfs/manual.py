@@ -12,9 +12,8 @@ from __future__ import annotations
 import sys
 
 from . import __version__
+from .argv import SUBCOMMANDS
 from .config import FUSE_FLAGS, FUSE_VALUED, KERNEL_SECURITY, MOUNT_ONLY, OPTIONS
-
-SUBCOMMANDS = ("status", "unmount", "uploads", "cleanup")
 
 
 def _roff(text: str) -> str:

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "s3mpfs"
 # (and, within a sub-package, its siblings). `fs` and `run` share a floor but may not
 # import each other.
 FLOORS = {
-    "s3mpfs.errors": 0, "s3mpfs.objects": 0, "s3mpfs": 0,
+    "s3mpfs.errors": 0, "s3mpfs.objects": 0, "s3mpfs": 0, "s3mpfs.argv": 0,
     "s3mpfs.values": 0.5,  # parsers of option values: errors below, config above
     "s3mpfs.config": 1,
     "s3mpfs.s3": 2,
