@@ -136,6 +136,7 @@ def main() -> int:
         signal.signal(signum, _stop)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("S3MPFS_PACK_AFTER", "1")  # idle nodes packed at once, as in tests
     server = None
     endpoint = args.endpoint
     if endpoint is None:

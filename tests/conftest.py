@@ -109,6 +109,9 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         "AWS_EC2_METADATA_DISABLED": "true",
         # where background mounts log on a host without /dev/log (not /var/log/s3mpfs)
         "XDG_STATE_HOME": str(tmp_path_factory.mktemp("state")),
+        # every mount packs its idle nodes at once (fs/inodes.py): what a million
+        # entries make it do, in every test
+        "S3MPFS_PACK_AFTER": "1",
     }
     saved = {k: os.environ.get(k) for k in (*values, *_AWS_VARS_TO_CLEAR)}
     for k in _AWS_VARS_TO_CLEAR:

@@ -13,6 +13,7 @@ a task between two awaits, a list) stays the one object for its inode.
 from __future__ import annotations
 
 import math
+import os
 import stat
 import struct
 import sys
@@ -32,7 +33,9 @@ _NO_ETAG, _MD5, _TEXT = 0, 1, 2
 # sys.getrefcount of a node only the table holds, counted in pack_idle: its inode
 # slot, its path entry, the loop's variable and getrefcount's own argument
 _ONLY_THE_TABLE = 4
-_PACK_AFTER = 4096  # nodes made or unpacked since the last pass, at least
+# Nodes made or unpacked since the last pass, at least, before the next. The test suite
+# sets S3MPFS_PACK_AFTER=1, so that every mount it runs packs what it can all the time.
+_PACK_AFTER = max(1, int(os.environ.get("S3MPFS_PACK_AFTER") or 4096))
 
 
 def _row(node: Node) -> bytes | None:
@@ -145,6 +148,10 @@ class InodeTable:
         """The nodes held as objects: every node with more than a row holds (a write, a
         handle, attributes not stored yet) is one."""
         return [node for node in self._by_inode.values() if type(node) is Node]
+
+    def packed(self) -> int:
+        """How many nodes are packed rows now."""
+        return sum(1 for node in self._by_inode.values() if type(node) is str)
 
     def put(self, path: str, attrs: Attributes) -> Node:
         """The node at `path`, created or with its attributes replaced. A path whose file
@@ -267,6 +274,13 @@ class InodeTable:
         """A node became an object: pack the idle ones once enough did."""
         self._unpacked[inode] = None
         if len(self._unpacked) >= self._pack_after:
+            self.pack_idle()
+
+    def handle_ended(self, listed: int) -> None:
+        """A directory handle that listed `listed` nodes ended, and holds none of them
+        any more: pack now if that many may have become idle (a directory of 100,000
+        read by `ls -lR`), not once as many more are made."""
+        if listed >= _PACK_AFTER:
             self.pack_idle()
 
     def pack_idle(self) -> None:

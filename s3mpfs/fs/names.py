@@ -67,8 +67,10 @@ class Names(MetadataReads):
 
     def cache_sizes(self) -> dict[str, int]:
         """What the mount holds of the bucket: inodes (those the kernel holds, and the
-        names of cached listings not handed to it), and names in cached listings."""
-        return {"inodes": len(self.table), "listed_names": len(self._listings)}
+        names of cached listings not handed to it), how many of them are packed rows,
+        and names in cached listings."""
+        return {"inodes": len(self.table), "inodes_packed": self.table.packed(),
+                "listed_names": len(self._listings)}
 
     # -- keys --------------------------------------------------------------------------
 

@@ -196,6 +196,9 @@ class S3Operations(pyfuse3.Operations):
         entries = self._dir_handles.pop(fh, [])
         if not isinstance(entries, int):  # never read: it listed nothing
             self.ns.released_dir([node for name, node in entries[2:]])
+            listed = len(entries)
+            del entries  # (the snapshot no longer holds its nodes)
+            self.ns.table.handle_ended(listed)
 
     @fuse_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Any:
