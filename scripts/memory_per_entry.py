@@ -109,10 +109,15 @@ async def walk(names: Names, store: MemoryStore) -> None:
         names.opened(nodes)
         for node in nodes:
             names.table.remember(node)  # readdirplus
-        for node in nodes:
-            found = await names.lookup(directory, node.name)
+        listed = [node.name for node in nodes]
+        names.release(nodes)  # ls reads the whole directory, closes it, then stats
+        del nodes, node
+        if hasattr(names.table, "handle_ended"):  # (as fs/operations.py's releasedir)
+            names.table.handle_ended(len(listed))
+        for name in listed:
+            found = await names.lookup(directory, name)
             names.table.remember(found)
-        names.release(nodes)
+        del found
         for dir_path in list(names.stat_index.dirty):
             names.stat_index.dirty.pop(dir_path)
             await writer.write(dir_path, relist=False)
