@@ -35,7 +35,8 @@ _NO_ETAG, _MD5, _TEXT = 0, 1, 2
 _ONLY_THE_TABLE = 4
 # Nodes made or unpacked since the last pass, at least, before the next. The test suite
 # sets S3MPFS_PACK_AFTER=1, so that every mount it runs packs what it can all the time.
-_PACK_AFTER = max(1, int(os.environ.get("S3MPFS_PACK_AFTER") or 4096))
+_SET_PACK_AFTER = os.environ.get("S3MPFS_PACK_AFTER", "")
+_PACK_AFTER = max(1, int(_SET_PACK_AFTER)) if _SET_PACK_AFTER.isdigit() else 4096
 
 
 def _row(node: Node) -> bytes | None:
